@@ -1,0 +1,74 @@
+"""The Celery settings module: queues, routes, acks, retries, events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Exchange, Queue
+
+from config.settings import Settings
+
+QUEUE_INBOUND = "jira_sync.inbound"
+QUEUE_SIDE_EFFECTS = "jira_sync.side_effects"
+QUEUE_PROJECTS = "jira_sync.projects"
+QUEUE_MAINTENANCE = "jira_sync.maintenance"
+ALL_QUEUES = (QUEUE_INBOUND, QUEUE_SIDE_EFFECTS, QUEUE_PROJECTS, QUEUE_MAINTENANCE)
+
+# Task names are part of the interface (Flower, the failed-task store, replay): never rename.
+ROUTES = {
+    "jira_sync.inbound.*": {"queue": QUEUE_INBOUND},
+    "jira_sync.effects.*": {"queue": QUEUE_SIDE_EFFECTS},
+    "jira_sync.projects.*": {"queue": QUEUE_PROJECTS},
+    "jira_sync.maintenance.*": {"queue": QUEUE_MAINTENANCE},
+}
+
+SWEEP_INTERVAL_S = 15.0
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for every process (receiver, workers, beat, CLI, Flower)."""
+    exchange = Exchange("jira_sync", type="direct")
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": None,
+        "task_ignore_result": True,
+        # JSON only: a pickled message on the broker is refused, never executed.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        # A task is acknowledged after it ran; a killed pool child puts it back at once.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {
+            # Longer than any retry countdown, so a delayed retry held by a worker is not
+            # handed to a second one; also the bound on recovering a killed worker's tasks.
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        # Flower: workers send task events and clients send task-sent events.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": QUEUE_INBOUND,
+        "task_default_exchange": exchange.name,
+        "task_default_routing_key": QUEUE_INBOUND,
+        "task_queues": [Queue(name, exchange, routing_key=name) for name in ALL_QUEUES],
+        "task_routes": ROUTES,
+        "task_create_missing_queues": False,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_schedule": {
+            "sweep-unqueued-deliveries": {
+                "task": "jira_sync.maintenance.sweep_deliveries",
+                "schedule": SWEEP_INTERVAL_S,
+            },
+            "flush-failure-spool": {
+                "task": "jira_sync.maintenance.flush_failure_spool",
+                "schedule": SWEEP_INTERVAL_S,
+            },
+        },
+    }

@@ -1,0 +1,158 @@
+"""Environment -> typed, validated settings, read once per process."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_SNOWFLAKE_EPOCH = "2022-08-08T00:00:00Z"
+SECRET_FIELDS = frozenset({"secret_key", "flower_basic_auth"})
+
+
+class ConfigError(Exception):
+    """Raised when an environment variable is missing or malformed; names the variable."""
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    """Everything the processes read from the environment, validated."""
+
+    database_url: str
+    redis_url: str
+    broker_url: str
+    secret_key: str
+    public_url: str
+    snowflake_region_id: int
+    snowflake_epoch_s: int
+    webhook_body_limit_bytes: int
+    flower_basic_auth: str
+    log_level: str
+    broker_visibility_timeout_s: int
+    retry_max_attempts: int
+    retry_backoff_max_s: int
+    pending_link_ttl_s: int
+    jira_timeout_s: float
+    db_pool_max_size: int
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS and value:
+                value = "***"
+            elif f.name.endswith("_url") and isinstance(value, str):
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+
+def redact_url(url: str) -> str:
+    """Hide the password in a URL such as redis://:pw@host/0."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str:
+    value = _required(env, name)
+    scheme = urlsplit(value).scheme
+    if scheme not in schemes:
+        raise ConfigError(f"{name} must be a {' or '.join(schemes)} URL")
+    return value
+
+
+def default_broker_url(redis_url: str) -> str:
+    """The Redis URL on the next database index, so broker keys never mix with ours."""
+    parts = urlsplit(redis_url)
+    path = parts.path.strip("/")
+    index = int(path) if path.isdigit() else 0
+    return urlunsplit(parts._replace(path=f"/{(index + 1) % 16}"))
+
+
+def _epoch(env: Mapping[str, str]) -> int:
+    raw = env.get("SNOWFLAKE_EPOCH", "").strip() or DEFAULT_SNOWFLAKE_EPOCH
+    try:
+        instant = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"SNOWFLAKE_EPOCH must be an ISO-8601 instant such as {DEFAULT_SNOWFLAKE_EPOCH}"
+        ) from None
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    return int(instant.timestamp())
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Validate the environment; raise ConfigError naming the first bad variable."""
+    redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix"))
+    broker_url = env.get("BROKER_URL", "").strip() or default_broker_url(redis_url)
+    log_level = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    secret_key = _required(env, "SECRET_KEY")
+    if len(secret_key) < 16:
+        raise ConfigError("SECRET_KEY must be at least 16 characters")
+    flower_auth = env.get("FLOWER_BASIC_AUTH", "").strip()
+    if flower_auth and ":" not in flower_auth:
+        raise ConfigError("FLOWER_BASIC_AUTH must look like user:password")
+    visibility = _int(env, "BROKER_VISIBILITY_TIMEOUT_S", 300, 10, 86400)
+    backoff_max = _int(env, "RETRY_BACKOFF_MAX_S", 60, 1, 3600)
+    if backoff_max * 2 >= visibility:
+        raise ConfigError(
+            "BROKER_VISIBILITY_TIMEOUT_S must be more than twice RETRY_BACKOFF_MAX_S "
+            "so that a delayed retry is never redelivered twice"
+        )
+    public_url = (env.get("PUBLIC_URL", "").strip() or "http://127.0.0.1:8000").rstrip("/")
+    if urlsplit(public_url).scheme not in ("http", "https"):
+        raise ConfigError("PUBLIC_URL must be an http or https URL")
+    return Settings(
+        database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres")),
+        redis_url=redis_url,
+        broker_url=broker_url,
+        secret_key=secret_key,
+        public_url=public_url,
+        snowflake_region_id=_int(env, "SNOWFLAKE_REGION_ID", 0, 0, 4095),
+        snowflake_epoch_s=_epoch(env),
+        webhook_body_limit_bytes=_int(env, "WEBHOOK_BODY_LIMIT_BYTES", 1 << 20, 1024, 64 << 20),
+        flower_basic_auth=flower_auth,
+        log_level=log_level,
+        broker_visibility_timeout_s=visibility,
+        retry_max_attempts=_int(env, "RETRY_MAX_ATTEMPTS", 5, 0, 50),
+        retry_backoff_max_s=backoff_max,
+        pending_link_ttl_s=_int(env, "PENDING_LINK_TTL_S", 600, 30, 86400),
+        jira_timeout_s=float(_int(env, "JIRA_TIMEOUT_S", 10, 1, 300)),
+        db_pool_max_size=_int(env, "DB_POOL_MAX_SIZE", 10, 1, 200),
+    )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read from os.environ the first time they are needed."""
+    return load_settings(os.environ)

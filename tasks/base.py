@@ -1,0 +1,117 @@
+"""The step base class: retry policy, failure recording and per-process resources."""
+
+from __future__ import annotations
+
+import logging
+import random
+import traceback
+from typing import Any
+
+import requests
+from celery import Task
+
+from worker import failures, resources
+from worker.db import TRANSIENT_ERRORS
+from worker.errors import PermanentError, RetryableError
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 1.0
+
+# Errors that may pass if tried again; everything else is permanent.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    RetryableError,
+    *TRANSIENT_ERRORS,
+    requests.ConnectionError,
+    requests.Timeout,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def backoff_s(retries: int, cap_s: float, base_s: float = BACKOFF_BASE_S) -> float:
+    """Exponential backoff with jitter: half fixed, half random, never above cap_s."""
+    ceiling = min(cap_s, base_s * (2**retries))
+    return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, RETRYABLE) and not isinstance(exc, PermanentError)
+
+
+class Step(Task):  # type: ignore[misc]
+    """A pipeline step: retries transient errors with backoff, records what it cannot do."""
+
+    abstract = True
+    typing = True
+
+    @property
+    def resources(self) -> resources.Resources:
+        return resources.current()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        settings = self.resources.settings
+        try:
+            return self.run(*args, **kwargs)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) or _is_celery_control(exc):
+                raise
+            retries = int(self.request.retries or 0)
+            if is_retryable(exc) and retries < settings.retry_max_attempts:
+                countdown = backoff_s(retries, settings.retry_backoff_max_s)
+                log.warning(
+                    "step.retry",
+                    extra={
+                        "task": self.name,
+                        "task_id": self.request.id,
+                        "attempt": retries + 1,
+                        "countdown_s": round(countdown, 2),
+                        "error": type(exc).__name__,
+                        **_context(kwargs),
+                    },
+                )
+                raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+            self._record_failure(exc, args, kwargs, attempts=retries + 1)
+            raise
+
+    def _record_failure(
+        self, exc: Exception, args: tuple[Any, ...], kwargs: dict[str, Any], attempts: int
+    ) -> None:
+        record = failures.FailureRecord(
+            task_name=self.name,
+            task_id=str(self.request.id or ""),
+            args=list(args),
+            kwargs=dict(kwargs),
+            chain=_rest_of_chain(self.request),
+            error_type=type(exc).__name__,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            attempts=attempts,
+        )
+        log.error(
+            "step.failed",
+            extra={
+                "task": self.name,
+                "task_id": self.request.id,
+                "error": record.error_type,
+                "attempts": attempts,
+                "retryable": is_retryable(exc),
+                **_context(kwargs),
+            },
+        )
+        failures.record(self.resources, record)
+
+
+def _is_celery_control(exc: BaseException) -> bool:
+    from celery.exceptions import Ignore, Reject, Retry
+
+    return isinstance(exc, Retry | Ignore | Reject)
+
+
+def _rest_of_chain(request: Any) -> list[dict[str, Any]]:
+    chain = getattr(request, "chain", None) or []
+    return [dict(sig) for sig in chain]
+
+
+def _context(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: kwargs[k] for k in ("delivery_id", "project_id", "group_id") if k in kwargs}

@@ -1,0 +1,240 @@
+"""Shared fixtures: real PostgreSQL and Redis (embedded unless TEST_*_URL is set), clean state,
+real Celery worker processes, and scenes loaded through the product's own loader."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis as redis_lib
+
+from config.settings import default_broker_url, get_settings, load_settings
+from worker import resources
+from worker.db import migrate
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET_KEY = "test-secret-key-" + secrets.token_hex(8)
+
+
+@dataclass
+class Servers:
+    """The database and Redis the tests use; embedded ones can be stopped and restarted."""
+
+    database_url: str
+    redis_url: str
+    pg: EmbeddedPostgres | None = None
+    redis: EmbeddedRedis | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _server_failed(what: str, exc: BaseException) -> None:
+    # A missing server fails the run; it never skips silently.
+    pytest.fail(f"{what} is not reachable: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    state = Path(tempfile.mkdtemp(prefix="jira-sync-test-"))
+    pg = rd = None
+    admin_url = os.environ.get("TEST_DATABASE_URL")
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    try:
+        if not admin_url:
+            pg = EmbeddedPostgres(state / "pg")
+            pg.start()
+            admin_url = pg.url
+        if not redis_url:
+            rd = EmbeddedRedis(state / "redis")
+            rd.start()
+            redis_url = rd.url
+    except Exception as exc:
+        _server_failed("an embedded server", exc)
+    assert admin_url and redis_url
+    dbname = f"jira_sync_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        redis_lib.Redis.from_url(redis_url).ping()
+    except Exception as exc:
+        _server_failed("the test database or Redis", exc)
+    database_url = psycopg.conninfo.make_conninfo(admin_url, dbname=dbname)
+    migrate(database_url)
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "BROKER_URL": default_broker_url(redis_url),
+        "SECRET_KEY": SECRET_KEY,
+        "PUBLIC_URL": "http://127.0.0.1:8000",
+        "LOG_LEVEL": "INFO",
+        "BROKER_VISIBILITY_TIMEOUT_S": "20",
+        "RETRY_BACKOFF_MAX_S": "2",
+        "RETRY_MAX_ATTEMPTS": "3",
+        "JIRA_TIMEOUT_S": "3",
+    }
+    os.environ.update(env)
+    get_settings.cache_clear()
+    yield Servers(database_url, redis_url, pg, rd, env)
+    resources_close()
+    try:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    except psycopg.Error:
+        pass
+    if rd:
+        rd.stop()
+    if pg:
+        pg.stop("immediate")
+
+
+def resources_close() -> None:
+    if resources._current is not None:
+        resources._current.close()
+        resources._current = None
+
+
+TABLES_KEPT = ("schema_migration",)
+
+
+def clean_state(database_url: str, redis_url: str) -> None:
+    """Empty every table and both Redis databases (ours and the broker's)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall()
+            if r[0] not in TABLES_KEPT
+        ]
+        conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    client = redis_lib.Redis.from_url(redis_url)
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def res(servers: Servers) -> Iterator[resources.Resources]:
+    """This process's resources on clean state: pool, Redis, vault, settings."""
+    clean_state(servers.database_url, servers.redis_url)
+    get_settings.cache_clear()
+    yield resources.current()
+
+
+@pytest.fixture
+def settings_env(servers: Servers) -> dict[str, str]:
+    """The environment for subprocesses (workers, receiver, CLI) of this test session."""
+    return {**os.environ, **servers.env}
+
+
+@pytest.fixture
+def scene(res: resources.Resources) -> Callable[[dict[str, Any]], None]:
+    """Load reference data through `jira-sync load`'s own code."""
+    from worker.loader import load_scene
+
+    def _load(data: dict[str, Any]) -> None:
+        load_scene(res, data)
+
+    return _load
+
+
+@dataclass
+class WorkerProcess:
+    """A real `celery worker` process (prefork) for integration tests."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def children(self) -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.pid)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(p) for p in out.split()]
+
+    def kill(self) -> None:
+        """SIGKILL the main process and its pool children, as a crash would."""
+        for pid in [*self.children(), self.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_worker(
+    settings_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def _start(concurrency: int = 2, env: dict[str, str] | None = None) -> WorkerProcess:
+        name = f"w{len(started)}-{uuid.uuid4().hex[:6]}@%h"
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+            "-P", "prefork", "-c", str(concurrency), "-n", name, "-E",
+            "--without-gossip", "--without-mingle", "-l", "INFO",
+        ]  # fmt: skip
+        with log_path.open("wb") as out:
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env={**settings_env, **(env or {})}, stdout=out, stderr=out
+            )
+        handle = WorkerProcess(proc, log_path)
+        started.append(handle)
+        deadline = time.monotonic() + 60
+        while "ready" not in handle.log() or len(handle.children()) < concurrency:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{handle.log()[-4000:]}")
+            time.sleep(0.1)
+        return handle
+
+    yield _start
+    for handle in started:
+        handle.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 30, what: str = "") -> Any:
+    """Poll until predicate() is truthy; fail the test naming what never happened."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what or predicate}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def env_for(servers: Servers) -> Callable[..., Any]:
+    """Settings built from the test environment plus overrides (for config tests)."""
+
+    def _build(**overrides: str) -> Any:
+        return load_settings({**servers.env, **overrides})
+
+    return _build

@@ -1,0 +1,1 @@
+"""jira-sync: the receiver, the Celery app and the command line."""

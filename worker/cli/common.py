@@ -1,0 +1,41 @@
+"""What every `jira-sync` command shares: exit codes, errors, output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from worker.logs import scrub
+
+# Exit codes are part of the interface; the README lists them.
+EXIT_OK = 0  # done, or nothing to do
+EXIT_FAILED = 1  # the command ran and some of its work failed
+EXIT_USAGE = 2  # bad arguments or input (argparse uses 2 too)
+EXIT_CONFIG = 3  # the environment is missing or malformed
+EXIT_UNAVAILABLE = 4  # PostgreSQL, Redis, the broker or Jira cannot be reached
+EXIT_NOT_FOUND = 5  # the thing named does not exist
+
+
+class CliError(Exception):
+    """Raised by a command to stop with a message naming what to fix and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(scrub(json.dumps(data, indent=2, default=str, sort_keys=False)) + "\n")
+
+
+def echo(text: str = "") -> None:
+    sys.stdout.write(scrub(text) + "\n")
+
+
+def table(rows: list[list[Any]], headers: list[str]) -> str:
+    """A plain left-aligned text table."""
+    cells = [[str(c) for c in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)

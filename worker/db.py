@@ -1,0 +1,91 @@
+"""The PostgreSQL connection pool, transactions and the migrations runner."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from worker.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Any two processes running migrate at once queue up behind this lock.
+MIGRATION_LOCK_KEY = 0x6A697261_73796E63
+
+Connection = psycopg.Connection[dict[str, Any]]
+
+# SQLSTATEs worth a retry: the database went away or the transaction lost a race.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    pg_errors.SerializationFailure,
+    pg_errors.DeadlockDetected,
+    pg_errors.LockNotAvailable,
+    pg_errors.AdminShutdown,
+    pg_errors.CannotConnectNow,
+    PoolTimeout,
+)
+
+
+def open_pool(
+    url: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0
+) -> ConnectionPool[Connection]:
+    """A pool whose connections return rows as dicts; it does not wait for the server."""
+    pool: ConnectionPool[Connection] = ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout_s,
+        kwargs={"row_factory": dict_row, "connect_timeout": 5},
+        check=ConnectionPool.check_connection,
+        open=False,
+        name="jira-sync",
+    )
+    pool.open(wait=False)
+    return pool
+
+
+@contextmanager
+def transaction(pool: ConnectionPool[Connection]) -> Iterator[Connection]:
+    """One transaction on a pooled connection; transient failures become DatabaseUnavailable."""
+    try:
+        with pool.connection() as conn, conn.transaction():
+            yield conn
+    except TRANSIENT_ERRORS as exc:
+        raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def migration_files() -> list[Path]:
+    return sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+
+
+def migrate(url: str) -> list[str]:
+    """Apply the migrations not applied yet, each in its own transaction; return their names."""
+    applied: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migration ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migration")}
+            for path in migration_files():
+                if path.stem in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(path.read_text())  # type: ignore[arg-type]
+                    conn.execute("INSERT INTO schema_migration (version) VALUES (%s)", (path.stem,))
+                applied.append(path.stem)
+                log.info("db.migrated", extra={"migration": path.stem})
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    return applied

@@ -1,0 +1,82 @@
+"""The failed-task store: record a step that gave up; spool to Redis while PostgreSQL is down."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from worker.db import transaction
+from worker.errors import DatabaseUnavailable
+from worker.logs import scrub
+from worker.queries import deliveries as q_deliveries
+from worker.queries import failed_tasks as q_failed
+
+if TYPE_CHECKING:
+    from worker.resources import Resources
+
+log = logging.getLogger(__name__)
+
+SPOOL_KEY = "jira_sync:failure_spool"
+
+
+@dataclass
+class FailureRecord:
+    """One failed attempt of a step, as the store keeps it."""
+
+    task_name: str
+    task_id: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    error_type: str
+    message: str
+    traceback: str
+    attempts: int
+    chain: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        """Same step, same arguments: the same record, whatever the task id."""
+        ident = json.dumps([self.task_name, self.args, self.kwargs], sort_keys=True, default=str)
+        return hashlib.sha256(ident.encode()).hexdigest()
+
+
+def record(res: Resources, rec: FailureRecord) -> int | None:
+    """Store the failure (and point its delivery at it); spool it if PostgreSQL is down."""
+    rec.message = scrub(rec.message)
+    rec.traceback = scrub(rec.traceback)
+    try:
+        return write(res, rec)
+    except DatabaseUnavailable:
+        try:
+            res.redis.rpush(SPOOL_KEY, json.dumps(asdict(rec), default=str))
+            log.warning("failure.spooled", extra={"task": rec.task_name})
+        except redis.RedisError:
+            log.error("failure.unrecorded", extra={"task": rec.task_name, "record": asdict(rec)})
+        return None
+
+
+def write(res: Resources, rec: FailureRecord) -> int:
+    with transaction(res.pool) as conn:
+        failed_id = q_failed.upsert_failed_task(conn, rec.fingerprint, asdict(rec))
+        delivery_id = rec.kwargs.get("delivery_id")
+        if isinstance(delivery_id, int):
+            q_deliveries.mark_delivery_failed(conn, delivery_id, failed_id)
+    return failed_id
+
+
+def flush_spool(res: Resources, limit: int = 1000) -> int:
+    """Write spooled records into PostgreSQL; each leaves the spool only once written."""
+    written = 0
+    for _ in range(limit):
+        raw = res.redis.lindex(SPOOL_KEY, 0)
+        if raw is None:
+            break
+        write(res, FailureRecord(**json.loads(raw)))
+        res.redis.lpop(SPOOL_KEY)
+        written += 1
+    return written

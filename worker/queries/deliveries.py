@@ -1,0 +1,128 @@
+"""SQL for the webhook inbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from worker.db import Connection
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One accepted webhook delivery as the inbox holds it."""
+
+    id: int
+    integration_id: int
+    dedupe_key: str
+    body: str
+    headers: dict[str, Any]
+    issue_key: str | None
+    event_ts: int | None
+    status: str
+    outcome: str | None
+    detail: dict[str, Any]
+    attempts: int
+    failed_task_id: int | None
+    received_at: datetime
+    queued_at: datetime | None
+    finished_at: datetime | None
+
+
+INSERT_DELIVERY = """
+INSERT INTO webhook_delivery (integration_id, dedupe_key, body, headers, issue_key, event_ts)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (integration_id, dedupe_key) DO NOTHING
+RETURNING id
+"""
+
+
+def insert_delivery(
+    conn: Connection,
+    integration_id: int,
+    dedupe_key: str,
+    body: str,
+    headers: dict[str, str],
+    issue_key: str | None,
+    event_ts: int | None,
+) -> int | None:
+    """Store a delivery; None when the same delivery is already stored."""
+    row = conn.execute(
+        INSERT_DELIVERY, (integration_id, dedupe_key, body, Jsonb(headers), issue_key, event_ts)
+    ).fetchone()
+    return None if row is None else int(row["id"])
+
+
+MARK_QUEUED = """
+UPDATE webhook_delivery SET status = 'queued', queued_at = now(), updated_at = now()
+WHERE id = ANY(%s) AND status = 'received'
+"""
+
+
+def mark_queued(conn: Connection, delivery_ids: list[int]) -> None:
+    conn.execute(MARK_QUEUED, (delivery_ids,))
+
+
+SELECT_UNQUEUED = """
+SELECT id FROM webhook_delivery
+WHERE status = 'received' AND received_at < now() - make_interval(secs => %s)
+ORDER BY id LIMIT %s
+"""
+
+
+def unqueued_delivery_ids(conn: Connection, older_than_s: float, limit: int) -> list[int]:
+    """Deliveries stored but never put on the broker (the broker was down at the time)."""
+    return [int(r["id"]) for r in conn.execute(SELECT_UNQUEUED, (older_than_s, limit))]
+
+
+SELECT_DELIVERY = "SELECT * FROM webhook_delivery WHERE id = %s"
+
+
+def get_delivery(conn: Connection, delivery_id: int) -> Delivery | None:
+    row = conn.execute(SELECT_DELIVERY, (delivery_id,)).fetchone()
+    return None if row is None else Delivery(**row)
+
+
+FINISH_DELIVERY = """
+UPDATE webhook_delivery
+SET status = 'done', outcome = %s, detail = %s, finished_at = now(), updated_at = now(),
+    attempts = attempts + 1
+WHERE id = %s
+"""
+
+
+def finish_delivery(
+    conn: Connection, delivery_id: int, outcome: str, detail: dict[str, Any] | None = None
+) -> None:
+    """Mark a delivery done with its outcome (also after a replay of a failed one)."""
+    conn.execute(FINISH_DELIVERY, (outcome, Jsonb(detail or {}), delivery_id))
+
+
+MARK_DELIVERY_FAILED = """
+UPDATE webhook_delivery
+SET status = 'failed', failed_task_id = %s, updated_at = now(), finished_at = now(),
+    attempts = attempts + 1
+WHERE id = %s AND status <> 'done'
+"""
+
+
+def mark_delivery_failed(conn: Connection, delivery_id: int, failed_task_id: int) -> None:
+    conn.execute(MARK_DELIVERY_FAILED, (failed_task_id, delivery_id))
+
+
+LIST_DELIVERIES = """
+SELECT * FROM webhook_delivery
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(outcome)s::text IS NULL OR outcome = %(outcome)s)
+ORDER BY id DESC LIMIT %(limit)s
+"""
+
+
+def list_deliveries(
+    conn: Connection, status: str | None, outcome: str | None, limit: int
+) -> list[Delivery]:
+    rows = conn.execute(LIST_DELIVERIES, {"status": status, "outcome": outcome, "limit": limit})
+    return [Delivery(**r) for r in rows]
