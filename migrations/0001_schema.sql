@@ -81,7 +81,7 @@ CREATE TABLE group_subscription (
     project_id bigint NOT NULL REFERENCES project (id) ON DELETE CASCADE,
     user_id bigint REFERENCES app_user (id) ON DELETE CASCADE,
     team_id bigint REFERENCES team (id) ON DELETE CASCADE,
-    -- 0 comment, 1 bookmark, 2 assigned (as in the original system); others exist.
+    -- worker.model.SubscriptionReason: 1 comment, 2 assigned, 3 bookmark, ...
     reason smallint NOT NULL,
     is_active boolean NOT NULL DEFAULT true,
     created_at timestamptz NOT NULL DEFAULT now(),

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -71,7 +72,7 @@ def servers() -> Iterator[Servers]:
         redis_lib.Redis.from_url(redis_url).ping()
     except Exception as exc:
         _server_failed("the test database or Redis", exc)
-    database_url = psycopg.conninfo.make_conninfo(admin_url, dbname=dbname)
+    database_url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{dbname}"))
     migrate(database_url)
     env = {
         "DATABASE_URL": database_url,

@@ -1,0 +1,5 @@
+"""`python -m worker.cli` is `jira-sync`."""
+
+from worker.cli import run
+
+run()
