@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -22,6 +24,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPOOL_KEY = "jira_sync:failure_spool"
+# Spooled entries that cannot be read back are set aside here rather than block the spool.
+SPOOL_UNREADABLE_KEY = "jira_sync:failure_spool:unreadable"
+SPOOL_LOCK_KEY = "jira_sync:failure_spool:lock"
+SPOOL_LOCK_TTL_S = 120
 
 
 @dataclass
@@ -37,6 +43,8 @@ class FailureRecord:
     traceback: str
     attempts: int
     chain: list[dict[str, Any]] = field(default_factory=list)
+    # When it failed (ISO 8601): a spooled record keeps its real time, not the flush time.
+    failed_at: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -49,6 +57,8 @@ def record(res: Resources, rec: FailureRecord) -> int | None:
     """Store the failure (and point its delivery at it); spool it if PostgreSQL is down."""
     rec.message = scrub(rec.message)
     rec.traceback = scrub(rec.traceback)
+    if rec.failed_at is None:
+        rec.failed_at = datetime.now(UTC).isoformat()
     try:
         return write(res, rec)
     except DatabaseUnavailable:
@@ -71,12 +81,31 @@ def write(res: Resources, rec: FailureRecord) -> int:
 
 def flush_spool(res: Resources, limit: int = 1000) -> int:
     """Write spooled records into PostgreSQL; each leaves the spool only once written."""
+    # One flusher at a time, so no record is written twice (its attempts would double).
+    lock = res.redis.lock(SPOOL_LOCK_KEY, timeout=SPOOL_LOCK_TTL_S, blocking=False)
+    if not lock.acquire():
+        return 0
+    try:
+        return _flush(res, limit)
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            lock.release()
+
+
+def _flush(res: Resources, limit: int) -> int:
     written = 0
     for _ in range(limit):
         raw = res.redis.lindex(SPOOL_KEY, 0)
         if raw is None:
             break
-        write(res, FailureRecord(**json.loads(raw)))
-        res.redis.lpop(SPOOL_KEY)
+        try:
+            rec = FailureRecord(**json.loads(raw))
+        except (ValueError, TypeError):
+            res.redis.lmove(SPOOL_KEY, SPOOL_UNREADABLE_KEY, "LEFT", "RIGHT")
+            log.error("failure.spool_unreadable", extra={"key": SPOOL_UNREADABLE_KEY})
+            continue
+        write(res, rec)
+        # Only the entry just written leaves (LREM by value, not a blind LPOP).
+        res.redis.lrem(SPOOL_KEY, 1, raw.decode() if isinstance(raw, bytes) else raw)
         written += 1
     return written

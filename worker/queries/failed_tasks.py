@@ -105,7 +105,9 @@ def _where(filters: Filters) -> tuple[sql.Composable, dict[str, Any]]:
             continue
         key = f"p{len(params)}"
         params[key] = value
-        clauses.append(sql.SQL("{} {} {}").format(sql.Identifier(column), sql.SQL(op), sql.Placeholder(key)))
+        clauses.append(
+            sql.SQL("{} {} {}").format(sql.Identifier(column), sql.SQL(op), sql.Placeholder(key))
+        )
     return sql.SQL(" AND ").join(clauses), params
 
 
@@ -145,8 +147,7 @@ def lock_batch_by_filters(
     send the same record; rows another replay holds are skipped."""
     where, params = _where(filters)
     query = sql.SQL(
-        "SELECT * FROM failed_task WHERE {} AND id > {} ORDER BY id LIMIT {} "
-        "FOR UPDATE SKIP LOCKED"
+        "SELECT * FROM failed_task WHERE {} AND id > {} ORDER BY id LIMIT {} FOR UPDATE SKIP LOCKED"
     ).format(where, sql.Literal(after_id), sql.Literal(limit))
     return [FailedTask(**r) for r in conn.execute(query, params)]
 
