@@ -27,6 +27,9 @@ from worker import resources
 from worker.db import migrate
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
 
+# The fake Jira Server fixture (`fake_jira`) for every test module.
+pytest_plugins = ["tests.fakejira"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = "test-secret-key-" + secrets.token_hex(8)
 

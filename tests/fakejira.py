@@ -1,0 +1,406 @@
+"""A fake Jira Server over real HTTP on 127.0.0.1, in the test process.
+
+Every request is checked by oauthlib's own server-side endpoints (RSA-SHA1 against the
+consumer's public key), so a wrong signature is refused by code this project did not write.
+It serves the OAuth dance (request token, authorize redirect, access token), webhook
+registration, assignable-user search and assignee updates, and records every call.
+
+Use the `fake_jira` fixture (registered in tests/conftest.py), or `from tests.fakejira import
+FakeJira, rsa_keypair`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from oauthlib.common import generate_token
+from oauthlib.oauth1 import (
+    SIGNATURE_RSA,
+    AccessTokenEndpoint,
+    RequestTokenEndpoint,
+    RequestValidator,
+    ResourceEndpoint,
+)
+
+CONSUMER_KEY = "jira-sync-test"
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_pem: str
+    public_pem: str
+
+
+def _new_keypair() -> KeyPair:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return KeyPair(private, public)
+
+
+@functools.cache
+def rsa_keypair(name: str = "default") -> KeyPair:
+    """A 2048-bit RSA key pair, generated once per name per test session."""
+    return _new_keypair()
+
+
+@dataclass
+class Call:
+    """One HTTP request the fake received."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: str
+    headers: dict[str, str]
+    signed: bool  # the OAuth signature verified
+    status: int = 0
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class _RequestToken:
+    secret: str
+    consumer_key: str
+    callback: str
+    authorized: bool = False
+
+
+class _Validator(RequestValidator):  # type: ignore[misc]
+    """oauthlib's validator over the fake's in-memory state."""
+
+    def __init__(self, fake: FakeJira) -> None:
+        super().__init__()
+        self.fake = fake
+        self._dummy = rsa_keypair("dummy").public_pem
+
+    # Jira keys and tokens do not follow oauthlib's default 20-30 character rules.
+    enforce_ssl = False
+    allowed_signature_methods = (SIGNATURE_RSA,)
+    dummy_client = "dummy-client"
+    dummy_request_token = "dummy-request-token"
+    dummy_access_token = "dummy-access-token"
+
+    def check_client_key(self, client_key: str) -> bool:
+        return 0 < len(client_key) <= 200
+
+    def check_request_token(self, request_token: str) -> bool:
+        return 0 < len(request_token) <= 200
+
+    def check_access_token(self, request_token: str) -> bool:
+        return 0 < len(request_token) <= 200
+
+    def check_nonce(self, nonce: str) -> bool:
+        return 0 < len(nonce) <= 200
+
+    def check_verifier(self, verifier: str) -> bool:
+        return 0 < len(verifier) <= 200
+
+    def validate_client_key(self, client_key: str, request: Any) -> bool:
+        return client_key in self.fake.consumers
+
+    def get_rsa_key(self, client_key: str, request: Any) -> str:
+        return self.fake.consumers.get(client_key, self._dummy)
+
+    def validate_timestamp_and_nonce(
+        self, client_key: str, timestamp: str, nonce: str, request: Any, **_: Any
+    ) -> bool:
+        with self.fake._lock:
+            if (client_key, nonce) in self.fake._nonces:
+                return False
+            self.fake._nonces.add((client_key, nonce))
+        return True
+
+    def get_default_realms(self, client_key: str, request: Any) -> list[str]:
+        return []
+
+    def validate_requested_realms(self, client_key: str, realms: Any, request: Any) -> bool:
+        return True
+
+    def validate_redirect_uri(self, client_key: str, redirect_uri: str, request: Any) -> bool:
+        return True
+
+    def save_request_token(self, token: dict[str, str], request: Any) -> None:
+        self.fake.request_tokens[token["oauth_token"]] = _RequestToken(
+            token["oauth_token_secret"], request.client_key, request.redirect_uri
+        )
+
+    def validate_request_token(self, client_key: str, token: str, request: Any) -> bool:
+        pending = self.fake.request_tokens.get(token)
+        return pending is not None and pending.consumer_key == client_key
+
+    def get_request_token_secret(self, client_key: str, token: str, request: Any) -> str:
+        pending = self.fake.request_tokens.get(token)
+        return pending.secret if pending else "dummy"
+
+    def validate_verifier(self, client_key: str, token: str, verifier: str, request: Any) -> bool:
+        # Jira Server hands the request token back as the verifier.
+        pending = self.fake.request_tokens.get(token)
+        return pending is not None and pending.authorized and verifier == token
+
+    def get_realms(self, token: str, request: Any) -> list[str]:
+        return []
+
+    def invalidate_request_token(self, client_key: str, request_token: str, request: Any) -> None:
+        self.fake.request_tokens.pop(request_token, None)
+
+    def save_access_token(self, token: dict[str, str], request: Any) -> None:
+        self.fake.access_tokens[token["oauth_token"]] = (
+            token["oauth_token_secret"],
+            request.client_key,
+        )
+
+    def validate_access_token(self, client_key: str, token: str, request: Any) -> bool:
+        held = self.fake.access_tokens.get(token)
+        return held is not None and held[1] == client_key
+
+    def get_access_token_secret(self, client_key: str, token: str, request: Any) -> str:
+        held = self.fake.access_tokens.get(token)
+        return held[0] if held else "dummy"
+
+    def validate_realms(self, *args: Any, **kwargs: Any) -> bool:
+        return True
+
+
+@dataclass
+class JiraUser:
+    name: str
+    email: str | None
+    display_name: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "key": self.name,
+            "displayName": self.display_name or self.name,
+            "active": True,
+        }
+        if self.email is not None:
+            data["emailAddress"] = self.email
+        return data
+
+
+@dataclass
+class FakeJira:
+    """State and behaviour of the fake; tests change the public fields freely."""
+
+    consumers: dict[str, str] = field(default_factory=dict)  # consumer key -> public PEM
+    users: list[JiraUser] = field(default_factory=list)
+    assignees: dict[str, str | None] = field(default_factory=dict)
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    request_tokens: dict[str, _RequestToken] = field(default_factory=dict)
+    access_tokens: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Answer every request with this status (e.g. 500) until set back to None.
+    fail_status: int | None = None
+    # Per path: (status, body, content type) answered instead of the normal behaviour.
+    overrides: dict[str, tuple[int, str, str]] = field(default_factory=dict)
+    delay_s: float = 0.0
+    base_url: str = ""
+    _nonces: set[tuple[str, str]] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        validator = _Validator(self)
+        self._request_token_endpoint = RequestTokenEndpoint(validator)
+        self._access_token_endpoint = AccessTokenEndpoint(validator)
+        self._resource_endpoint = ResourceEndpoint(validator)
+
+    # -- helpers for tests ------------------------------------------------------------------
+
+    def add_consumer(
+        self, consumer_key: str = CONSUMER_KEY, keys: KeyPair | None = None
+    ) -> KeyPair:
+        """Register an application link (consumer key + public key) as a Jira admin would."""
+        keys = keys or rsa_keypair()
+        self.consumers[consumer_key] = keys.public_pem
+        return keys
+
+    def grant_access_token(self, consumer_key: str = CONSUMER_KEY) -> tuple[str, str]:
+        """An access token as if the OAuth dance had happened: (token, secret)."""
+        token, secret = generate_token(), generate_token()
+        self.access_tokens[token] = (secret, consumer_key)
+        return token, secret
+
+    def add_user(self, name: str, email: str | None, display_name: str = "") -> JiraUser:
+        user = JiraUser(name, email, display_name)
+        self.users.append(user)
+        return user
+
+    def approve(self, request_token: str) -> str:
+        """The operator clicks "Allow": returns the callback URL Jira redirects to."""
+        pending = self.request_tokens[request_token]
+        pending.authorized = True
+        joiner = "&" if "?" in pending.callback else "?"
+        query = urlencode({"oauth_token": request_token, "oauth_verifier": request_token})
+        return f"{pending.callback}{joiner}{query}"
+
+    def calls_to(self, path_prefix: str, method: str | None = None) -> list[Call]:
+        with self._lock:
+            return [
+                c
+                for c in self.calls
+                if c.path.startswith(path_prefix) and (method is None or c.method == method)
+            ]
+
+    # -- request handling -------------------------------------------------------------------
+
+    def handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: str
+    ) -> tuple[int, dict[str, str], str]:
+        uri = f"http://{headers.get('Host', '127.0.0.1')}{raw_path}"
+        parts = urlsplit(raw_path)
+        path = unquote(parts.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        call = Call(method, path, query, body, dict(headers), signed=False)
+        with self._lock:
+            self.calls.append(call)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        status, out_headers, out_body = self._dispatch(call, uri, headers)
+        call.status = status
+        return status, out_headers, out_body
+
+    def _dispatch(
+        self, call: Call, uri: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], str]:
+        if self.fail_status is not None:
+            return self.fail_status, {"Content-Type": "text/html"}, "<html>Jira is down</html>"
+        if call.path in self.overrides:
+            status, text, content_type = self.overrides[call.path]
+            return status, {"Content-Type": content_type}, text
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        if call.path == "/plugins/servlet/oauth/request-token" and call.method == "POST":
+            h, b, s = self._request_token_endpoint.create_request_token_response(
+                uri, http_method=call.method, body=call.body, headers=headers
+            )
+            call.signed = s == 200
+            return s, {**form, **(h or {})}, b or "oauth_problem=signature_invalid"
+        if call.path == "/plugins/servlet/oauth/access-token" and call.method == "POST":
+            h, b, s = self._access_token_endpoint.create_access_token_response(
+                uri, http_method=call.method, body=call.body, headers=headers
+            )
+            call.signed = s == 200
+            return s, {**form, **(h or {})}, b or "oauth_problem=signature_invalid"
+        if call.path == "/plugins/servlet/oauth/authorize" and call.method == "GET":
+            token = call.query.get("oauth_token", "")
+            if token not in self.request_tokens:
+                return 400, {"Content-Type": "text/plain"}, "unknown request token"
+            return 302, {"Location": self.approve(token)}, ""
+        valid, _ = self._resource_endpoint.validate_protected_resource_request(
+            uri, http_method=call.method, body=call.body, headers=headers
+        )
+        call.signed = bool(valid)
+        if not valid:
+            return 401, {"Content-Type": "text/plain"}, "oauth_problem=signature_invalid"
+        return self._rest(call)
+
+    def _rest(self, call: Call) -> tuple[int, dict[str, str], str]:
+        json_type = {"Content-Type": "application/json"}
+        if call.path == "/rest/webhooks/1.0/webhook" and call.method == "POST":
+            hook = call.json()
+            with self._lock:
+                self.webhooks.append(hook)
+            return 201, json_type, json.dumps({"self": f"{self.base_url}{call.path}/1", **hook})
+        if call.path == "/rest/api/2/user/assignable/search" and call.method == "GET":
+            needle = call.query.get("username", "").casefold()
+            found = [
+                u.as_json()
+                for u in self.users
+                if needle
+                and (
+                    needle in u.name.casefold()
+                    or needle in (u.email or "").casefold()
+                    or needle in u.display_name.casefold()
+                )
+            ]
+            return 200, json_type, json.dumps(found)
+        prefix, suffix = "/rest/api/2/issue/", "/assignee"
+        if call.path.startswith(prefix) and call.path.endswith(suffix) and call.method == "PUT":
+            key = call.path[len(prefix) : -len(suffix)]
+            name = call.json().get("name")
+            if name is not None and name not in {u.name for u in self.users}:
+                error = {
+                    "errorMessages": [],
+                    "errors": {"assignee": f"User '{name}' does not exist."},
+                }
+                return 400, json_type, json.dumps(error)
+            with self._lock:
+                self.assignees[key] = name
+            return 204, {}, ""
+        return 404, json_type, json.dumps({"errorMessages": ["not found"]})
+
+
+def _handler_for(fake: FakeJira) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+            status, headers, text = fake.handle(self.command, self.path, dict(self.headers), body)
+            data = text.encode()
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+class FakeJiraServer:
+    """Runs a FakeJira on a free port of 127.0.0.1 in a background thread."""
+
+    def __init__(self, fake: FakeJira | None = None) -> None:
+        self.fake = fake or FakeJira()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self.fake))
+        self._httpd.daemon_threads = True
+        self.fake.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def start(self) -> FakeJiraServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def fake_jira() -> Iterator[FakeJira]:
+    """A running fake Jira Server with the default consumer registered; `.base_url` to call."""
+    server = FakeJiraServer().start()
+    server.fake.add_consumer()
+    try:
+        yield server.fake
+    finally:
+        server.stop()
