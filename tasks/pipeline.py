@@ -1,17 +1,54 @@
 """The only place that knows the order of steps: it builds and sends the chains.
 
-Inbound: check_changelog -> inbound_sync -> assign | deassign (per group) -> side effects.
+Inbound: check_changelog -> sync -> assign | deassign (per group) -> side effects
+(purge assignee-exists; deassign also purges owners-debounce; outbound sync).
 Projects: save (slug, id, insert) and delete (settings, outbox + rows, cache purge).
-Steps are sent by their stable names, so this module imports no task module.
+Steps are sent by their stable names, so this module imports no task module. Each step sends
+what follows it only after its own transaction committed, and a redelivered step re-sends it
+from the state in the database: a crash between the two never loses the rest of a chain.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from celery import Celery
 
 CHECK_CHANGELOG = "jira_sync.inbound.check_changelog"
+SYNC = "jira_sync.inbound.sync"
+ASSIGN = "jira_sync.inbound.assign"
+DEASSIGN = "jira_sync.inbound.deassign"
+PURGE_ASSIGNEE_EXISTS = "jira_sync.effects.purge_assignee_exists"
+PURGE_OWNERS_DEBOUNCE = "jira_sync.effects.purge_owners_debounce"
+OUTBOUND_SYNC = "jira_sync.effects.outbound_sync"
+
+GROUP_STEPS = {"assign": ASSIGN, "deassign": DEASSIGN}
+# After a group's assignee changed (SPEC 4.3, 4.4): caches first, then the other trackers.
+SIDE_EFFECTS = {
+    "assign": (PURGE_ASSIGNEE_EXISTS, OUTBOUND_SYNC),
+    "deassign": (PURGE_ASSIGNEE_EXISTS, PURGE_OWNERS_DEBOUNCE, OUTBOUND_SYNC),
+}
 
 
 def start_delivery(app: Celery, delivery_id: int) -> None:
     """Put a stored delivery's first step on the broker."""
     app.send_task(CHECK_CHANGELOG, kwargs={"delivery_id": delivery_id})
+
+
+def after_changelog(app: Celery, delivery_id: int) -> None:
+    """The delivery asks for an assignee change: run the inbound sync."""
+    app.send_task(SYNC, kwargs={"delivery_id": delivery_id})
+
+
+def after_sync(app: Celery, delivery_id: int, group_actions: Iterable[tuple[int, str]]) -> None:
+    """Apply the sync's decision to each group: (group id, "assign" | "deassign")."""
+    for group_id, action in group_actions:
+        app.send_task(
+            GROUP_STEPS[action], kwargs={"delivery_id": delivery_id, "group_id": group_id}
+        )
+
+
+def after_group_change(app: Celery, delivery_id: int, group_id: int, action: str) -> None:
+    """A group's assignee changed: its side effects, each its own retryable step."""
+    for name in SIDE_EFFECTS[action]:
+        app.send_task(name, kwargs={"delivery_id": delivery_id, "group_id": group_id})

@@ -4,6 +4,7 @@ JiraSyncError
 |- RetryableError            transient: retried with backoff, then recorded as failed
 |   |- DatabaseUnavailable
 |   |- JiraUnavailable
+|   |- CacheUnavailable
 |   '- IdSpaceExhausted
 '- PermanentError            retrying cannot help: recorded as failed at once
     |- BadPayload
@@ -34,6 +35,10 @@ class DatabaseUnavailable(RetryableError):
 
 class JiraUnavailable(RetryableError):
     """Raised when Jira answers 5xx, times out or cannot be reached."""
+
+
+class CacheUnavailable(RetryableError):
+    """Raised when Redis (the cache) cannot be reached or times out."""
 
 
 class IdSpaceExhausted(PermanentError):

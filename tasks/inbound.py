@@ -1,0 +1,214 @@
+"""Steps: inbound sync (SPEC 4.2) and assign / deassign of one group (4.3-4.5).
+
+Ordering: the sync locks the issue's external_issue rows and drops an event older than the
+newest one applied (`stale`); each group step locks its group row and drops an event older
+than the newest one applied to that group. So the events applied to a group are applied in
+Jira timestamp order whatever order the workers run them in, and the newest one decides.
+Idempotency: delivery_effect records what the sync decided per group and what the group step
+did; a redelivered step reads it and only re-sends what follows.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tasks import pipeline
+from tasks.base import Step
+from worker.app import app
+from worker.assignment import (
+    PENDING,
+    Action,
+    Assignee,
+    IssueEvent,
+    Outcome,
+    choose_user,
+    decide_change,
+    delivery_outcome,
+    is_newer,
+    parse_event,
+    subscriptions_to_remove,
+)
+from worker.db import Connection, transaction
+from worker.errors import NotFound
+from worker.model import ActivityType, HistoryStatus
+from worker.queries import deliveries as q_deliveries
+from worker.queries import inbound as q
+
+log = logging.getLogger(__name__)
+
+CHANGED = frozenset({Outcome.ASSIGNED, Outcome.UNASSIGNED})
+
+
+@app.task(base=Step, bind=True, name=pipeline.SYNC)
+def sync(self: Step, *, delivery_id: int) -> int:
+    with transaction(self.resources.pool) as conn:
+        if not q.lock_delivery(conn, delivery_id):
+            raise NotFound(f"delivery {delivery_id} does not exist")
+        delivery = q_deliveries.get_delivery(conn, delivery_id)
+        assert delivery is not None
+        if delivery.status == "done":
+            return delivery_id
+        planned = q.effects(conn, delivery_id)
+        if not planned:
+            event = parse_event(delivery.body)
+            planned = _plan(conn, delivery_id, delivery.integration_id, event)
+        pending = [(e.group_id, str(e.action)) for e in planned if e.outcome == PENDING]
+        if not pending:
+            _finish_if_settled(conn, delivery_id)
+    pipeline.after_sync(app, delivery_id, pending)
+    return delivery_id
+
+
+def _plan(
+    conn: Connection, delivery_id: int, integration_id: int, event: IssueEvent
+) -> list[q.Effect]:
+    """Decide per group what this event asks; an outcome for the whole delivery finishes it."""
+    change = decide_change(event)
+    if change.action is None:
+        assert change.outcome is not None
+        _finish(conn, delivery_id, event, change.outcome)
+        return []
+    issues = q.lock_synced_external_issues(conn, integration_id, event.issue_key)
+    fresh = [issue for issue in issues if is_newer(event.order, issue.applied)]
+    if issues and not fresh:
+        _finish(conn, delivery_id, event, Outcome.STALE)
+        return []
+    if fresh:
+        q.mark_issue_event(conn, [issue.id for issue in fresh], event.order)
+    groups = q.affected_groups(
+        conn, [issue.id for issue in fresh], sorted({issue.organization_id for issue in issues})
+    )
+    if not groups:
+        _finish(conn, delivery_id, event, Outcome.NO_AFFECTED_GROUPS)
+        return []
+    if change.action is Action.DEASSIGN:
+        for group in groups:
+            q.insert_effect(conn, delivery_id, group.id, Action.DEASSIGN, None, PENDING)
+    else:
+        assert change.email is not None
+        user_teams = q.user_teams_by_email(conn, change.email)
+        teams = q.project_teams(conn, sorted({g.project_id for g in groups}))
+        for group in groups:
+            user_id = choose_user(user_teams, teams.get(group.project_id, set()))
+            outcome = PENDING if user_id is not None else Outcome.USER_NOT_FOUND
+            q.insert_effect(conn, delivery_id, group.id, Action.ASSIGN, user_id, outcome)
+    return q.effects(conn, delivery_id)
+
+
+@app.task(base=Step, bind=True, name=pipeline.ASSIGN)
+def assign(self: Step, *, delivery_id: int, group_id: int) -> int:
+    return _apply_group(self, delivery_id, group_id, Action.ASSIGN)
+
+
+@app.task(base=Step, bind=True, name=pipeline.DEASSIGN)
+def deassign(self: Step, *, delivery_id: int, group_id: int) -> int:
+    return _apply_group(self, delivery_id, group_id, Action.DEASSIGN)
+
+
+def _apply_group(step: Step, delivery_id: int, group_id: int, action: Action) -> int:
+    with transaction(step.resources.pool) as conn:
+        group = q.lock_group(conn, group_id)
+        effect = q.effect(conn, delivery_id, group_id) if group is not None else None
+        if group is None or effect is None:
+            # The group was deleted since the sync (its effect row went with it).
+            outcome = None
+        elif effect.outcome != PENDING:
+            outcome = Outcome(effect.outcome)  # done before; only re-send what follows
+        else:
+            delivery = q_deliveries.get_delivery(conn, delivery_id)
+            if delivery is None:
+                raise NotFound(f"delivery {delivery_id} does not exist")
+            event = parse_event(delivery.body)
+            if not is_newer(event.order, q.group_applied_event(conn, group_id)):
+                outcome = Outcome.STALE
+            else:
+                q.set_group_applied_event(conn, group_id, event.order, delivery_id)
+                if action is Action.ASSIGN:
+                    assert effect.user_id is not None
+                    outcome = _assign(conn, group, effect.user_id, event, delivery_id)
+                else:
+                    outcome = _deassign(conn, group, delivery_id)
+            q.set_effect_outcome(conn, delivery_id, group_id, outcome)
+            log.info(
+                "group.synced",
+                extra={
+                    "delivery_id": delivery_id,
+                    "group_id": group_id,
+                    "issue_key": event.issue_key,
+                    "outcome": str(outcome),
+                },
+            )
+        q.lock_delivery(conn, delivery_id)
+        _finish_if_settled(conn, delivery_id)
+    if outcome in CHANGED:
+        pipeline.after_group_change(app, delivery_id, group_id, action)
+    return group_id
+
+
+def _assign(
+    conn: Connection, group: q.GroupRef, user_id: int, event: IssueEvent, delivery_id: int
+) -> Outcome:
+    """SPEC 4.3 in the caller's transaction; the group row is locked."""
+    q.subscribe_user(conn, group, user_id)
+    previous = q.assignee(conn, group.id)
+    new = Assignee(user_id=user_id)
+    if previous == new:
+        return Outcome.UNCHANGED
+    q.set_user_assignee(conn, group, user_id)
+    data = {
+        "assignee": str(user_id),
+        "assigneeEmail": event.assignee_email,
+        "assigneeType": "user",
+        "integration": "jira_server",
+    }
+    q.insert_activity(conn, group, ActivityType.ASSIGNED, data, delivery_id)
+    q.insert_history(conn, group, HistoryStatus.ASSIGNED, delivery_id)
+    if previous is not None:
+        _remove_old_assignees(conn, group.id, previous, new)
+    return Outcome.ASSIGNED
+
+
+def _deassign(conn: Connection, group: q.GroupRef, delivery_id: int) -> Outcome:
+    """SPEC 4.4 in the caller's transaction; the group row is locked."""
+    previous = q.assignee(conn, group.id)
+    if previous is None:
+        return Outcome.UNCHANGED
+    q.delete_assignee(conn, group.id)
+    q.insert_activity(conn, group, ActivityType.UNASSIGNED, {}, delivery_id)
+    q.insert_history(conn, group, HistoryStatus.UNASSIGNED, delivery_id)
+    _remove_old_assignees(conn, group.id, previous, None)
+    return Outcome.UNASSIGNED
+
+
+def _remove_old_assignees(
+    conn: Connection, group_id: int, previous: Assignee, new: Assignee | None
+) -> None:
+    teams = {t for t in (previous.team_id, new.team_id if new else None) if t is not None}
+    removal = subscriptions_to_remove(previous, new, q.team_members(conn, teams))
+    if removal.user_ids or removal.team_ids:
+        q.delete_assigned_subscriptions(conn, group_id, removal.user_ids, removal.team_ids)
+
+
+def _finish_if_settled(conn: Connection, delivery_id: int) -> None:
+    """Once no group step is pending, the delivery is done with its groups' outcome."""
+    planned = q.effects(conn, delivery_id)
+    if any(e.outcome == PENDING for e in planned):
+        return
+    delivery = q_deliveries.get_delivery(conn, delivery_id)
+    if delivery is None or delivery.status == "done":
+        return
+    outcome = delivery_outcome(e.outcome for e in planned)
+    detail = {"groups": {str(e.group_id): e.outcome for e in planned}}
+    q_deliveries.finish_delivery(conn, delivery_id, outcome, detail)
+    log.info(
+        "delivery.finished",
+        extra={"delivery_id": delivery_id, "issue_key": delivery.issue_key, "outcome": outcome},
+    )
+
+
+def _finish(conn: Connection, delivery_id: int, event: IssueEvent, outcome: Outcome) -> None:
+    q_deliveries.finish_delivery(conn, delivery_id, outcome)
+    log.info(
+        "delivery.finished",
+        extra={"delivery_id": delivery_id, "issue_key": event.issue_key, "outcome": str(outcome)},
+    )

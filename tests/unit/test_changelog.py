@@ -1,0 +1,127 @@
+"""Changelog detection and payload reading (SPEC 4.1): pure, no servers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from worker.assignment import Action, Outcome, decide_change, parse_event
+from worker.errors import BadPayload
+
+
+def payload(
+    assignee: dict[str, Any] | None = None,
+    items: list[Any] | None = None,
+    timestamp: Any = 1_764_410_000_000,
+    changelog_id: Any = "10200",
+) -> dict[str, Any]:
+    """A Jira Server `jira:issue_updated` body."""
+    if items is None:
+        items = [
+            {
+                "field": "assignee",
+                "fieldtype": "jira",
+                "from": None,
+                "fromString": None,
+                "to": "ann",
+                "toString": "Ann",
+            }
+        ]
+    return {
+        "timestamp": timestamp,
+        "webhookEvent": "jira:issue_updated",
+        "issue_event_type_name": "issue_assigned",
+        "user": {"name": "admin"},
+        "issue": {"id": "10001", "key": "APP-1", "fields": {"summary": "x", "assignee": assignee}},
+        "changelog": {"id": changelog_id, "items": items},
+    }
+
+
+ANN = {"name": "ann", "emailAddress": "Ann@Acme.test", "displayName": "Ann"}
+
+
+def decide(body: dict[str, Any]) -> Any:
+    return decide_change(parse_event(json.dumps(body)))
+
+
+def test_assignee_item_with_assignee_asks_to_assign_that_email() -> None:
+    change = decide(payload(assignee=ANN))
+    assert change.action is Action.ASSIGN
+    assert change.email == "Ann@Acme.test"
+
+
+def test_assignee_item_with_null_assignee_asks_to_deassign() -> None:
+    change = decide(payload(assignee=None))
+    assert change.action is Action.DEASSIGN
+    assert change.outcome is None
+
+
+def test_changelog_without_assignee_item_is_no_assignee_change() -> None:
+    items = [{"field": "status", "fieldtype": "jira", "from": "1", "to": "3"}]
+    assert decide(payload(assignee=ANN, items=items)).outcome is Outcome.NO_ASSIGNEE_CHANGE
+
+
+def test_missing_changelog_is_no_assignee_change() -> None:
+    body = payload(assignee=ANN)
+    del body["changelog"]
+    assert decide(body).outcome is Outcome.NO_ASSIGNEE_CHANGE
+
+
+def test_assignee_without_email_is_missing_assignee_email() -> None:
+    hidden = {"name": "ann", "displayName": "Ann"}
+    assert decide(payload(assignee=hidden)).outcome is Outcome.MISSING_ASSIGNEE_EMAIL
+
+
+def test_blank_email_is_missing_assignee_email() -> None:
+    blank = {**ANN, "emailAddress": "  "}
+    assert decide(payload(assignee=blank)).outcome is Outcome.MISSING_ASSIGNEE_EMAIL
+
+
+def test_snapshot_decides_not_the_changelog_values() -> None:
+    # The changelog says "to bob" but the issue's current assignee is Ann: Ann wins.
+    items = [{"field": "assignee", "fieldtype": "jira", "from": None, "to": "bob"}]
+    assert decide(payload(assignee=ANN, items=items)).email == "Ann@Acme.test"
+
+
+def test_event_order_reads_timestamp_and_string_changelog_id() -> None:
+    event = parse_event(json.dumps(payload(assignee=ANN, timestamp=5, changelog_id="42")))
+    assert event.order == (5, 42)
+    assert event.issue_key == "APP-1"
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        "not-a-list",
+        [42],
+        [{"fieldtype": "jira"}],
+        [{"field": 7}],
+    ],
+)
+def test_malformed_changelog_items_are_bad_payload(items: Any) -> None:
+    with pytest.raises(BadPayload):
+        parse_event(json.dumps(payload(assignee=ANN, items=items)))
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b.pop("timestamp"),
+        lambda b: b.update(timestamp="soon"),
+        lambda b: b["issue"].pop("key"),
+        lambda b: b["issue"]["fields"].update(assignee="ann"),
+        lambda b: b.update(changelog=[]),
+    ],
+)
+def test_body_without_needed_shape_is_bad_payload(mutate: Any) -> None:
+    body = payload(assignee=ANN)
+    mutate(body)
+    with pytest.raises(BadPayload):
+        parse_event(json.dumps(body))
+
+
+def test_body_that_is_not_json_is_bad_payload() -> None:
+    with pytest.raises(BadPayload):
+        parse_event("{not json")
