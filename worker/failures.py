@@ -15,7 +15,6 @@ import redis
 from worker.db import transaction
 from worker.errors import DatabaseUnavailable
 from worker.logs import scrub
-from worker.queries import deliveries as q_deliveries
 from worker.queries import failed_tasks as q_failed
 
 if TYPE_CHECKING:
@@ -74,8 +73,8 @@ def write(res: Resources, rec: FailureRecord) -> int:
     with transaction(res.pool) as conn:
         failed_id = q_failed.upsert_failed_task(conn, rec.fingerprint, asdict(rec))
         delivery_id = rec.kwargs.get("delivery_id")
-        if isinstance(delivery_id, int):
-            q_deliveries.mark_delivery_failed(conn, delivery_id, failed_id)
+        if isinstance(delivery_id, int) and not isinstance(delivery_id, bool):
+            q_failed.point_delivery_at_failure(conn, delivery_id, failed_id)
     return failed_id
 
 

@@ -101,29 +101,83 @@ def test_replay_continues_the_rest_of_the_chain(
     assert [sig["task"] for sig in message["chain"]] == ["jira_sync.effects.outbound_sync"]
 
 
-def test_replay_puts_the_failed_delivery_back_to_queued(
-    res: Resources, failed_record: RecordFactory, scene: Callable[[dict[str, Any]], None]
-) -> None:
+@pytest.fixture
+def delivery(res: Resources, scene: Callable[[dict[str, Any]], None]) -> Callable[..., int]:
+    """Store a delivery (of the example scene's integration) in a given status."""
     scene(json.loads((ROOT / "examples" / "scene.json").read_text()))
+    keys = iter(range(1, 1_000_000))
+
+    def _make(status: str = "queued", outcome: str | None = None) -> int:
+        with res.pool.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO webhook_delivery (integration_id, dedupe_key, body, headers,"
+                " status, outcome) VALUES (1, %s, '{}', %s, %s, %s) RETURNING id",
+                (f"k{next(keys)}", Jsonb({}), status, outcome),
+            ).fetchone()
+        assert row is not None
+        return int(row["id"])
+
+    return _make
+
+
+def delivery_status(res: Resources, delivery_id: int) -> dict[str, Any] | None:
     with res.pool.connection() as conn:
-        row = conn.execute(
-            "INSERT INTO webhook_delivery (integration_id, dedupe_key, body, headers, status)"
-            " VALUES (1, 'k1', '{', %s, 'queued') RETURNING id",
-            (Jsonb({}),),
+        return conn.execute(
+            "SELECT status, failed_task_id FROM webhook_delivery WHERE id = %s", (delivery_id,)
         ).fetchone()
-    assert row is not None
-    failed_id = failed_record(kwargs={"delivery_id": row["id"]})
-    with res.pool.connection() as conn:
-        before = conn.execute(
-            "SELECT status, failed_task_id FROM webhook_delivery WHERE id = %s", (row["id"],)
-        ).fetchone()
-    assert before == {"status": "failed", "failed_task_id": failed_id}
+
+
+def test_failed_step_points_its_delivery_at_the_record(
+    res: Resources, failed_record: RecordFactory, delivery: Callable[..., int]
+) -> None:
+    delivery_id = delivery()
+    failed_id = failed_record(kwargs={"delivery_id": delivery_id})
+    assert delivery_status(res, delivery_id) == {"status": "failed", "failed_task_id": failed_id}
+
+
+def test_failed_side_effect_shows_its_finished_delivery_failed(
+    res: Resources, failed_record: RecordFactory, delivery: Callable[..., int]
+) -> None:
+    delivery_id = delivery("done", "assigned")
+    failed_id = failed_record(
+        task_name="jira_sync.effects.outbound_sync",
+        kwargs={"delivery_id": delivery_id, "group_id": 1},
+    )
+    assert delivery_status(res, delivery_id) == {"status": "failed", "failed_task_id": failed_id}
+
+
+def test_replay_puts_an_unfinished_delivery_back_to_queued(
+    res: Resources, failed_record: RecordFactory, delivery: Callable[..., int]
+) -> None:
+    delivery_id = delivery()
+    failed_id = failed_record(kwargs={"delivery_id": delivery_id})
     assert main(["failed", "replay", str(failed_id)]) == EXIT_OK
-    with res.pool.connection() as conn:
-        after = conn.execute(
-            "SELECT status FROM webhook_delivery WHERE id = %s", (row["id"],)
-        ).fetchone()
-    assert after == {"status": "queued"}
+    assert delivery_status(res, delivery_id) == {"status": "queued", "failed_task_id": failed_id}
+
+
+def test_replay_of_its_side_effect_puts_a_finished_delivery_back_to_done(
+    res: Resources, failed_record: RecordFactory, delivery: Callable[..., int]
+) -> None:
+    delivery_id = delivery("done", "assigned")
+    failed_id = failed_record(
+        task_name="jira_sync.effects.outbound_sync",
+        kwargs={"delivery_id": delivery_id, "group_id": 1},
+    )
+    assert main(["failed", "replay", str(failed_id)]) == EXIT_OK
+    assert delivery_status(res, delivery_id) == {"status": "done", "failed_task_id": failed_id}
+
+
+def test_delivery_stays_failed_while_another_of_its_records_is_failed(
+    res: Resources, failed_record: RecordFactory, delivery: Callable[..., int]
+) -> None:
+    delivery_id = delivery("done", "assigned")
+    first, second = (
+        failed_record(task_name="jira_sync.effects.outbound_sync",
+                      kwargs={"delivery_id": delivery_id, "group_id": group})
+        for group in (1, 2)
+    )  # fmt: skip
+    assert main(["failed", "replay", str(first)]) == EXIT_OK
+    assert delivery_status(res, delivery_id) == {"status": "failed", "failed_task_id": second}
 
 
 def test_replaying_a_replayed_record_again_sends_nothing(

@@ -169,21 +169,40 @@ def count_matching(conn: Connection, filters: Filters) -> int:
     return 0 if row is None else int(row["n"])
 
 
+# Even a delivery already done shows `failed` when a later step of it (a side effect)
+# gives up: the operator must see it. The pointer names the newest failure.
+POINT_DELIVERY_AT_FAILURE = """
+UPDATE webhook_delivery
+SET status = 'failed', failed_task_id = %s, updated_at = now(), finished_at = now(),
+    attempts = attempts + 1
+WHERE id = %s
+"""
+
+
+def point_delivery_at_failure(conn: Connection, delivery_id: int, failed_id: int) -> None:
+    conn.execute(POINT_DELIVERY_AT_FAILURE, (failed_id, delivery_id))
+
+
 MARK_REPLAYED = """
 UPDATE failed_task SET status = 'replayed', replayed_at = now() WHERE id = ANY(%s)
 """
 
-# A delivery whose failed step is back on the broker is queued again, not failed.
-REQUEUE_DELIVERIES = """
-UPDATE webhook_delivery SET status = 'queued', queued_at = now(), updated_at = now()
-WHERE failed_task_id = ANY(%s) AND status = 'failed'
+# Once none of its records is `failed` any more, a failed delivery goes back to what it was:
+# `done` if it had finished before a side effect failed, else `queued` until its steps finish
+# it. A replayed step that fails again sets it `failed` again.
+RESTORE_DELIVERIES = """
+UPDATE webhook_delivery d
+SET status = CASE WHEN d.outcome IS NULL THEN 'queued' ELSE 'done' END, updated_at = now()
+WHERE d.id IN (SELECT delivery_id FROM failed_task WHERE id = ANY(%s))
+  AND d.status = 'failed'
+  AND NOT EXISTS (SELECT 1 FROM failed_task f WHERE f.delivery_id = d.id AND f.status = 'failed')
 """
 
 
 def mark_replayed(conn: Connection, ids: list[int]) -> None:
     """One statement per table for a whole batch of replayed records."""
     conn.execute(MARK_REPLAYED, (ids,))
-    conn.execute(REQUEUE_DELIVERIES, (ids,))
+    conn.execute(RESTORE_DELIVERIES, (ids,))
 
 
 PARK = """
