@@ -30,6 +30,7 @@ class Delivery:
     received_at: datetime
     queued_at: datetime | None
     finished_at: datetime | None
+    updated_at: datetime
 
 
 INSERT_DELIVERY = """
@@ -126,3 +127,50 @@ def list_deliveries(
 ) -> list[Delivery]:
     rows = conn.execute(LIST_DELIVERIES, {"status": status, "outcome": outcome, "limit": limit})
     return [Delivery(**r) for r in rows]
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A delivery the receiver accepted, not stored yet."""
+
+    integration_id: int
+    dedupe_key: str
+    body: str
+    headers: dict[str, str]
+    issue_key: str | None
+    event_ts: int | None
+
+
+INSERT_DELIVERIES = """
+INSERT INTO webhook_delivery (integration_id, dedupe_key, body, headers, issue_key, event_ts)
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::jsonb[], %s::text[], %s::bigint[])
+ON CONFLICT (integration_id, dedupe_key) DO NOTHING
+RETURNING id, integration_id, dedupe_key
+"""
+
+
+def insert_deliveries(conn: Connection, batch: list[NewDelivery]) -> list[int | None]:
+    """Store many deliveries in one statement (the receiver's group commit). Returns, per
+    item, the new id or None when it duplicates a stored delivery or an earlier item."""
+    first: dict[tuple[int, str], int] = {}
+    for index, d in enumerate(batch):
+        first.setdefault((d.integration_id, d.dedupe_key), index)
+    unique = [batch[i] for i in first.values()]
+    rows = conn.execute(
+        INSERT_DELIVERIES,
+        (
+            [d.integration_id for d in unique],
+            [d.dedupe_key for d in unique],
+            [d.body for d in unique],
+            [Jsonb(d.headers) for d in unique],
+            [d.issue_key for d in unique],
+            [d.event_ts for d in unique],
+        ),
+    ).fetchall()
+    stored = {(int(r["integration_id"]), str(r["dedupe_key"])): int(r["id"]) for r in rows}
+    return [
+        stored.get((d.integration_id, d.dedupe_key))
+        if first[(d.integration_id, d.dedupe_key)] == i
+        else None
+        for i, d in enumerate(batch)
+    ]

@@ -1,0 +1,534 @@
+"""The ASGI webhook receiver: authenticate, unpack, store durably, enqueue. Nothing else.
+
+    uvicorn worker.receiver:app --loop uvloop --http httptools
+
+A 202 is sent only after the delivery's row is committed. Rows are written by a few
+"flusher" coroutines that take whatever requests are waiting and insert them in one
+statement (group commit), so throughput grows with load instead of with connections.
+Publishing to the broker happens after the answer, in the background; if the broker is
+down the rows stay `received` and the beat sweep sends them later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import html
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+import redis
+from celery import Celery
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from worker import inbox, linking, tokens
+from worker.db import TRANSIENT_ERRORS, transaction
+from worker.errors import DatabaseUnavailable, JiraSyncError
+from worker.linking import CALLBACK_PATH, WEBHOOK_PREFIX
+from worker.logs import configure_logging
+from worker.queries import deliveries as q
+from worker.queries import integrations as iq
+from worker.resources import Resources, open_resources
+
+log = logging.getLogger("jira_sync.receiver")
+
+RETRY_AFTER_S = 5
+AUTH_CACHE_TTL_S = 5.0
+# A token that fails against a cached entry this old is checked against fresh secrets once.
+AUTH_REFRESH_AFTER_S = 0.5
+AUTH_CACHE_MAX = 10_000
+BATCH_MAX = 256
+KEPT_HEADERS = ("x-atlassian-webhook-identifier", "user-agent", "content-type")
+MAX_HEADER_CHARS = 256
+MAX_ISSUE_KEY_CHARS = 255
+MAX_IDENTIFIER_CHARS = 200
+BIGINT_MAX = (1 << 63) - 1
+STORE_DOWN: tuple[type[Exception], ...] = (DatabaseUnavailable, *TRANSIENT_ERRORS)
+
+
+def _json(status: int, data: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(data, separators=(",", ":")).encode()
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+# One answer for every authentication failure: it must not reveal which check failed.
+UNAUTHORIZED = {"error": "unauthorized", "detail": "invalid or unknown webhook token"}
+
+
+class Refused(Exception):
+    """Raised while reading a delivery when it must be answered with a 4xx."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+# -- authentication -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class WebhookAuth:
+    """What verifying a token needs: the integration's id, state and plain secrets."""
+
+    integration_id: int
+    active: bool
+    secrets: tuple[str, ...]
+    fetched_at: float
+
+
+class AuthCache:
+    """Integration secrets by external id, kept a few seconds so a delivery costs no lookup."""
+
+    def __init__(self, res: Resources) -> None:
+        self._res = res
+        self._entries: dict[str, WebhookAuth | None] = {}
+        self._fetched: dict[str, float] = {}
+
+    async def get(self, external_id: str, *, refresh: bool = False) -> WebhookAuth | None:
+        now = time.monotonic()
+        if not refresh and now - self._fetched.get(external_id, -1e9) < AUTH_CACHE_TTL_S:
+            return self._entries[external_id]
+        entry = await anyio.to_thread.run_sync(self._load, external_id)
+        if len(self._entries) >= AUTH_CACHE_MAX:
+            self._entries.clear()
+            self._fetched.clear()
+        self._entries[external_id], self._fetched[external_id] = entry, time.monotonic()
+        return entry
+
+    def age_s(self, external_id: str) -> float:
+        return time.monotonic() - self._fetched.get(external_id, -1e9)
+
+    def _load(self, external_id: str) -> WebhookAuth | None:
+        with transaction(self._res.pool) as conn:
+            row = iq.get_webhook_auth(conn, external_id)
+        if row is None:
+            return None
+        vault = self._res.vault
+        secrets = [vault.decrypt(row["webhook_secret_enc"])]
+        if row["previous_webhook_secret_enc"]:
+            secrets.append(vault.decrypt(row["previous_webhook_secret_enc"]))
+        return WebhookAuth(int(row["id"]), row["status"] == "active", tuple(secrets), 0.0)
+
+
+# -- durable store and broker ----------------------------------------------------------------
+
+
+@dataclass
+class _Waiting:
+    delivery: q.NewDelivery
+    done: asyncio.Future[int | None]
+
+
+@dataclass
+class DeliveryWriter:
+    """Group commit: flushers insert every waiting delivery in one statement."""
+
+    res: Resources
+    flushers: int
+    _queue: asyncio.Queue[_Waiting] = field(default_factory=asyncio.Queue)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._flush_forever()) for _ in range(self.flushers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def store(self, delivery: q.NewDelivery) -> int | None:
+        """The new delivery id once committed; None for a duplicate."""
+        waiting = _Waiting(delivery, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(waiting)
+        return await waiting.done
+
+    async def _flush_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH_MAX and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                ids = await anyio.to_thread.run_sync(self._insert, [w.delivery for w in batch])
+            except Exception as exc:
+                for w in batch:
+                    if not w.done.done():
+                        w.done.set_exception(exc)
+                continue
+            for w, delivery_id in zip(batch, ids, strict=True):
+                if not w.done.done():
+                    w.done.set_result(delivery_id)
+
+    def _insert(self, batch: list[q.NewDelivery]) -> list[int | None]:
+        with transaction(self.res.pool) as conn:
+            return q.insert_deliveries(conn, batch)
+
+
+@dataclass
+class Publisher:
+    """Puts stored deliveries on the broker after they were answered, in batches."""
+
+    res: Resources
+    celery: Celery
+    _queue: asyncio.Queue[int] = field(default_factory=asyncio.Queue)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._publish_forever())
+
+    def submit(self, delivery_id: int) -> None:
+        self._queue.put_nowait(delivery_id)
+
+    async def stop(self, drain_timeout_s: float = 5.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_timeout_s):
+                while not self._queue.empty():
+                    await asyncio.sleep(0.01)
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _publish_forever(self) -> None:
+        while True:
+            ids = [await self._queue.get()]
+            while not self._queue.empty():
+                ids.append(self._queue.get_nowait())
+            await anyio.to_thread.run_sync(self._enqueue, ids)
+
+    def _enqueue(self, ids: list[int]) -> None:
+        # Anything not sent stays `received`: the beat sweep sends it later.
+        try:
+            with transaction(self.res.pool) as conn:
+                inbox.enqueue(self.celery, conn, ids)
+        except Exception as exc:
+            log.warning(
+                "delivery.enqueue_deferred", extra={"count": len(ids), "error": type(exc).__name__}
+            )
+
+
+# -- reading a delivery ----------------------------------------------------------------------
+
+
+def _is_json_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Refused(413, "payload_too_large", f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Refused(413, "payload_too_large", f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse(raw: bytes) -> tuple[str, dict[str, Any]]:
+    try:
+        text = raw.decode("utf-8")
+        payload = json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise Refused(400, "bad_request", "body is not UTF-8") from None
+    except (ValueError, RecursionError):
+        raise Refused(400, "bad_request", "body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise Refused(400, "bad_request", "body must be a JSON object")
+    return text, payload
+
+
+def _has_changes(payload: dict[str, Any]) -> bool:
+    changelog = payload.get("changelog")
+    if changelog is None:
+        return False
+    if not isinstance(changelog, dict):
+        raise Refused(400, "bad_request", "changelog must be an object")
+    items = changelog.get("items")
+    if items is None:
+        return False
+    if not isinstance(items, list):
+        raise Refused(400, "bad_request", "changelog.items must be a list")
+    return bool(items)
+
+
+def _issue_key(payload: dict[str, Any]) -> str:
+    issue = payload.get("issue")
+    key = issue.get("key") if isinstance(issue, dict) else None
+    if not isinstance(key, str) or not key:
+        raise Refused(400, "bad_request", "issue.key is missing")
+    if len(key) > MAX_ISSUE_KEY_CHARS or not key.isprintable():
+        raise Refused(400, "bad_request", "issue.key is not a valid issue key")
+    return key
+
+
+def _event_ts(payload: dict[str, Any]) -> int | None:
+    ts = payload.get("timestamp")
+    if ts is None:
+        return None
+    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= BIGINT_MAX:
+        raise Refused(400, "bad_request", "timestamp must be an integer (epoch milliseconds)")
+    return ts
+
+
+def _clean_header(value: str) -> str:
+    return "".join(c for c in value if c.isprintable())[:MAX_HEADER_CHARS]
+
+
+def dedupe_key(integration_id: int, identifier: str | None, payload: dict[str, Any]) -> str:
+    """Jira's delivery identifier when sent, else a hash of what identifies the event."""
+    if identifier:
+        if len(identifier) <= MAX_IDENTIFIER_CHARS and identifier.isprintable():
+            return f"id:{identifier}"
+        return "idh:" + hashlib.sha256(identifier.encode("utf-8", "replace")).hexdigest()
+    issue, changelog = payload.get("issue"), payload.get("changelog")
+    parts = [
+        integration_id,
+        payload.get("webhookEvent"),
+        issue.get("id") if isinstance(issue, dict) else None,
+        changelog.get("id") if isinstance(changelog, dict) else None,
+        payload.get("timestamp"),
+    ]
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return f"ev:{digest}"
+
+
+# -- the app ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    """What the receiver opens once per process and every request uses."""
+
+    res: Resources
+    celery: Celery
+    auth: AuthCache
+    writer: DeliveryWriter
+    publisher: Publisher
+    broker: redis.Redis
+
+    async def authenticate(self, token: str) -> WebhookAuth | None:
+        """The integration a token belongs to, if it verifies and the integration is active."""
+        try:
+            external_id = tokens.claimed_id(token)
+        except tokens.InvalidToken:
+            return None
+        auth = await self.auth.get(external_id)
+        ok = tokens.verify(token, auth.secrets if auth else ())
+        if not ok and auth is not None and self.auth.age_s(external_id) > AUTH_REFRESH_AFTER_S:
+            auth = await self.auth.get(external_id, refresh=True)  # a rotation may be newer
+            ok = tokens.verify(token, auth.secrets if auth else ())
+        return auth if ok and auth is not None and auth.active else None
+
+    async def accept(self, request: Request, token: str) -> tuple[Response, int | None]:
+        auth = await self.authenticate(token)
+        if auth is None:
+            return _json(401, UNAUTHORIZED), None
+        if not _is_json_type(request.headers.get("content-type", "")):
+            raise Refused(415, "unsupported_media_type", "content type must be application/json")
+        raw = await _read_body(request, self.res.settings.webhook_body_limit_bytes)
+        text, payload = _parse(raw)
+        if not _has_changes(payload):
+            return _json(200, {"status": "ignored"}), None
+        issue_key, event_ts = _issue_key(payload), _event_ts(payload)
+        headers = {k: _clean_header(v) for k in KEPT_HEADERS if (v := request.headers.get(k))}
+        identifier = request.headers.get("x-atlassian-webhook-identifier", "").strip()
+        delivery = q.NewDelivery(
+            integration_id=auth.integration_id,
+            dedupe_key=dedupe_key(auth.integration_id, identifier or None, payload),
+            body=text,
+            headers=headers,
+            issue_key=issue_key,
+            event_ts=event_ts,
+        )
+        delivery_id = await self.writer.store(delivery)
+        if delivery_id is None:
+            return _json(200, {"status": "duplicate"}), None
+        self.publisher.submit(delivery_id)
+        return _json(202, {"status": "accepted", "delivery": str(delivery_id)}), delivery_id
+
+
+def _receiver(request: Request) -> Receiver:
+    receiver: Receiver = request.app.state.receiver
+    return receiver
+
+
+async def issue_updated(request: Request) -> Response:
+    started = time.perf_counter()
+    token = request.path_params["token"].strip("/")
+    delivery_id = None
+    try:
+        response, delivery_id = await _receiver(request).accept(request, token)
+    except Refused as exc:
+        response = _json(exc.status, {"error": exc.error, "detail": exc.detail})
+    except STORE_DOWN as exc:
+        log.warning("webhook.store_unavailable", extra={"error": type(exc).__name__})
+        response = _json(
+            503,
+            {"error": "unavailable", "detail": "the delivery store is unreachable; retry later"},
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    log.info(
+        "webhook.request",
+        extra={
+            "status": response.status_code,
+            "delivery_id": delivery_id,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )
+    return response
+
+
+async def healthz(request: Request) -> Response:
+    return _json(200, {"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    receiver = _receiver(request)
+
+    def check_database() -> None:
+        with transaction(receiver.res.pool) as conn:
+            conn.execute("SELECT 1")
+
+    checks: dict[str, str] = {}
+    for name, check in (("database", check_database), ("broker", receiver.broker.ping)):
+        try:
+            await anyio.to_thread.run_sync(check)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"unreachable ({type(exc).__name__})"
+    ready = all(v == "ok" for v in checks.values())
+    return _json(200 if ready else 503, {"status": "ready" if ready else "not ready", **checks})
+
+
+CALLBACK_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>jira-sync: {title}</title></head>
+<body><h1>{title}</h1><p>{message}</p></body></html>
+"""
+
+
+async def oauth_callback(request: Request) -> Response:
+    receiver = _receiver(request)
+    oauth_token = request.query_params.get("oauth_token", "")
+    if not oauth_token:
+        title, message, status = "Link failed", "The callback carries no oauth_token.", 400
+    else:
+        try:
+            result = await anyio.to_thread.run_sync(linking.complete, receiver.res, oauth_token)
+        except JiraSyncError as exc:
+            title, message, status = "Link failed", str(exc), 400
+        else:
+            title, status = "Jira linked", 200
+            message = linking.completion_message(result)
+    log.info("link.callback", extra={"status": status})
+    page = CALLBACK_PAGE.format(title=html.escape(title), message=html.escape(message))
+    return HTMLResponse(page, status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+    return _json(status, {"error": "http_error" if status < 500 else "internal", "detail": detail})
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("http.internal_error", extra={"path": request.url.path[:40]})
+    return _json(500, {"error": "internal", "detail": "internal error"})
+
+
+def create_app(
+    res: Resources | None = None,
+    celery: Celery | None = None,
+    configure_logs: bool = True,
+    flushers: int | None = None,
+) -> Starlette:
+    """The receiver app. Resources given by the caller are not closed on shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from config.settings import get_settings
+
+        own = res is None
+        resources = res or open_resources(get_settings())
+        if configure_logs:
+            configure_logging(resources.settings.log_level)
+            _quiet_uvicorn()
+        if celery is None:
+            from worker.app import app as celery_app
+        else:
+            celery_app = celery
+        count = flushers or max(1, min(4, resources.settings.db_pool_max_size // 2))
+        receiver = Receiver(
+            res=resources,
+            celery=celery_app,
+            auth=AuthCache(resources),
+            writer=DeliveryWriter(resources, count),
+            publisher=Publisher(resources, celery_app),
+            broker=redis.Redis.from_url(
+                resources.settings.broker_url, socket_timeout=2, socket_connect_timeout=2
+            ),
+        )
+        await anyio.to_thread.run_sync(_warm_up, receiver)
+        receiver.writer.start()
+        receiver.publisher.start()
+        app.state.receiver = receiver
+        log.info("receiver.started", extra={"flushers": count})
+        try:
+            yield
+        finally:
+            await receiver.writer.stop()
+            await receiver.publisher.stop()
+            receiver.broker.close()
+            if own:
+                resources.close()
+
+    return Starlette(
+        routes=[
+            Route(WEBHOOK_PREFIX + "{token:path}", issue_updated, methods=["POST"]),
+            Route(CALLBACK_PATH, oauth_callback, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        lifespan=lifespan,
+    )
+
+
+def _warm_up(receiver: Receiver) -> None:
+    """Open a database connection and the broker's producer pool before the first request."""
+    with contextlib.suppress(Exception):
+        receiver.res.pool.wait(timeout=5)
+    with contextlib.suppress(Exception), receiver.celery.producer_or_acquire() as producer:
+        producer.connection.ensure_connection(max_retries=1)
+
+
+def _quiet_uvicorn() -> None:
+    # uvicorn's access log would print the token in the URL; we log requests ourselves.
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
+app = create_app()
