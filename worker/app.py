@@ -24,10 +24,10 @@ TASK_MODULES = [
 app = Celery("jira_sync", include=TASK_MODULES)
 
 
-@app.on_configure.connect
-def _configure(sender: Celery, **_: Any) -> None:
-    # Runs the first time anything reads the configuration: importing tasks needs no env.
-    sender.conf.update(celery_config(get_settings()))
+# Evaluated the first time anything reads the configuration: importing tasks needs no env.
+# (Not conf.update() in on_configure: when send_task() builds app.amqp before the first
+# read of conf, its conf-update hook re-enters the configuration and recurses.)
+app.add_defaults(lambda: celery_config(get_settings()))
 
 
 @after_setup_logger.connect

@@ -1,0 +1,201 @@
+"""The inbound pipeline end to end (SPEC 4): real PostgreSQL, Redis and worker processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import Servers, WorkerProcess
+from tests.integration.inbound_support import (
+    ANN,
+    BOB,
+    CY,
+    DEE,
+    EVE,
+    FAY,
+    GROUP,
+    JIRA_USERS,
+    PROJECT,
+    base_scene,
+    count,
+    declare_queues,
+    group_state,
+    jira_payload,
+    launch_worker,
+    outcome_of,
+    post,
+)
+from worker.model import ActivityType, HistoryStatus, SubscriptionReason
+from worker.resources import Resources
+
+ASSIGNED = int(SubscriptionReason.ASSIGNED)
+COMMENT = int(SubscriptionReason.COMMENT)
+
+
+@pytest.fixture(scope="module")
+def module_worker(
+    servers: Servers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """One worker with two pool processes, shared by this module's tests (it is idle between
+    them, so each test's clean state does not pull anything from under it)."""
+    log_path = tmp_path_factory.mktemp("pipeline") / "worker.log"
+    handle = launch_worker({**os.environ, **servers.env}, log_path, concurrency=2)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def worker(res: Resources, module_worker: WorkerProcess) -> WorkerProcess:
+    declare_queues()
+    return module_worker
+
+
+@pytest.fixture
+def acme(scene: Callable[[dict[str, Any]], None], worker: WorkerProcess) -> dict[str, Any]:
+    data = base_scene()
+    scene(data)
+    return data
+
+
+def test_assign_sets_assignee_subscription_activity_and_history(
+    res: Resources, acme: dict[str, Any]
+) -> None:
+    assert outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1))) == "assigned"
+    state = group_state(res)
+    assert state.assignee == ANN
+    assert state.subscriptions == {f"user:{ANN}": ASSIGNED}
+    assert state.activity == [
+        (
+            int(ActivityType.ASSIGNED),
+            {
+                "assignee": str(ANN),
+                "assigneeEmail": "Ann@Acme.test",
+                "assigneeType": "user",
+                "integration": "jira_server",
+            },
+        )
+    ]
+    assert state.history == [int(HistoryStatus.ASSIGNED)]
+
+
+def test_reassign_moves_assigned_subscription_to_new_user(
+    res: Resources, acme: dict[str, Any]
+) -> None:
+    post(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    assert outcome_of(res, post(res, jira_payload(BOB, ts=2000, changelog_id=2))) == "assigned"
+    state = group_state(res)
+    assert state.assignee == BOB
+    assert state.subscriptions == {f"user:{BOB}": ASSIGNED}
+    assert [a[0] for a in state.activity] == [int(ActivityType.ASSIGNED)] * 2
+
+
+def test_reassign_within_team_keeps_previous_users_comment_subscription(
+    res: Resources, scene: Callable[[dict[str, Any]], None], worker: WorkerProcess
+) -> None:
+    data = base_scene()
+    data["assignees"] = [{"group": GROUP, "user": ANN}]
+    data["subscriptions"] = [{"group": GROUP, "user": BOB, "reason": "comment"}]
+    scene(data)
+    post(res, jira_payload(BOB, ts=1000, changelog_id=1))
+    assert outcome_of(res, post(res, jira_payload(CY, ts=2000, changelog_id=2))) == "assigned"
+    state = group_state(res)
+    assert state.assignee == CY
+    assert state.subscriptions == {f"user:{BOB}": COMMENT, f"user:{CY}": ASSIGNED}
+
+
+def test_unassign_removes_assignee_and_assigned_subscription(
+    res: Resources, acme: dict[str, Any]
+) -> None:
+    post(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    assert outcome_of(res, post(res, jira_payload(None, ts=2000, changelog_id=2))) == "unassigned"
+    state = group_state(res)
+    assert state.assignee is None
+    assert state.subscriptions == {}
+    assert state.activity[-1] == (int(ActivityType.UNASSIGNED), {})
+    assert state.history == [int(HistoryStatus.ASSIGNED), int(HistoryStatus.UNASSIGNED)]
+
+
+def test_unassign_when_already_unassigned_changes_nothing(
+    res: Resources, acme: dict[str, Any]
+) -> None:
+    assert outcome_of(res, post(res, jira_payload(None, ts=1000, changelog_id=1))) == "unchanged"
+    state = group_state(res)
+    assert (state.assignee, state.activity, state.history) == (None, [], [])
+
+
+def test_assignee_without_email_is_recorded_and_changes_nothing(
+    res: Resources, acme: dict[str, Any]
+) -> None:
+    hidden = {"name": "ann", "displayName": "Ann A."}
+    delivery = post(res, jira_payload(hidden, ts=1000, changelog_id=1))
+    assert outcome_of(res, delivery) == "missing-assignee-email"
+    assert group_state(res).assignee is None
+
+
+@pytest.mark.parametrize(
+    "user", [DEE, EVE, FAY], ids=["unverified-email", "inactive-user", "not-on-project-team"]
+)
+def test_user_who_may_not_be_assigned_is_user_not_found(
+    res: Resources, acme: dict[str, Any], user: int
+) -> None:
+    delivery = post(res, jira_payload(user, ts=1000, changelog_id=1))
+    assert outcome_of(res, delivery) == "user-not-found"
+    state = group_state(res)
+    assert (state.assignee, state.subscriptions, state.activity) == (None, {}, [])
+
+
+def test_unknown_email_is_user_not_found(res: Resources, acme: dict[str, Any]) -> None:
+    stranger = {"name": "zed", "emailAddress": "zed@elsewhere.test", "displayName": "Zed"}
+    assert outcome_of(res, post(res, jira_payload(stranger, ts=1, changelog_id=1))) == (
+        "user-not-found"
+    )
+
+
+def test_email_matches_case_insensitively(res: Resources, acme: dict[str, Any]) -> None:
+    shouting = {**JIRA_USERS[BOB], "emailAddress": "BOB@ACME.TEST"}
+    assert outcome_of(res, post(res, jira_payload(shouting, ts=1000, changelog_id=1))) == (
+        "assigned"
+    )
+    assert group_state(res).assignee == BOB
+
+
+def test_changelog_without_assignee_is_no_assignee_change(
+    res: Resources, acme: dict[str, Any]
+) -> None:
+    status_item = {"field": "status", "fieldtype": "jira", "from": "1", "to": "3"}
+    body = jira_payload(ANN, ts=1000, changelog_id=1, items=[status_item])
+    assert outcome_of(res, post(res, body)) == "no-assignee-change"
+    assert group_state(res).assignee is None
+
+
+def test_issue_linked_to_no_group_is_no_affected_groups(
+    res: Resources, acme: dict[str, Any]
+) -> None:
+    body = jira_payload(ANN, ts=1000, changelog_id=1, key="APP-404")
+    assert outcome_of(res, post(res, body)) == "no-affected-groups"
+
+
+def test_older_event_after_newer_is_stale_and_changes_nothing(
+    res: Resources, acme: dict[str, Any]
+) -> None:
+    outcome_of(res, post(res, jira_payload(BOB, ts=2000, changelog_id=2)))
+    assert outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1))) == "stale"
+    state = group_state(res)
+    assert state.assignee == BOB
+    assert len(state.activity) == 1
+
+
+def test_one_issue_linked_to_several_groups_assigns_each(
+    res: Resources, scene: Callable[[dict[str, Any]], None], worker: WorkerProcess
+) -> None:
+    data = base_scene()
+    data["groups"] += [{"id": 101, "project": PROJECT}, {"id": 102, "project": PROJECT}]
+    data["external_issues"][0]["groups"] = [GROUP, 101, 102]
+    scene(data)
+    delivery = post(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    assert outcome_of(res, delivery) == "assigned"
+    assert [group_state(res, g).assignee for g in (GROUP, 101, 102)] == [ANN, ANN, ANN]
+    assert count(res, "SELECT count(*) FROM activity WHERE delivery_id = %s", delivery) == 3
