@@ -1,0 +1,78 @@
+"""`jira-sync deliveries list|show`: the webhook inbox as operators see it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from worker import inbox, resources
+from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK, CliError, echo, emit_json, table
+from worker.db import transaction
+from worker.queries import deliveries as q
+
+STATUSES = ("received", "queued", "done", "failed")
+LIST_LIMIT = 100
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return number
+
+
+def register(sub: Any) -> None:
+    deliveries = sub.add_parser("deliveries", help="inspect accepted webhook deliveries")
+    cmds = deliveries.add_subparsers(dest="deliveries_command", required=True, metavar="COMMAND")
+
+    p = cmds.add_parser("list", help="newest deliveries first")
+    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--outcome", help="e.g. missing-assignee-email, stale, user-not-found")
+    p.add_argument("--limit", type=_positive_int, default=LIST_LIMIT)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_list)
+
+    p = cmds.add_parser("show", help="one delivery: payload, status, outcome, timestamps")
+    p.add_argument("id", type=_positive_int)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_show)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with transaction(resources.current().pool) as conn:
+        found = q.list_deliveries(conn, args.status, args.outcome, args.limit)
+    views = [inbox.delivery_view(d) for d in found]
+    if args.json:
+        emit_json(views)
+        return EXIT_OK
+    if not views:
+        echo("No deliveries.")
+        return EXIT_OK
+    rows = [
+        [v["id"], v["integration"], v["issue_key"], v["status"], v["outcome"], v["received_at"]]
+        for v in views
+    ]
+    echo(table(rows, ["ID", "INTEGRATION", "ISSUE", "STATUS", "OUTCOME", "RECEIVED"]))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with transaction(resources.current().pool) as conn:
+        delivery = q.get_delivery(conn, args.id)
+    if delivery is None:
+        raise CliError(f"no such delivery: {args.id}", EXIT_NOT_FOUND)
+    try:
+        payload: Any = json.loads(delivery.body)
+    except ValueError:
+        payload = delivery.body
+    view = {**inbox.delivery_view(delivery), "headers": delivery.headers, "payload": payload}
+    if args.json:
+        emit_json(view)
+        return EXIT_OK
+    for key, value in view.items():
+        if key != "payload":
+            echo(f"{key + ':':<14}{json.dumps(value) if isinstance(value, dict) else value}")
+    echo("payload:")
+    echo(json.dumps(payload, indent=2, ensure_ascii=False))
+    return EXIT_OK

@@ -1,0 +1,171 @@
+"""`jira-sync integration link|complete|list|webhook-url|rotate-secret|configure|disable`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from worker import linking, resources
+from worker.cli.common import EXIT_OK, EXIT_UNAVAILABLE, CliError, echo, emit_json, table
+from worker.errors import JiraRejected, JiraUnavailable
+
+
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError("must be on or off")
+    return value == "on"
+
+
+def register(sub: Any) -> None:
+    integration = sub.add_parser("integration", help="link and manage Jira Server instances")
+    cmds = integration.add_subparsers(dest="integration_command", required=True, metavar="COMMAND")
+
+    p = cmds.add_parser("link", help="start linking a Jira Server (prints the authorize URL)")
+    p.add_argument("--base-url", required=True, help="e.g. https://jira.example.com")
+    p.add_argument("--consumer-key", required=True, help="the application link's consumer key")
+    p.add_argument("--private-key-file", required=True, type=Path, help="RSA private key (PEM)")
+    p.add_argument(
+        "--organization", dest="organizations", action="append", required=True, metavar="SLUG"
+    )
+    p.add_argument("--no-verify-ssl", dest="verify_ssl", action="store_false")
+    p.set_defaults(handler=cmd_link)
+
+    p = cmds.add_parser("complete", help="finish a link when Jira cannot reach the callback")
+    p.add_argument("--oauth-token", required=True, help="the oauth_token Jira redirected with")
+    p.add_argument("--no-register-webhook", dest="register_webhook", action="store_false")
+    p.set_defaults(handler=cmd_complete)
+
+    p = cmds.add_parser("list", help="linked instances and their organizations")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_list)
+
+    p = cmds.add_parser("webhook-url", help="print the full webhook URL (it holds the token)")
+    p.add_argument("id", type=int)
+    p.set_defaults(handler=cmd_webhook_url)
+
+    p = cmds.add_parser("rotate-secret", help="new webhook secret; old one verifies until --finish")
+    p.add_argument("id", type=int)
+    p.add_argument("--finish", action="store_true", help="stop accepting the old secret")
+    p.set_defaults(handler=cmd_rotate_secret)
+
+    p = cmds.add_parser("configure", help="turn assignee sync on or off for an organization")
+    p.add_argument("id", type=int)
+    p.add_argument("--organization", required=True, metavar="SLUG")
+    p.add_argument("--reverse-assignment", type=_on_off, metavar="on|off", help="Jira -> us")
+    p.add_argument("--forward-assignment", type=_on_off, metavar="on|off", help="us -> Jira")
+    p.set_defaults(handler=cmd_configure)
+
+    p = cmds.add_parser("disable", help="refuse this instance's webhooks from now on")
+    p.add_argument("id", type=int)
+    p.set_defaults(handler=cmd_disable)
+
+
+def _jira_error(exc: Exception) -> CliError:
+    if isinstance(exc, JiraUnavailable):
+        return CliError(f"Jira: {exc}", EXIT_UNAVAILABLE)
+    return CliError(f"Jira refused: {exc}")
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    try:
+        pem = args.private_key_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{args.private_key_file}: cannot read: {type(exc).__name__}") from None
+    try:
+        started = linking.start(
+            resources.current(),
+            args.base_url,
+            args.consumer_key,
+            pem,
+            args.organizations,
+            verify_ssl=args.verify_ssl,
+        )
+    except (JiraUnavailable, JiraRejected) as exc:
+        raise _jira_error(exc) from None
+    echo(f"Open this URL in Jira and allow access (within {started.expires_in_s // 60} min):")
+    echo(started.authorize_url)
+    echo("Jira then redirects to the receiver's callback, which finishes the link. If it cannot")
+    echo("reach the receiver: jira-sync integration complete --oauth-token <oauth_token>")
+    return EXIT_OK
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    try:
+        result = linking.complete(resources.current(), args.oauth_token, args.register_webhook)
+    except (JiraUnavailable, JiraRejected) as exc:
+        raise _jira_error(exc) from None
+    echo(linking.completion_message(result))
+    echo(f"Webhook URL: {linking.masked(result.webhook_url)}")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = linking.list_view(resources.current())
+    if args.json:
+        emit_json(rows)
+        return EXIT_OK
+    if not rows:
+        echo("No integrations.")
+        return EXIT_OK
+    lines = []
+    for r in rows:
+        orgs = ", ".join(
+            f"{o['organization']}(reverse {'on' if o['reverse_assignment'] else 'off'}, "
+            f"forward {'on' if o['forward_assignment'] else 'off'})"
+            for o in r["organizations"]
+        )
+        status = r["status"] + (" rotating" if r["rotation_in_progress"] else "")
+        lines.append([r["id"], r["external_id"], r["base_url"], status, orgs or "-"])
+    echo(table(lines, ["ID", "EXTERNAL ID", "BASE URL", "STATUS", "ORGANIZATIONS"]))
+    return EXIT_OK
+
+
+def cmd_webhook_url(args: argparse.Namespace) -> int:
+    # The one command whose purpose is to reveal the token: written unscrubbed.
+    sys.stdout.write(linking.get_webhook_url(resources.current(), args.id) + "\n")
+    return EXIT_OK
+
+
+def cmd_rotate_secret(args: argparse.Namespace) -> int:
+    res = resources.current()
+    if args.finish:
+        if linking.finish_rotation(res, args.id):
+            echo(f"Rotation finished: integration {args.id} accepts only the new secret.")
+        else:
+            echo("Nothing to do: no rotation in progress.")
+        return EXIT_OK
+    new_url = linking.rotate_secret(res, args.id)
+    echo(f"New secret for integration {args.id}; old and new both verify until --finish.")
+    echo(f"New webhook URL: {linking.masked(new_url)}")
+    echo(f"Put the full URL (jira-sync integration webhook-url {args.id}) in Jira, then run:")
+    echo(f"jira-sync integration rotate-secret {args.id} --finish")
+    return EXIT_OK
+
+
+def cmd_configure(args: argparse.Namespace) -> int:
+    switches = {
+        name: value
+        for name, value in (
+            ("reverse", args.reverse_assignment),
+            ("forward", args.forward_assignment),
+        )
+        if value is not None
+    }
+    config = linking.configure(resources.current(), args.id, args.organization, switches)
+    reverse = "on" if config.get(linking.SYNC_SWITCHES["reverse"]) else "off"
+    forward = "on" if config.get(linking.SYNC_SWITCHES["forward"]) else "off"
+    echo(
+        f"Integration {args.id}, {args.organization}: reverse assignment {reverse}, "
+        f"forward assignment {forward}"
+    )
+    return EXIT_OK
+
+
+def cmd_disable(args: argparse.Namespace) -> int:
+    if linking.disable(resources.current(), args.id):
+        echo(f"Integration {args.id} disabled: its webhooks are refused.")
+    else:
+        echo(f"Nothing to do: integration {args.id} is already disabled.")
+    return EXIT_OK
