@@ -52,3 +52,32 @@ def after_group_change(app: Celery, delivery_id: int, group_id: int, action: str
     """A group's assignee changed: its side effects, each its own retryable step."""
     for name in SIDE_EFFECTS[action]:
         app.send_task(name, kwargs={"delivery_id": delivery_id, "group_id": group_id})
+
+
+PROJECT_CHOOSE_SLUG = "jira_sync.projects.choose_slug"
+PROJECT_CLAIM_ID = "jira_sync.projects.claim_id"
+PROJECT_INSERT = "jira_sync.projects.insert"
+PROJECT_DELETE_SETTINGS = "jira_sync.projects.delete_notification_settings"
+PROJECT_DELETE = "jira_sync.projects.delete"
+PROJECT_PURGE_CACHES = "jira_sync.projects.purge_caches"
+# SPEC 5. Every project step takes request_id (delete steps also project_id).
+PROJECT_SAVE_STEPS = (PROJECT_CHOOSE_SLUG, PROJECT_CLAIM_ID, PROJECT_INSERT)
+PROJECT_DELETE_STEPS = (PROJECT_DELETE_SETTINGS, PROJECT_DELETE, PROJECT_PURGE_CACHES)
+
+
+def start_project_save(app: Celery, request_id: int) -> None:
+    """Run a stored create or rename request: slug, id, insert."""
+    app.send_task(PROJECT_SAVE_STEPS[0], kwargs={"request_id": request_id})
+
+
+def start_project_delete(app: Celery, project_id: int, request_id: int) -> None:
+    """Run a stored delete request: notification settings, outbox + rows, cache purge."""
+    kwargs = {"project_id": project_id, "request_id": request_id}
+    app.send_task(PROJECT_DELETE_STEPS[0], kwargs=kwargs)
+
+
+def after_project_step(app: Celery, step: str, **kwargs: int) -> None:
+    """A project step committed and its request is still pending: send the next step."""
+    for steps in (PROJECT_SAVE_STEPS, PROJECT_DELETE_STEPS):
+        if step in steps[:-1]:
+            app.send_task(steps[steps.index(step) + 1], kwargs=kwargs)

@@ -1,0 +1,221 @@
+"""`jira-sync project create|rename|delete|list`, `snowflake decode` and `cache purge`.
+
+Saves and deletes run as chains on the workers. `--wait` polls the request row the command
+stored (PostgreSQL) until the chain finished or failed; steps never wait on each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from kombu.exceptions import OperationalError as BrokerError
+
+from worker import cache, projects, resources, snowflake
+from worker.cli.common import (
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    CliError,
+    echo,
+    emit_json,
+    table,
+)
+from worker.db import transaction
+from worker.queries import projects as q
+
+WAIT_TIMEOUT_S = 30.0
+POLL_INTERVAL_S = 0.2
+
+
+def register(sub: Any) -> None:
+    project = sub.add_parser("project", help="create, rename, delete and list projects")
+    commands = project.add_subparsers(dest="project_command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("create", help="create a project (slug and snowflake id on a worker)")
+    p.add_argument("--organization", required=True, metavar="SLUG")
+    p.add_argument("--name", required=True)
+    p.add_argument("--slug", help="an explicit slug: refused, never altered, if it breaks a rule")
+    p.add_argument("--team", dest="teams", type=int, action="append", default=[], metavar="ID")
+    _wait_options(p)
+    p.set_defaults(handler=cmd_create)
+
+    p = commands.add_parser("rename", help="rename a project; its id never changes")
+    p.add_argument("id", type=int)
+    p.add_argument("--name", required=True)
+    p.add_argument("--slug", help="a new slug (the slug is kept when not given)")
+    _wait_options(p)
+    p.set_defaults(handler=cmd_rename)
+
+    p = commands.add_parser("delete", help="delete a project and everything hanging off it")
+    p.add_argument("id", type=int)
+    _wait_options(p)
+    p.set_defaults(handler=cmd_delete)
+
+    p = commands.add_parser("list", help="the projects of an organization")
+    p.add_argument("--organization", required=True, metavar="SLUG")
+    p.add_argument("--json", action="store_true", help="print the stable JSON form")
+    p.set_defaults(handler=cmd_list)
+
+    flake = sub.add_parser("snowflake", help="inspect snowflake ids")
+    flake_commands = flake.add_subparsers(dest="snowflake_command", required=True)
+    p = flake_commands.add_parser("decode", help="version, time (UTC), region and sequence")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_snowflake_decode)
+
+    purge = sub.add_parser("cache", help="purge the assignee-exists and owners-debounce caches")
+    purge_commands = purge.add_subparsers(dest="cache_command", required=True)
+    p = purge_commands.add_parser(
+        "purge", help="a project's groups seen in the last 24 h, or one group"
+    )
+    p.add_argument("--project", type=int, required=True, metavar="ID")
+    p.add_argument("--group", type=int, metavar="ID")
+    p.set_defaults(handler=cmd_cache_purge)
+
+
+def _wait_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true", help="wait until the workers are done")
+    p.add_argument("--timeout", type=float, default=WAIT_TIMEOUT_S, metavar="S", help="with --wait")
+
+
+def _organization(conn: Any, slug: str) -> int:
+    organization_id = q.organization_id(conn, slug)
+    if organization_id is None:
+        raise CliError(f"no organization {slug!r}", EXIT_NOT_FOUND)
+    return organization_id
+
+
+def _send(res: resources.Resources, request_id: int, start: Any) -> None:
+    """Put the request's first step on the broker; a broker that is down fails the request."""
+    try:
+        start()
+    except BrokerError as exc:
+        projects.fail(res, request_id, f"broker unreachable: {exc}")
+        raise CliError(f"cannot reach the broker: {exc}", EXIT_UNAVAILABLE) from exc
+
+
+def _wait(res: resources.Resources, request_id: int, timeout_s: float) -> q.ProjectRequest:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with transaction(res.pool) as conn:
+            req = q.get_request(conn, request_id)
+        assert req is not None
+        if req.status == "failed":
+            raise CliError(f"request {request_id} failed: {req.error}", EXIT_FAILED)
+        if req.status == "done":
+            return req
+        if time.monotonic() > deadline:
+            raise CliError(
+                f"request {request_id} still pending after {timeout_s:g}s "
+                "(are workers running? see `jira-sync failed list`)",
+                EXIT_FAILED,
+            )
+        time.sleep(POLL_INTERVAL_S)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from tasks import pipeline
+    from worker.app import app
+
+    res = resources.current()
+    with transaction(res.pool) as conn:
+        organization_id = _organization(conn, args.organization)
+        request_id = projects.request_create(
+            conn, organization_id, args.name, args.slug, sorted(set(args.teams))
+        )
+    _send(res, request_id, lambda: pipeline.start_project_save(app, request_id))
+    if not args.wait:
+        echo(f"request {request_id} queued")
+        return EXIT_OK
+    req = _wait(res, request_id, args.timeout)
+    echo(f"id    {req.project_id}\nslug  {req.slug}")
+    return EXIT_OK
+
+
+def cmd_rename(args: argparse.Namespace) -> int:
+    from tasks import pipeline
+    from worker.app import app
+
+    res = resources.current()
+    with transaction(res.pool) as conn:
+        request_id = projects.request_rename(conn, args.id, args.name, args.slug)
+    _send(res, request_id, lambda: pipeline.start_project_save(app, request_id))
+    if not args.wait:
+        echo(f"request {request_id} queued")
+        return EXIT_OK
+    req = _wait(res, request_id, args.timeout)
+    echo(f"id    {req.project_id}\nslug  {req.slug}")
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from tasks import pipeline
+    from worker.app import app
+
+    res = resources.current()
+    with transaction(res.pool) as conn:
+        request_id = projects.request_delete(conn, args.id)
+    _send(res, request_id, lambda: pipeline.start_project_delete(app, args.id, request_id))
+    if not args.wait:
+        echo(f"request {request_id} queued")
+        return EXIT_OK
+    req = _wait(res, request_id, args.timeout)
+    if req.outcome == "missing":
+        echo(f"Nothing to do: no project {args.id}")
+    else:
+        echo(f"deleted project {args.id} ({len(req.purge_group_ids or [])} cached groups purged)")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    res = resources.current()
+    with transaction(res.pool) as conn:
+        found = q.list_projects(conn, _organization(conn, args.organization))
+    if args.json:
+        emit_json([{"id": p.id, "slug": p.slug, "name": p.name, "status": p.status} for p in found])
+        return EXIT_OK
+    if not found:
+        echo(f"no projects in {args.organization}")
+        return EXIT_OK
+    echo(table([[p.id, p.slug, p.name, p.status] for p in found], ["id", "slug", "name", "status"]))
+    return EXIT_OK
+
+
+def cmd_snowflake_decode(args: argparse.Namespace) -> int:
+    try:
+        fields = snowflake.decode(args.id)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    epoch_s = resources.current().settings.snowflake_epoch_s
+    issued = fields.issued_at(epoch_s).strftime("%Y-%m-%dT%H:%M:%SZ")
+    view = {
+        "id": args.id,
+        "version": fields.version,
+        "time": issued,
+        "seconds": fields.seconds,
+        "region": fields.region,
+        "sequence": fields.sequence,
+    }
+    if args.json:
+        emit_json(view)
+    else:
+        echo(table([[k, v] for k, v in view.items()], ["field", "value"]))
+    return EXIT_OK
+
+
+def cmd_cache_purge(args: argparse.Namespace) -> int:
+    res = resources.current()
+    if args.group is None:
+        count = projects.purge_project_caches(res, args.project)
+        echo(f"purged the caches of {count} group(s) seen in the last 24 h")
+        return EXIT_OK
+    with transaction(res.pool) as conn:
+        if args.group not in q.group_ids_of_project(conn, args.project, [args.group]):
+            raise CliError(f"no group {args.group} in project {args.project}", EXIT_NOT_FOUND)
+    cache.purge_assignee_exists(res.redis, [args.group])
+    cache.purge_owners_debounce(res.redis, [args.group])
+    echo(f"purged the caches of group {args.group}")
+    return EXIT_OK
