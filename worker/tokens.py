@@ -95,13 +95,12 @@ def verify(token: str, candidate_secrets: Sequence[str]) -> bool:
     if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts):
         return False
     header_seg, payload_seg, signature_seg = parts
-    try:
-        given = _b64decode(signature_seg)
-    except InvalidToken:
-        given = b""
+    # Compared in canonical base64url form, so no second spelling of a signature verifies.
+    given = signature_seg.encode("ascii")
     signing_input = f"{header_seg}.{payload_seg}".encode("ascii")
     matched = False
     for secret in candidate_secrets or [_DUMMY_SECRET]:
-        ok = hmac.compare_digest(given, _signature(signing_input, secret))
+        expected = _b64encode(_signature(signing_input, secret)).encode("ascii")
+        ok = hmac.compare_digest(given, expected)
         matched = matched or (ok and bool(candidate_secrets))
     return matched
