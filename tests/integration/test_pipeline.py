@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
-from tests.conftest import Servers, WorkerProcess
+from tasks.pipeline import ASSIGN, CHECK_CHANGELOG, SYNC
+from tests.conftest import Servers, WorkerProcess, wait_for
 from tests.integration.inbound_support import (
     ANN,
     BOB,
@@ -17,18 +20,27 @@ from tests.integration.inbound_support import (
     EVE,
     FAY,
     GROUP,
+    ISSUE_KEY,
+    JIRA,
     JIRA_USERS,
     PROJECT,
     base_scene,
     count,
     declare_queues,
+    enqueue,
     group_state,
     jira_payload,
     launch_worker,
     outcome_of,
     post,
+    store,
 )
+from worker import cache, groups, tokens
+from worker.app import app
+from worker.db import transaction
+from worker.linking import WEBHOOK_PREFIX
 from worker.model import ActivityType, HistoryStatus, SubscriptionReason
+from worker.receiver import create_app
 from worker.resources import Resources
 
 ASSIGNED = int(SubscriptionReason.ASSIGNED)
@@ -84,7 +96,7 @@ def test_assign_sets_assignee_subscription_activity_and_history(
 def test_reassign_moves_assigned_subscription_to_new_user(
     res: Resources, acme: dict[str, Any]
 ) -> None:
-    post(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1)))
     assert outcome_of(res, post(res, jira_payload(BOB, ts=2000, changelog_id=2))) == "assigned"
     state = group_state(res)
     assert state.assignee == BOB
@@ -99,7 +111,7 @@ def test_reassign_within_team_keeps_previous_users_comment_subscription(
     data["assignees"] = [{"group": GROUP, "user": ANN}]
     data["subscriptions"] = [{"group": GROUP, "user": BOB, "reason": "comment"}]
     scene(data)
-    post(res, jira_payload(BOB, ts=1000, changelog_id=1))
+    outcome_of(res, post(res, jira_payload(BOB, ts=1000, changelog_id=1)))
     assert outcome_of(res, post(res, jira_payload(CY, ts=2000, changelog_id=2))) == "assigned"
     state = group_state(res)
     assert state.assignee == CY
@@ -109,7 +121,7 @@ def test_reassign_within_team_keeps_previous_users_comment_subscription(
 def test_unassign_removes_assignee_and_assigned_subscription(
     res: Resources, acme: dict[str, Any]
 ) -> None:
-    post(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1)))
     assert outcome_of(res, post(res, jira_payload(None, ts=2000, changelog_id=2))) == "unassigned"
     state = group_state(res)
     assert state.assignee is None
@@ -199,3 +211,78 @@ def test_one_issue_linked_to_several_groups_assigns_each(
     assert outcome_of(res, delivery) == "assigned"
     assert [group_state(res, g).assignee for g in (GROUP, 101, 102)] == [ANN, ANN, ANN]
     assert count(res, "SELECT count(*) FROM activity WHERE delivery_id = %s", delivery) == 3
+
+
+def test_organization_with_reverse_sync_off_is_left_alone(
+    res: Resources, scene: Callable[[dict[str, Any]], None], worker: WorkerProcess
+) -> None:
+    data = base_scene()
+    data["organizations"].append({"slug": "beta", "issue_sync_enabled": True})
+    data["teams"].append(
+        {"id": 3, "organization": "beta", "slug": "ops", "members": [{"user": ANN}]}
+    )
+    data["projects"].append({"id": 20, "organization": "beta", "slug": "ops", "name": "Ops",
+                             "teams": [3]})  # fmt: skip
+    data["groups"].append({"id": 200, "project": 20})
+    data["integrations"][0]["organizations"].append(
+        {"organization": "beta", "sync_reverse_assignment": False}
+    )
+    data["external_issues"].append(
+        {"id": 8, "integration": JIRA, "organization": "beta", "key": ISSUE_KEY, "groups": [200]}
+    )
+    scene(data)
+    assert outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1))) == "assigned"
+    assert group_state(res, GROUP).assignee == ANN
+    assert group_state(res, 200).assignee is None
+
+
+def test_read_path_sees_the_assignment_once_the_cache_is_purged(
+    res: Resources, acme: dict[str, Any]
+) -> None:
+    assert groups.assignee_exists(res, GROUP) is False  # fills "no assignee" for 60 s
+    outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1)))
+    wait_for(lambda: cache.cached_assignee_exists(res.redis, GROUP) is None, 10, "the cache purge")
+    assert groups.assignee_exists(res, GROUP) is True
+    assert res.redis.ttl(cache.assignee_exists_key(GROUP)) > cache.ASSIGNEE_MISSING_TTL_S
+
+
+def test_unassign_purges_owners_debounce_cache(res: Resources, acme: dict[str, Any]) -> None:
+    outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1)))
+    res.redis.set(cache.owners_debounce_key(GROUP), "1", ex=cache.OWNERS_DEBOUNCE_TTL_S)
+    outcome_of(res, post(res, jira_payload(None, ts=2000, changelog_id=2)))
+    wait_for(lambda: not res.redis.exists(cache.owners_debounce_key(GROUP)), 10, "owners purge")
+
+
+def test_same_delivery_processed_twice_changes_nothing_more(
+    res: Resources, acme: dict[str, Any]
+) -> None:
+    delivery = post(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    outcome_of(res, delivery)
+    for step in (CHECK_CHANGELOG, SYNC):
+        app.send_task(step, kwargs={"delivery_id": delivery})
+    app.send_task(ASSIGN, kwargs={"delivery_id": delivery, "group_id": GROUP})
+    with transaction(res.pool) as conn:  # a replay of a done delivery re-runs every step
+        conn.execute("UPDATE webhook_delivery SET status = 'queued' WHERE id = %s", (delivery,))
+    enqueue(res, [delivery])
+    assert outcome_of(res, delivery) == "assigned"
+    time.sleep(1.0)  # let every re-sent step run
+    assert len(group_state(res).activity) == 1
+    assert len(group_state(res).history) == 1
+
+
+def test_duplicate_webhook_is_stored_once(res: Resources, acme: dict[str, Any]) -> None:
+    body = jira_payload(ANN, ts=1000, changelog_id=1)
+    post(res, body)
+    assert store(res, body) is None
+
+
+def test_webhook_posted_to_the_receiver_is_assigned(res: Resources, acme: dict[str, Any]) -> None:
+    integration = acme["integrations"][0]
+    token = tokens.issue(integration["external_id"], integration["webhook_secret"])
+    with TestClient(create_app(res=res, configure_logs=False)) as client:
+        answer = client.post(
+            f"{WEBHOOK_PREFIX}{token}/", json=jira_payload(ANN, ts=1000, changelog_id=1)
+        )
+    assert answer.status_code == 202, answer.text
+    assert outcome_of(res, int(answer.json()["delivery"])) == "assigned"
+    assert group_state(res).assignee == ANN
