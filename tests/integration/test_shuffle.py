@@ -1,0 +1,134 @@
+"""Random assign/unassign sequences, posted shuffled and duplicated to two workers, end in the
+state of a sequential oracle (SPEC 4.2 ordering)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tests.conftest import WorkerProcess
+from tests.integration.inbound_support import (
+    ANN,
+    BOB,
+    CY,
+    JIRA,
+    PROJECT,
+    base_scene,
+    enqueue,
+    group_state,
+    jira_payload,
+    store,
+    wait_finished,
+)
+from worker.model import SubscriptionReason
+from worker.resources import Resources
+
+ISSUES = 8
+EVENTS_PER_ISSUE = 8
+CHOICES = (ANN, BOB, CY, None)
+BASE_TS = 1_764_000_000_000
+
+
+@dataclass(frozen=True)
+class Event:
+    group_id: int
+    key: str
+    ts: int
+    changelog_id: int
+    assignee: int | None
+
+
+def random_events(rng: random.Random) -> list[Event]:
+    events = []
+    for issue in range(ISSUES):
+        for i in range(EVENTS_PER_ISSUE):
+            # Pairs share a timestamp: the changelog id breaks the tie, as in Jira.
+            ts = BASE_TS + issue * 100_000 + (i // 2) * 1000
+            events.append(
+                Event(1000 + issue, f"SHF-{issue}", ts, issue * 100 + i, rng.choice(CHOICES))
+            )
+    return events
+
+
+def shuffle_scene() -> dict[str, Any]:
+    data = base_scene()
+    data["groups"] = [{"id": 1000 + i, "project": PROJECT} for i in range(ISSUES)]
+    data["external_issues"] = [
+        {"id": 50 + i, "integration": JIRA, "organization": "acme", "key": f"SHF-{i}",
+         "groups": [1000 + i]}
+        for i in range(ISSUES)
+    ]  # fmt: skip
+    return data
+
+
+@dataclass
+class Oracle:
+    """Applies events one at a time, as SPEC 4.3-4.5 say, to users-only assignees."""
+
+    assignee: int | None = None
+    subscribed: frozenset[int] = frozenset()
+    activity: int = 0
+
+    def apply(self, assignee: int | None) -> str:
+        if assignee is None:
+            if self.assignee is None:
+                return "unchanged"
+            self.subscribed -= {self.assignee}
+            self.assignee = None
+            self.activity += 1
+            return "unassigned"
+        self.subscribed |= {assignee}
+        if self.assignee == assignee:
+            return "unchanged"
+        if self.assignee is not None:
+            self.subscribed -= {self.assignee}
+        self.assignee = assignee
+        self.activity += 1
+        return "assigned"
+
+
+def test_shuffled_duplicated_events_end_as_the_sequential_oracle(
+    res: Resources,
+    scene: Callable[[dict[str, Any]], None],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    scene(shuffle_scene())
+    start_worker(concurrency=2)
+    start_worker(concurrency=2)
+    events = random_events(rng)
+    posted = events + rng.sample(events, len(events) // 4)  # some webhooks arrive twice
+    rng.shuffle(posted)
+    delivery_of: dict[Event, int] = {}
+    for event in posted:
+        body = jira_payload(event.assignee, event.ts, event.changelog_id, key=event.key)
+        delivery_id = store(res, body)
+        if delivery_id is None:
+            assert event in delivery_of, "only a second copy is a duplicate"
+            enqueue(res, [delivery_of[event]])  # the broker hands it out twice
+            continue
+        delivery_of[event] = delivery_id
+        enqueue(res, [delivery_id])
+
+    results = wait_finished(res, list(delivery_of.values()), timeout_s=60)
+    assert {r.status for r in results.values()} == {"done"}, f"seed {seed}"
+    for issue in range(ISSUES):
+        group_id = 1000 + issue
+        in_order = sorted(
+            (e for e in events if e.group_id == group_id), key=lambda e: (e.ts, e.changelog_id)
+        )
+        oracle = Oracle()
+        for event in in_order:
+            outcome = results[delivery_of[event]].outcome
+            if outcome == "stale":
+                continue
+            assert outcome == oracle.apply(event.assignee), f"seed {seed}, {event}"
+        state = group_state(res, group_id)
+        assert state.assignee == in_order[-1].assignee == oracle.assignee, f"seed {seed}"
+        assert state.subscriptions == {
+            f"user:{u}": int(SubscriptionReason.ASSIGNED) for u in oracle.subscribed
+        }, f"seed {seed}"
+        assert len(state.activity) == len(state.history) == oracle.activity, f"seed {seed}"
