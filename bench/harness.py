@@ -1,0 +1,283 @@
+"""The servers, processes and measuring tools every benchmark shares.
+
+Servers: embedded PostgreSQL and Redis on free ports in a temporary folder, unless
+BENCH_DATABASE_URL / BENCH_REDIS_URL are set (the bench then creates and drops its own database
+on that server, and uses the Redis database of the URL and the next one, which it flushes).
+Everything listens on, and every load targets, 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+import psycopg
+import redis
+
+from config.settings import default_broker_url, get_settings
+from worker.db import migrate
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Servers:
+    """The database, Redis and broker the benchmarks run against, plus the env for children."""
+
+    database_url: str
+    redis_url: str
+    broker_url: str
+    state_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    embedded: bool = True
+
+    def redis_client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def broker_client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.broker_url)
+
+    def child_env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, **self.env, **extra}
+
+
+@contextlib.contextmanager
+def servers(say: Callable[[str], None]) -> Iterator[Servers]:
+    """Start (or reach) the servers, migrate a fresh database, and point this process at it."""
+    state = Path(tempfile.mkdtemp(prefix="jira-sync-bench-"))
+    pg = rd = None
+    admin_url = os.environ.get("BENCH_DATABASE_URL", "")
+    redis_url = os.environ.get("BENCH_REDIS_URL", "")
+    dbname = f"jira_sync_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        if not admin_url:
+            pg = EmbeddedPostgres(state / "pg")
+            pg.start()
+            admin_url = pg.url
+        if not redis_url:
+            rd = EmbeddedRedis(state / "redis")
+            rd.start()
+            redis_url = rd.url
+        say(f"servers: PostgreSQL {_where(admin_url)}, Redis {_where(redis_url)}")
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        database_url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{dbname}"))
+        migrate(database_url)
+        broker_url = default_broker_url(redis_url)
+        env = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "BROKER_URL": broker_url,
+            "SECRET_KEY": "bench-" + secrets.token_hex(16),
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
+            "PYTHONPATH": str(ROOT),
+        }
+        os.environ.update(env)
+        get_settings.cache_clear()
+        found = Servers(database_url, redis_url, broker_url, state, env, embedded=pg is not None)
+        flush_redis(found)
+        yield found
+    finally:
+        from worker import resources
+
+        if resources._current is not None:
+            resources._current.close()
+            resources._current = None
+        if admin_url:
+            with (
+                contextlib.suppress(psycopg.Error),
+                psycopg.connect(admin_url, autocommit=True) as conn,
+            ):
+                conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        if rd:
+            rd.stop()
+        if pg:
+            pg.stop("immediate")
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}"
+
+
+def flush_redis(srv: Servers) -> None:
+    """Empty our Redis database and the broker's (queues, unacked, kombu bindings)."""
+    for client in (srv.redis_client(), srv.broker_client()):
+        client.flushdb()
+        client.close()
+
+
+def drop_queues(srv: Servers) -> None:
+    """Delete the messages waiting on the broker, keeping kombu's exchange bindings."""
+    from config.celery import ALL_QUEUES
+
+    client = srv.broker_client()
+    client.delete(*ALL_QUEUES, "unacked", "unacked_index", "unacked_mutex")
+    client.close()
+
+
+def queued(srv: Servers) -> int:
+    """Messages waiting on the broker plus those held unacknowledged by a worker."""
+    from config.celery import ALL_QUEUES
+
+    client = srv.broker_client()
+    pipe = client.pipeline(transaction=False)
+    for name in ALL_QUEUES:
+        pipe.llen(name)
+    pipe.hlen("unacked")
+    total = sum(int(n) for n in pipe.execute())
+    client.close()
+    return total
+
+
+def wait_port(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {HOST}:{port} after {timeout_s}s")
+
+
+@dataclass
+class Process:
+    """A child process the bench started (a server, a worker, a load generator)."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def tree(self) -> list[psutil.Process]:
+        """This process and its children (uvicorn's and Celery's pool processes)."""
+        try:
+            main = psutil.Process(self.pid)
+            return [main, *main.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL of the whole tree if it does not go in time."""
+        if self.proc.poll() is not None:
+            return
+        children = self.tree()[1:]
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            for p in [*children, psutil.Process(self.pid)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+            self.proc.wait(5)
+        for p in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.wait(5)
+
+
+def spawn(srv: Servers, name: str, cmd: list[str], **extra_env: str) -> Process:
+    log_path = srv.state_dir / f"{name}.log"
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=srv.child_env(**extra_env), stdout=out, stderr=out
+        )
+    return Process(name, proc, log_path)
+
+
+def uvicorn(srv: Servers, name: str, app: str, workers: int) -> tuple[Process, int]:
+    """A uvicorn server with the Procfile's flags (uvloop + httptools) on a free port."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools", "--workers", str(workers),
+        "--no-access-log", "--limit-concurrency", "512", "--timeout-keep-alive", "5",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    process = spawn(srv, name, cmd)
+    try:
+        wait_port(port)
+    except TimeoutError:
+        process.stop()
+        raise RuntimeError(f"{name} did not start:\n{process.log_tail()}") from None
+    return process, port
+
+
+def celery_worker(srv: Servers, name: str, concurrency: int = 2) -> Process:
+    """The production worker command (prefork, events on), also importing the bench's no-op."""
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+        "-P", "prefork", "-c", str(concurrency), "-E", "-l", srv.env["LOG_LEVEL"],
+        "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
+        "-I", "bench.tasks",
+    ]  # fmt: skip
+    return spawn(srv, name, cmd)
+
+
+class PeakRss:
+    """Samples the resident memory of process trees in a thread; keeps each one's peak."""
+
+    def __init__(self, interval_s: float = 0.1) -> None:
+        self.interval_s = interval_s
+        self.peaks: dict[str, int] = {}
+        self._watched: dict[str, Process] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def watch(self, label: str, process: Process) -> None:
+        self._watched[label] = process
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def sample(self) -> None:
+        for label, process in list(self._watched.items()):
+            tree = process.tree()
+            for index, p in enumerate(tree):
+                role = "main" if index == 0 else "child"
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    rss = p.memory_info().rss
+                    key = f"{label} {role}"
+                    self.peaks[key] = max(self.peaks.get(key, 0), rss)
+
+
+def poll_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.02) -> bool:
+    """Poll; True when the predicate held before the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return False

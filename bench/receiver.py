@@ -1,0 +1,157 @@
+"""Figure 1: accepted deliveries/s and latency of the receiver at 32 connections, beside a naive
+receiver calling Celery's delay() per request and a handler that only LPUSHes to Redis.
+
+All three run under the same uvicorn command (uvloop + httptools, same process count) and are
+loaded in turns, round after round, so that a noisy moment hits each of them alike. After the
+run every 202 the product answered must be a row in webhook_delivery.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from bench import harness, loadgen, payloads
+from bench.harness import PeakRss, Servers
+from bench.report import Figure, Report, Sample
+
+PATH_PREFIX = "/extensions/jira-server/issue-updated/"
+APPS = {
+    "jira-sync": "worker.receiver:app",
+    "naive delay()": "bench.baseline_apps:naive",
+    "LPUSH only": "bench.baseline_apps:lpush",
+}
+
+
+@dataclass
+class Options:
+    runs: int
+    duration_s: float
+    warmup_s: float
+    connections: int = 32
+    web_workers: int = 1
+    generator: str = "auto"  # auto (wrk when installed), wrk, python
+
+
+@dataclass
+class Runs:
+    """Per app: one generator result per round."""
+
+    results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def sample(self, app: str, key: str) -> Sample:
+        return Sample([float(r[key]) for r in self.results.get(app, [])])
+
+
+def webhook_token() -> str:
+    from worker import tokens
+
+    return tokens.issue(payloads.EXTERNAL_ID, payloads.WEBHOOK_SECRET)
+
+
+def _generate(opts: Options) -> Callable[..., dict[str, Any]]:
+    use_wrk = opts.generator == "wrk" or (opts.generator == "auto" and loadgen.wrk_available())
+    return loadgen.run_wrk if use_wrk else loadgen.run_python
+
+
+def _count_rows(srv: Servers) -> int:
+    with psycopg.connect(srv.database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM webhook_delivery").fetchone()
+    return int(row[0]) if row else 0
+
+
+def run(srv: Servers, report: Report, opts: Options, say: Callable[[str], None]) -> None:
+    generate = _generate(opts)
+    path = PATH_PREFIX + webhook_token() + "/"
+    with psycopg.connect(srv.database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE webhook_delivery CASCADE")
+    rows_before = _count_rows(srv)
+    servers: dict[str, tuple[harness.Process, int]] = {}
+    runs = Runs()
+    accepted_by_product = 0
+    generator_name = ""
+    try:
+        with PeakRss() as rss:
+            for name, app in APPS.items():
+                servers[name] = harness.uvicorn(srv, f"web-{len(servers)}", app, opts.web_workers)
+                rss.watch(name, servers[name][0])
+            names = list(APPS)
+            for round_no in range(opts.runs):
+                # A different app goes first each round: no app always gets the warm machine.
+                order = names[round_no % len(names) :] + names[: round_no % len(names)]
+                for name in order:
+                    harness.drop_queues(srv)
+                    _, port = servers[name]
+                    result = generate(
+                        port, path, opts.connections, opts.duration_s, opts.warmup_s,
+                        f"r{round_no}-{uuid.uuid4().hex[:8]}",
+                    )  # fmt: skip
+                    generator_name = result["generator"]
+                    runs.results.setdefault(name, []).append(result)
+                    if name == "jira-sync":
+                        accepted_by_product += int(result["accepted_total"])
+                    say(
+                        f"  receiver round {round_no + 1}/{opts.runs} {name:14} "
+                        f"{result['accepted_per_s']:8,.0f} accepted/s  p50 "
+                        f"{result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms  "
+                        f"statuses {result['statuses']} errors {result['errors']}"
+                    )
+    finally:
+        for process, _ in servers.values():
+            process.stop()
+        harness.drop_queues(srv)
+    rows = _count_rows(srv) - rows_before
+    # wrk drops the answers still in flight when its time is up: those rows have no counted
+    # 202, so the check is that no counted 202 lacks its row.
+    durable = rows >= accepted_by_product
+    report.setup["receiver"] = (
+        f"uvicorn --loop uvloop --http httptools --workers {opts.web_workers}, "
+        f"{opts.connections} connections, {opts.duration_s:g} s per run after "
+        f"{opts.warmup_s:g} s warm-up; load generator: {generator_name}"
+    )
+    product = "jira-sync"
+    report.add(
+        Figure(
+            "receiver", "accepted deliveries/s", "req/s",
+            runs.sample(product, "accepted_per_s"), "naive delay() receiver",
+            runs.sample("naive delay()", "accepted_per_s"), goal=2.0,
+            note=(
+                f"durability: {rows:,} rows in webhook_delivery for {accepted_by_product:,} "
+                f"answers 202 counted ({'every 202 durable' if durable else 'ROWS MISSING'})"
+            ),
+        )
+    )  # fmt: skip
+    report.add(
+        Figure(
+            "receiver", "p99 latency", "ms", runs.sample(product, "p99_ms"),
+            "naive delay() receiver", runs.sample("naive delay()", "p99_ms"),
+            better="lower", goal=1.0,
+        )
+    )  # fmt: skip
+    report.add(
+        Figure(
+            "receiver", "p50 latency", "ms", runs.sample(product, "p50_ms"),
+            "naive delay() receiver", runs.sample("naive delay()", "p50_ms"), better="lower",
+        )
+    )  # fmt: skip
+    report.add(
+        Figure(
+            "receiver", "accepted deliveries/s", "req/s", runs.sample(product, "accepted_per_s"),
+            "LPUSH-only handler", runs.sample("LPUSH only", "accepted_per_s"),
+        )
+    )  # fmt: skip
+    report.add(
+        Figure(
+            "receiver", "p99 latency", "ms", runs.sample(product, "p99_ms"),
+            "LPUSH-only handler", runs.sample("LPUSH only", "p99_ms"), better="lower",
+        )
+    )  # fmt: skip
+    for label in APPS:
+        for role in ("main", "child"):
+            peak = rss.peaks.get(f"{label} {role}")
+            if peak is not None:
+                report.memory[f"receiver: {label} ({role} process)"] = peak
