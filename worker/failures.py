@@ -79,13 +79,18 @@ def write(res: Resources, rec: FailureRecord) -> int:
 
 
 def flush_spool(res: Resources, limit: int = 1000) -> int:
-    """Write spooled records into PostgreSQL; each leaves the spool only once written."""
+    """Write spooled records into PostgreSQL; each leaves the spool only once written.
+    PostgreSQL still down: stop quietly, the next beat run tries again (a failure of the
+    flush itself is not worth a record of its own)."""
     # One flusher at a time, so no record is written twice (its attempts would double).
     lock = res.redis.lock(SPOOL_LOCK_KEY, timeout=SPOOL_LOCK_TTL_S, blocking=False)
     if not lock.acquire():
         return 0
     try:
         return _flush(res, limit)
+    except DatabaseUnavailable as exc:
+        log.warning("failure.spool_flush_deferred", extra={"error": str(exc)})
+        return 0
     finally:
         with contextlib.suppress(redis.RedisError):
             lock.release()
