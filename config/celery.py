@@ -23,6 +23,7 @@ ROUTES = {
 }
 
 SWEEP_INTERVAL_S = 15.0
+UNACKED_RESTORE_INTERVAL_S = 2
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -45,6 +46,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # Longer than any retry countdown, so a delayed retry held by a worker is not
             # handed to a second one; also the bound on recovering a killed worker's tasks.
             "visibility_timeout": settings.broker_visibility_timeout_s,
+            # Sweep for expired unacked messages every few seconds (kombu's default is every
+            # 10 x 10 s), so a killed worker's tasks return within visibility + this interval.
+            "unacked_restore_interval": UNACKED_RESTORE_INTERVAL_S,
+            "unacked_restore_throttle": 1,
         },
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
