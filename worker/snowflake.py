@@ -8,18 +8,17 @@ Layout, most significant first (bit 52 down to bit 0):
 Version 1 is stored bit-reversed within its 5 bits (0b10000 = 16), so every id is at least
 2^52 and below 2^53: exact in JavaScript.
 
-Clock safety. The claim script keeps, per region, the newest second it ever handed out from
-(the high-water mark). A caller whose clock is behind it is served from the high-water second
-and its look-back window instead, so a clock moved backwards never reaches a second whose
-counter may have expired. Each counter key expires, by Redis's own clock, just after its
-second has left every possible look-back window, so a second is never claimable once its
-counter is gone. The unique constraint and the 5-attempt insert retry stay as the last guard
-(e.g. for a Redis that lost its data).
+Clock. Seconds come from Redis's clock (TIME inside the script): every worker shares it, and
+it is the clock that expires the counters. The script keeps, per region, the newest second it
+ever served (the high-water mark); when the clock moves backwards, claims are served from that
+second and its look-back window, so a second whose counter may have expired is never reached
+again. Each counter expires just after its second has left every possible look-back window.
+The unique constraint and the 5-attempt insert retry stay as the last guard (e.g. for a Redis
+that lost its data).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -119,7 +118,16 @@ CLAIM_SCRIPT = """
 local newest_key = KEYS[1]
 local prefix = ARGV[1]
 local epoch = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
+local now
+if ARGV[3] == '' then
+  -- Redis's clock: the same one that expires the counters, whatever the callers' clocks say.
+  now = tonumber(redis.call('TIME')[1]) - epoch
+else
+  now = tonumber(ARGV[3])
+end
+if now < 0 or now > tonumber(ARGV[6]) then
+  return {-2, -2, now}
+end
 local lookback = tonumber(ARGV[4])
 local size = tonumber(ARGV[5])
 local newest = tonumber(redis.call('GET', newest_key) or '-1')
@@ -169,11 +177,11 @@ class Claimer:
         self._client.script_load(CLAIM_SCRIPT)
 
     def claim(self, now_s: int | None = None) -> Claim:
-        """Claim the next free id. now_s (seconds since the epoch) replaces the clock in tests;
-        it must not lag Redis's clock, which expires the counters."""
-        if now_s is None:
-            now_s = seconds_since_epoch(time.time(), self._epoch_s)
-        _check("seconds", now_s, 0, MAX_SECONDS)
+        """Claim the next free id, by Redis's clock (one clock for every worker, and the one
+        that expires the counters). now_s (seconds since the epoch) replaces it in tests; it
+        must not lag Redis's clock."""
+        if now_s is not None:
+            _check("seconds", now_s, 0, MAX_SECONDS)
         second, sequence, lookback_s = (
             int(v)
             for v in self._script(
@@ -181,12 +189,15 @@ class Claimer:
                 args=[
                     f"{KEY_PREFIX}:{self._region}:",
                     self._epoch_s,
-                    now_s,
+                    "" if now_s is None else now_s,
                     LOOKBACK_S,
                     SEQUENCE_SIZE,
+                    MAX_SECONDS,
                 ],
             )
         )
+        if second == -2:
+            _check("seconds", lookback_s, 0, MAX_SECONDS)  # Redis's clock is out of range
         if second < 0:
             raise NoIdAvailable(
                 f"no id available: all {SEQUENCE_SIZE} sequence values of the current second "

@@ -243,3 +243,16 @@ def test_twenty_concurrent_saves_of_one_name_get_distinct_slugs(res: Resources, 
     assert "mobile-app" in slugs
     assert len({s.lower() for s in slugs if s}) == 20
     assert all(get_request(res, r).status == "done" for r in request_ids)
+
+
+def test_replayed_step_of_a_failed_request_reopens_and_finishes_it(
+    res: Resources, acme: int
+) -> None:
+    request_id = request(res, acme, "Again", slug="api")
+    with pytest.raises(InvalidInput):
+        projects.choose_slug(res, request_id)
+    projects.fail(res, request_id, "InvalidInput: slug 'api' is already used")
+    with res.pool.connection() as conn:
+        conn.execute("DELETE FROM project WHERE id = %s", (API,))
+    req = save(res, request_id)
+    assert (req.status, req.slug, req.error) == ("done", "api", None)

@@ -68,7 +68,8 @@ def _run_processes(servers: Servers, res: Resources, fast_clock: bool, per_proce
     with ctx.Pool(PROCESSES) as pool:
         jobs = [
             pool.apply_async(
-                _claim_many, (servers.redis_url, epoch_s, per_process, start if fast_clock else None)
+                _claim_many,
+                (servers.redis_url, epoch_s, per_process, start if fast_clock else None),
             )
             for _ in range(PROCESSES)
         ]
@@ -157,3 +158,17 @@ def test_clock_moved_back_past_the_window_never_reissues_an_id(res: Resources) -
     again = [claimer.claim(now_s) for _ in range(64)]
     assert not issued & {c.id for c in again}
     assert min(c.seconds for c in again) > now_s
+
+
+def test_claims_are_timed_by_redis_clock(res: Resources) -> None:
+    claimer = Claimer(res.redis, REGION, res.settings.snowflake_epoch_s)
+    redis_s = int(res.redis.time()[0]) - res.settings.snowflake_epoch_s
+    claim = claimer.claim()
+    assert redis_s <= claim.seconds <= redis_s + 1
+    assert claim.lookback_s == 0
+
+
+def test_clock_before_the_epoch_raises_instead_of_a_wrong_id(res: Resources) -> None:
+    claimer = Claimer(res.redis, REGION, int(time.time()) + 3600)
+    with pytest.raises(ValueError, match="snowflake seconds must be"):
+        claimer.claim()
