@@ -1,0 +1,102 @@
+"""Flower, started as the Procfile starts it, sees our worker and our tasks by their stable
+names, and refuses its API to anyone without the basic-auth credentials."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import WorkerProcess, wait_for
+from worker.app import app
+from worker.embedded import free_port
+from worker.resources import Resources
+
+ROOT = Path(__file__).parents[2]
+AUTH = ("ops", "flower-pass-" + "x7q2")
+SWEEP = "jira_sync.maintenance.sweep_deliveries"
+
+
+@pytest.fixture
+def flower(settings_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """A Flower process (`python -m worker.flower`, the Procfile line); yields its base URL."""
+    port = free_port()
+    env = {**settings_env, "FLOWER_BASIC_AUTH": ":".join(AUTH), "FLOWER_PORT": str(port)}
+    env.pop("FLOWER_UNAUTHENTICATED_API", None)
+    log = (tmp_path / "flower.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.flower"], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _up(base) or proc.poll() is not None, 60, "Flower to listen")
+        assert proc.poll() is None, (tmp_path / "flower.log").read_text()
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _up(base: str) -> bool:
+    try:
+        requests.get(f"{base}/healthcheck", timeout=2)
+    except requests.ConnectionError:
+        return False
+    return True
+
+
+def _get(base: str, path: str, **kwargs: Any) -> requests.Response:
+    return requests.get(f"{base}{path}", timeout=10, **kwargs)
+
+
+def test_api_refuses_requests_without_credentials(
+    res: Resources, flower: str, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    for path in ("/api/workers", "/api/tasks", "/api/task/types", "/"):
+        assert _get(flower, path).status_code == 401, path
+        assert _get(flower, path, auth=("ops", "wrong")).status_code == 401, path
+
+
+def test_api_lists_the_worker_with_our_task_names(
+    res: Resources, flower: str, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    start_worker(concurrency=1)
+
+    def workers() -> dict[str, Any]:
+        answer = _get(flower, "/api/workers?refresh=1", auth=AUTH)
+        assert answer.status_code == 200
+        found: dict[str, Any] = answer.json()
+        return found
+
+    listed = wait_for(workers, 60, "Flower to list the worker")
+    [info] = listed.values()
+    assert SWEEP in info["registered"]
+    assert "jira_sync.inbound.check_changelog" in info["registered"]
+
+
+def test_api_lists_a_sent_task_that_ran_by_its_stable_name(
+    res: Resources, flower: str, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    start_worker(concurrency=1)
+    task_id = app.send_task(SWEEP).id
+
+    def seen() -> dict[str, Any] | None:
+        task: dict[str, Any] | None = _get(flower, "/api/tasks", auth=AUTH).json().get(task_id)
+        return task if task and task["state"] == "SUCCESS" else None
+
+    task = wait_for(seen, 60, "Flower to see the task succeed")
+    assert task["name"] == SWEEP
+    assert task["sent"] is not None  # the client's task-sent event
+    assert task["worker"]
+    types = _get(flower, "/api/task/types", auth=AUTH).json()
+    assert SWEEP in types["task-types"]
