@@ -101,7 +101,9 @@ def test_delete_with_wait_then_again_is_nothing_to_do(
         cache.fill_assignee_exists(res.redis, group_id, True)
     proc = jira_sync(settings_env, "project", "delete", str(WEB), "--wait")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"deleted project {WEB} (2 cached groups purged)"
+    assert proc.stdout.strip() == (
+        f"deleted project {WEB}; purged the caches of 2 recently seen group(s)"
+    )
     assert not any(cache.cached_assignee_exists(res.redis, g) for g in RECENT)
     assert all(cache.cached_assignee_exists(res.redis, g) for g in OTHER)
     again = jira_sync(settings_env, "project", "delete", str(WEB), "--wait")
@@ -174,3 +176,27 @@ def test_cache_purge_of_a_project_and_of_one_group(
     one = jira_sync(settings_env, "cache", "purge", "--project", str(API), "--group", "201")
     assert one.returncode == 0, one.stderr
     assert [cache.cached_assignee_exists(res.redis, g) for g in OTHER] == [None, True]
+
+
+def test_failed_save_replayed_after_the_cause_is_fixed_finishes(
+    res: Resources, settings_env: dict[str, str], worker: Any
+) -> None:
+    proc = jira_sync(settings_env, "project", "create", "--organization", "acme",
+                     "--name", "x", "--slug", "api", "--wait")  # fmt: skip
+    assert proc.returncode == 1
+    with res.pool.connection() as conn:
+        failed = conn.execute("SELECT id, kwargs FROM failed_task").fetchone()
+        conn.execute("DELETE FROM project WHERE id = %s", (API,))
+    assert failed is not None
+    replay = jira_sync(settings_env, "failed", "replay", str(failed["id"]))
+    assert replay.returncode == 0, replay.stderr
+
+    def done() -> q.ProjectRequest | None:
+        with transaction(res.pool) as conn:
+            req = q.get_request(conn, failed["kwargs"]["request_id"])
+        return req if req is not None and req.status == "done" else None
+
+    req = wait_for(done, 30, "the replayed save to finish")
+    assert req.slug == "api"
+    assert req.project_id is not None
+    assert snowflake.decode(req.project_id).version == 1

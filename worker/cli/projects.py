@@ -166,7 +166,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
     if req.outcome == "missing":
         echo(f"Nothing to do: no project {args.id}")
     else:
-        echo(f"deleted project {args.id} ({len(req.purge_group_ids or [])} cached groups purged)")
+        purged = len(req.purge_group_ids or [])
+        echo(f"deleted project {args.id}; purged the caches of {purged} recently seen group(s)")
     return EXIT_OK
 
 
