@@ -26,6 +26,7 @@ import anyio.to_thread
 import redis
 from celery import Celery
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -313,6 +314,15 @@ def dedupe_key(integration_id: int, identifier: str | None, payload: dict[str, A
     return f"ev:{digest}"
 
 
+class _AnyText(PathConvertor):
+    """Matches any token text, newlines included, so every bad token reaches the 401."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("anytext", _AnyText())
+
+
 # -- the app ---------------------------------------------------------------------------------
 
 
@@ -504,7 +514,7 @@ def create_app(
 
     return Starlette(
         routes=[
-            Route(WEBHOOK_PREFIX + "{token:path}", issue_updated, methods=["POST"]),
+            Route(WEBHOOK_PREFIX + "{token:anytext}", issue_updated, methods=["POST"]),
             Route(CALLBACK_PATH, oauth_callback, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

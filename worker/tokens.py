@@ -83,7 +83,11 @@ def claimed_id(token: str) -> str:
     if header.get("alg") != ALGORITHM:
         raise InvalidToken("token algorithm is not HS256")
     integration_id = _json_object(payload_seg).get("id")
-    if not isinstance(integration_id, str) or not 0 < len(integration_id) <= MAX_ID_CHARS:
+    if (
+        not isinstance(integration_id, str)
+        or not 0 < len(integration_id) <= MAX_ID_CHARS
+        or not integration_id.isprintable()  # no NUL, control or lone surrogate characters
+    ):
         raise InvalidToken("token has no id claim")
     return integration_id
 
