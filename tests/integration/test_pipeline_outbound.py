@@ -1,0 +1,215 @@
+"""Outbound sync (SPEC 4.6): a change from one Jira is pushed to the other linked Jiras with
+forward sync on, OAuth-signed, never echoed back to its source, once per delivery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import WorkerProcess, wait_for
+from tests.fakejira import FakeJira, FakeJiraServer
+from tests.integration.inbound_support import (
+    ANN,
+    GROUP,
+    JIRA,
+    base_scene,
+    count,
+    enqueue,
+    integration,
+    jira_payload,
+    outcome_of,
+    post,
+)
+from worker.db import transaction
+from worker.resources import Resources
+
+OTHER = 2  # a second Jira with the same group linked as OPS-9
+THIRD = 3  # a third Jira that does not know Ann
+ASSIGNEE_PATH = "/rest/api/2/issue/{key}/assignee"
+
+
+def fake_server() -> Iterator[FakeJira]:
+    server = FakeJiraServer().start()
+    server.fake.add_consumer()
+    try:
+        yield server.fake
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def source_jira() -> Iterator[FakeJira]:
+    yield from fake_server()
+
+
+@pytest.fixture
+def other_jira() -> Iterator[FakeJira]:
+    yield from fake_server()
+
+
+@pytest.fixture
+def third_jira() -> Iterator[FakeJira]:
+    yield from fake_server()
+
+
+def linked(fake: FakeJira, integration_id: int, host: str, forward: bool = True) -> dict[str, Any]:
+    data = integration(
+        integration_id,
+        host,
+        [{"organization": "acme", "sync_reverse_assignment": True,
+          "sync_forward_assignment": forward}],
+        base_url=fake.base_url,
+    )  # fmt: skip
+    data["access_token"], data["access_token_secret"] = fake.grant_access_token()
+    return data
+
+
+@pytest.fixture
+def two_jiras(
+    scene: Callable[[dict[str, Any]], None],
+    start_worker: Callable[..., WorkerProcess],
+    source_jira: FakeJira,
+    other_jira: FakeJira,
+) -> dict[str, Any]:
+    """APP-1 on the source Jira and OPS-9 on the other are linked to one group; both have
+    forward sync on, so only loop prevention keeps a change from echoing to its source."""
+    for fake in (source_jira, other_jira):
+        fake.add_user("ann", "Ann@Acme.test", "Ann A.")
+    data = base_scene()
+    data["integrations"] = [
+        linked(source_jira, JIRA, "jira.acme.test"),
+        linked(other_jira, OTHER, "ops.acme.test"),
+    ]
+    data["external_issues"].append(
+        {"id": 8, "integration": OTHER, "organization": "acme", "key": "OPS-9", "groups": [GROUP]}
+    )
+    scene(data)
+    start_worker(concurrency=2)
+    return data
+
+
+def puts(fake: FakeJira, key: str) -> list[Any]:
+    return fake.calls_to(ASSIGNEE_PATH.format(key=key), "PUT")
+
+
+def test_assignment_is_pushed_to_the_other_jira_signed(
+    res: Resources, two_jiras: dict[str, Any], other_jira: FakeJira
+) -> None:
+    outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1)))
+    wait_for(lambda: other_jira.assignees.get("OPS-9") == "ann", 15, "the push to OPS-9")
+    [call] = puts(other_jira, "OPS-9")
+    assert call.signed and call.json() == {"name": "ann"}
+    [search] = other_jira.calls_to("/rest/api/2/user/assignable/search")
+    assert search.query == {"issueKey": "OPS-9", "username": "ann@acme.test"}
+
+
+def test_change_is_never_echoed_to_its_source(
+    res: Resources, two_jiras: dict[str, Any], source_jira: FakeJira, other_jira: FakeJira
+) -> None:
+    outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1)))
+    wait_for(lambda: puts(other_jira, "OPS-9"), 15, "the push to OPS-9")
+    # The other Jira announces the change we made: nothing changed, nothing is pushed.
+    echo = jira_payload(ANN, ts=2000, changelog_id=5, key="OPS-9")
+    assert outcome_of(res, post(res, echo, integration_id=OTHER)) == "unchanged"
+    wait_for(lambda: count(res, "SELECT count(*) FROM outbound_call") == 1, 5, "calls settle")
+    assert source_jira.calls == []
+    assert len(puts(other_jira, "OPS-9")) == 1
+
+
+def test_unassignment_is_pushed_as_null_name(
+    res: Resources, two_jiras: dict[str, Any], other_jira: FakeJira
+) -> None:
+    outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1)))
+    wait_for(lambda: puts(other_jira, "OPS-9"), 15, "the first push")
+    outcome_of(res, post(res, jira_payload(None, ts=2000, changelog_id=2)))
+    wait_for(lambda: len(puts(other_jira, "OPS-9")) == 2, 15, "the unassign push")
+    assert puts(other_jira, "OPS-9")[-1].json() == {"name": None}
+    assert other_jira.assignees["OPS-9"] is None
+
+
+def test_replayed_delivery_calls_jira_once(
+    res: Resources, two_jiras: dict[str, Any], other_jira: FakeJira
+) -> None:
+    delivery = post(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    outcome_of(res, delivery)
+    wait_for(lambda: puts(other_jira, "OPS-9"), 15, "the push")
+    with transaction(res.pool) as conn:
+        conn.execute("UPDATE webhook_delivery SET status = 'queued' WHERE id = %s", (delivery,))
+        conn.execute("DELETE FROM delivery_effect WHERE delivery_id = %s", (delivery,))
+    enqueue(res, [delivery])  # re-runs every step; the group step finds nothing new to do
+    outcome_of(res, delivery)
+    wait_for(lambda: count(res, "SELECT count(*) FROM outbound_call") == 1, 5, "calls settle")
+    assert len(puts(other_jira, "OPS-9")) == 1
+
+
+def test_jira_5xx_is_retried_until_the_push_lands(
+    res: Resources, two_jiras: dict[str, Any], other_jira: FakeJira
+) -> None:
+    other_jira.fail_status = 503
+    outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1)))
+    wait_for(lambda: len(other_jira.calls) >= 1, 15, "a first, failing attempt")
+    other_jira.fail_status = None
+    wait_for(lambda: other_jira.assignees.get("OPS-9") == "ann", 20, "the retried push")
+    assert len([c for c in puts(other_jira, "OPS-9") if c.status == 204]) == 1
+
+
+def test_user_unknown_to_one_jira_fails_that_issue_only(
+    res: Resources,
+    scene: Callable[[dict[str, Any]], None],
+    start_worker: Callable[..., WorkerProcess],
+    source_jira: FakeJira,
+    other_jira: FakeJira,
+    third_jira: FakeJira,
+) -> None:
+    other_jira.add_user("ann", "ann@acme.test")
+    data = base_scene()
+    data["integrations"] = [
+        linked(source_jira, JIRA, "jira.acme.test"),
+        linked(other_jira, OTHER, "ops.acme.test"),
+        linked(third_jira, THIRD, "legacy.acme.test"),
+    ]
+    data["external_issues"] += [
+        {"id": 8, "integration": OTHER, "organization": "acme", "key": "OPS-9",
+         "groups": [GROUP]},
+        {"id": 9, "integration": THIRD, "organization": "acme", "key": "OLD-3",
+         "groups": [GROUP]},
+    ]  # fmt: skip
+    scene(data)
+    start_worker(concurrency=2)
+    delivery = post(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    assert outcome_of(res, delivery) == "assigned"
+    wait_for(lambda: count(res, "SELECT count(*) FROM outbound_call") == 2, 15, "both calls")
+    with transaction(res.pool) as conn:
+        rows = conn.execute(
+            "SELECT external_issue_id, status FROM outbound_call ORDER BY external_issue_id"
+        ).fetchall()
+    assert [(r["external_issue_id"], r["status"]) for r in rows] == [(8, "done"), (9, "failed")]
+    assert other_jira.assignees == {"OPS-9": "ann"}
+    assert puts(third_jira, "OLD-3") == []
+    assert count(res, "SELECT count(*) FROM failed_task") == 0
+
+
+def test_forward_sync_off_pushes_nothing(
+    res: Resources,
+    scene: Callable[[dict[str, Any]], None],
+    start_worker: Callable[..., WorkerProcess],
+    source_jira: FakeJira,
+    other_jira: FakeJira,
+) -> None:
+    data = base_scene()
+    data["integrations"] = [
+        linked(source_jira, JIRA, "jira.acme.test"),
+        linked(other_jira, OTHER, "ops.acme.test", forward=False),
+    ]
+    data["external_issues"].append(
+        {"id": 8, "integration": OTHER, "organization": "acme", "key": "OPS-9", "groups": [GROUP]}
+    )
+    scene(data)
+    start_worker(concurrency=2)
+    assert outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1))) == "assigned"
+    time.sleep(1.0)  # the side effects run after the delivery is done
+    assert other_jira.calls == []
+    assert source_jira.calls == []
