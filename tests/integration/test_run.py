@@ -1,0 +1,60 @@
+"""`make run`: embedded servers, migrations, all four processes, a clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ROOT, wait_for
+from worker.embedded import free_port
+
+RUN_VARS = ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "SECRET_KEY", "FLOWER_BASIC_AUTH")
+
+
+def _get(url: str, **kwargs: object) -> int:
+    try:
+        return httpx.get(url, timeout=2, **kwargs).status_code  # type: ignore[arg-type]
+    except httpx.HTTPError:
+        return 0
+
+
+def test_run_starts_every_process_on_embedded_servers_and_stops_cleanly(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    web_port, flower_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in RUN_VARS}
+    env.update(
+        JIRA_SYNC_STATE_DIR=str(state), PORT=str(web_port), FLOWER_PORT=str(flower_port),
+        BEAT_SCHEDULE_FILE=str(tmp_path / "beat"),
+    )  # fmt: skip
+    log = (tmp_path / "run.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.run"], cwd=ROOT, env=env, stdout=log, stderr=log,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _get(f"http://127.0.0.1:{web_port}/healthz") == 200, 90, "web /healthz")
+        wait_for(lambda: _get(f"http://127.0.0.1:{web_port}/readyz") == 200, 30, "web /readyz")
+        flower = f"http://127.0.0.1:{flower_port}/api/workers"
+        wait_for(lambda: _get(flower) == 401, 60, "flower refusing anonymous requests")
+        user, _, password = (state / "flower_basic_auth").read_text().strip().partition(":")
+        wait_for(
+            lambda: _get(flower, auth=(user, password)) == 200, 30, "flower answering with auth"
+        )
+        text = lambda: (tmp_path / "run.log").read_text(errors="replace")  # noqa: E731
+        wait_for(lambda: "ready" in text() and "beat" in text(), 60, "worker and beat")
+        assert (state / "secret_key").exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(60)
+    output = (tmp_path / "run.log").read_text(errors="replace")
+    assert "jira-sync run: stopped" in output
+    assert password not in output
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(state)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert leftover == [], f"processes still running: {leftover}"
