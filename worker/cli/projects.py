@@ -12,6 +12,7 @@ from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
 
+from config.settings import get_settings
 from worker import cache, projects, resources, snowflake
 from worker.cli.common import (
     EXIT_FAILED,
@@ -38,7 +39,9 @@ def register(sub: Any) -> None:
     p.add_argument("--organization", required=True, metavar="SLUG")
     p.add_argument("--name", required=True)
     p.add_argument("--slug", help="an explicit slug: refused, never altered, if it breaks a rule")
-    p.add_argument("--team", dest="teams", type=int, action="append", default=[], metavar="ID")
+    p.add_argument(
+        "--team", dest="teams", type=int, action="extend", nargs="+", default=[], metavar="ID"
+    )
     _wait_options(p)
     p.set_defaults(handler=cmd_create)
 
@@ -190,7 +193,7 @@ def cmd_snowflake_decode(args: argparse.Namespace) -> int:
         fields = snowflake.decode(args.id)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    epoch_s = resources.current().settings.snowflake_epoch_s
+    epoch_s = get_settings().snowflake_epoch_s  # no server needed
     issued = fields.issued_at(epoch_s).strftime("%Y-%m-%dT%H:%M:%SZ")
     view = {
         "id": args.id,
