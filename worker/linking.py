@@ -201,7 +201,7 @@ def complete(res: Resources, oauth_token: str, register_webhook: bool = True) ->
         extra={
             "integration_id": integration_id,
             "external_id": external_id,
-            "created": created,
+            "new_integration": created,
             "webhook_registered": registered,
             "webhook_error": error,
         },

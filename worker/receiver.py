@@ -541,4 +541,15 @@ def _quiet_uvicorn() -> None:
         logger.propagate = True
 
 
+def _json_logs_if_served_by_uvicorn() -> None:
+    # uvicorn sets up its own text logging before importing the app; switching to JSON here
+    # (not only in the lifespan) keeps even its start-up lines one JSON object per line.
+    if logging.getLogger("uvicorn").handlers:
+        from config.settings import get_settings
+
+        configure_logging(get_settings().log_level)
+        _quiet_uvicorn()
+
+
+_json_logs_if_served_by_uvicorn()
 app = create_app()
