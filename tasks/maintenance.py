@@ -1,9 +1,11 @@
-"""Periodic steps (beat): sweep stored-but-unqueued deliveries, flush the failure spool."""
+"""Periodic steps (beat): sweep stored-but-unqueued and stalled deliveries, flush the failure
+spool."""
 
 from __future__ import annotations
 
 import logging
 
+from config.settings import Settings
 from tasks.base import Step
 from worker import failures, inbox
 from worker.app import app
@@ -17,13 +19,25 @@ SWEEP_MIN_AGE_S = 5.0
 SWEEP_BATCH = 500
 
 
+def stalled_after_s(settings: Settings) -> float:
+    """How long a queued delivery may go unfinished before its first step is sent again:
+    longer than a killed worker's messages take to come back plus a step's whole retry
+    budget. Its messages were lost with the broker's data; the pipeline is idempotent, so
+    a second send of one that was merely slow changes nothing."""
+    retries_s = settings.retry_max_attempts * settings.retry_backoff_max_s
+    return float(settings.broker_visibility_timeout_s + retries_s)
+
+
 @app.task(base=Step, bind=True, name="jira_sync.maintenance.sweep_deliveries")
 def sweep_deliveries(self: Step) -> int:
+    settings = self.resources.settings
     with transaction(self.resources.pool) as conn:
-        ids = q.unqueued_delivery_ids(conn, SWEEP_MIN_AGE_S, SWEEP_BATCH)
-        sent = inbox.enqueue(app, conn, ids)
+        unqueued = q.unqueued_delivery_ids(conn, SWEEP_MIN_AGE_S, SWEEP_BATCH)
+        stalled = q.stalled_delivery_ids(conn, stalled_after_s(settings), SWEEP_BATCH)
+        sent = inbox.enqueue(app, conn, unqueued + stalled)
     if sent:
-        log.info("delivery.swept", extra={"count": len(sent)})
+        resent = len(set(sent) & set(stalled))
+        log.info("delivery.swept", extra={"count": len(sent), "resent": resent})
     return len(sent)
 
 

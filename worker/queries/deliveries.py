@@ -57,9 +57,10 @@ def insert_delivery(
     return None if row is None else int(row["id"])
 
 
+# queued_at is when the first step was last put on the broker (a re-send moves it).
 MARK_QUEUED = """
 UPDATE webhook_delivery SET status = 'queued', queued_at = now(), updated_at = now()
-WHERE id = ANY(%s) AND status = 'received'
+WHERE id = ANY(%s) AND status IN ('received', 'queued')
 """
 
 
@@ -77,6 +78,19 @@ ORDER BY id LIMIT %s
 def unqueued_delivery_ids(conn: Connection, older_than_s: float, limit: int) -> list[int]:
     """Deliveries stored but never put on the broker (the broker was down at the time)."""
     return [int(r["id"]) for r in conn.execute(SELECT_UNQUEUED, (older_than_s, limit))]
+
+
+SELECT_STALLED = """
+SELECT id FROM webhook_delivery
+WHERE status = 'queued' AND queued_at < now() - make_interval(secs => %s)
+ORDER BY queued_at LIMIT %s
+"""
+
+
+def stalled_delivery_ids(conn: Connection, older_than_s: float, limit: int) -> list[int]:
+    """Deliveries sent to the broker long ago and still not finished: their messages may
+    have been lost (the broker restarted without its data)."""
+    return [int(r["id"]) for r in conn.execute(SELECT_STALLED, (older_than_s, limit))]
 
 
 SELECT_DELIVERY = "SELECT * FROM webhook_delivery WHERE id = %s"
