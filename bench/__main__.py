@@ -1,11 +1,13 @@
-"""`python -m bench` (`make bench`): every figure beside its baseline, in at most 10 minutes.
+"""`python -m bench` (`make bench`): every figure beside its baseline, within 10 minutes.
 
-    python -m bench                      # everything, 3 runs of each (about 8-10 minutes)
-    python -m bench --quick              # a smoke run: 1 short run of each (1-2 minutes)
+    python -m bench                      # everything, 3 runs of each (at most ~9.5 minutes)
+    python -m bench --quick              # a smoke run: 1 short run of each (~2 minutes)
     python -m bench --only receiver,ids  # some sections: receiver, pipeline, ids, replay
 
 Writes bench/results.json and bench/results.md and prints the table. Never fails on a number:
-the exit code is 0 unless the bench itself could not run.
+the exit code is 0 unless the bench itself could not start. Each section gets a share of the
+time budget; one that runs out of its share stops after the run in progress (at least one
+run each) and the report says so.
 """
 
 from __future__ import annotations
@@ -15,12 +17,34 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bench import harness, payloads, report
 from bench.harness import Servers
 from bench.report import Report
 
 SECTIONS = ("receiver", "pipeline", "ids", "replay")
+# Shares of the time left when a section starts (servers and scene come out of the total).
+SHARES = {"receiver": 0.17, "pipeline": 0.50, "ids": 0.06, "replay": 0.27}
+BUDGET_S = {"full": 570.0, "quick": 120.0}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each section's runs are."""
+
+    receiver_s: float
+    ids_s: float
+    pipeline_deliveries: int
+    replay_records: int
+
+
+SIZES = {
+    "full": Sizes(receiver_s=5.0, ids_s=1.0, pipeline_deliveries=4_000, replay_records=10_000),
+    "quick": Sizes(receiver_s=2.0, ids_s=0.5, pipeline_deliveries=1_000, replay_records=2_000),
+}
+
+Runner = Callable[[Servers, Report, float], None]
 
 
 def say(message: str) -> None:
@@ -37,17 +61,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="runs of each figure (default 3, quick 1)")
     parser.add_argument(
         "--generator", choices=("auto", "wrk", "python"), default="auto",
-        help="receiver load: wrk when installed (auto), or the Python generator",
+        help="receiver load: wrk when installed (auto), else the Python generator",
     )  # fmt: skip
-    parser.add_argument("--web-workers", type=int, default=1, help="uvicorn processes")
+    parser.add_argument("--web-workers", type=int, default=1, help="uvicorn processes (1)")
+    parser.add_argument(
+        "--pipeline-deliveries", type=int, help="deliveries per pipeline run (4,000; quick 1,000)"
+    )
+    parser.add_argument("--budget-s", type=float, help="time budget (570 s; quick 120 s)")
     args = parser.parse_args(argv)
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(wanted) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown section(s): {', '.join(unknown)}")
     args.sections = [s for s in SECTIONS if s in wanted]
+    args.mode = "quick" if args.quick else "full"
     if args.runs is None:
         args.runs = 1 if args.quick else 3
+    if args.budget_s is None:
+        args.budget_s = BUDGET_S[args.mode]
     return args
 
 
@@ -58,49 +89,60 @@ def load_scene() -> None:
     load_scene(resources.current(), payloads.scene())
 
 
-def sections(args: argparse.Namespace) -> dict[str, Callable[[Servers, Report], None]]:
-    quick = args.quick
+def runners(args: argparse.Namespace) -> dict[str, Runner]:
+    sizes = SIZES[args.mode]
 
-    def receiver(srv: Servers, rep: Report) -> None:
+    def receiver(srv: Servers, rep: Report, deadline: float) -> None:
         from bench import receiver as bench_receiver
 
         opts = bench_receiver.Options(
             runs=args.runs,
-            duration_s=2.0 if quick else 5.0,
+            duration_s=sizes.receiver_s,
             warmup_s=1.0,
             web_workers=args.web_workers,
             generator=args.generator,
         )
-        bench_receiver.run(srv, rep, opts, say)
+        bench_receiver.run(srv, rep, opts, deadline, say)
 
-    def ids(srv: Servers, rep: Report) -> None:
+    def pipeline(srv: Servers, rep: Report, deadline: float) -> None:
+        from bench import pipeline as bench_pipeline
+
+        count = args.pipeline_deliveries or sizes.pipeline_deliveries
+        bench_pipeline.run(srv, rep, args.runs, count, deadline, say)
+
+    def ids(srv: Servers, rep: Report, deadline: float) -> None:
         from bench import ids as bench_ids
 
-        bench_ids.run(srv, rep, args.runs, 0.5 if quick else 1.0, say)
+        bench_ids.run(srv, rep, args.runs, sizes.ids_s, say)
 
-    return {"receiver": receiver, "ids": ids}
+    def replay(srv: Servers, rep: Report, deadline: float) -> None:
+        from bench import replay as bench_replay
+
+        bench_replay.run(srv, rep, args.runs, sizes.replay_records, deadline, say)
+
+    return {"receiver": receiver, "pipeline": pipeline, "ids": ids, "replay": replay}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    rep = Report(mode="quick" if args.quick else "full")
+    rep = Report(mode=args.mode)
     started = time.monotonic()
-    runners = sections(args)
+    end = started + args.budget_s
+    sections = runners(args)
     with harness.servers(say) as srv:
         load_scene()
-        for name in args.sections:
-            if name not in runners:
-                rep.notes.append(f"{name}: not measured (not wired yet)")
-                continue
-            say(f"== {name}")
-            t0 = time.monotonic()
+        for index, name in enumerate(args.sections):
+            now = time.monotonic()
+            shares_left = sum(SHARES[s] for s in args.sections[index:])
+            deadline = now + max(0.0, end - now) * SHARES[name] / shares_left
+            say(f"== {name} (budget {deadline - now:.0f} s)")
             try:
-                runners[name](srv, rep)
+                sections[name](srv, rep, deadline)
             except Exception as exc:
                 # A benchmark that breaks is reported, and the others still run.
                 rep.notes.append(f"{name}: could not run: {type(exc).__name__}: {exc}")
                 say(traceback.format_exc())
-            say(f"   {name} took {time.monotonic() - t0:.0f} s")
+            say(f"   {name} took {time.monotonic() - now:.0f} s")
     rep.wall_s = time.monotonic() - started
     json_path, md_path = report.write(rep)
     print(report.markdown(rep))

@@ -3,7 +3,8 @@
 Servers: embedded PostgreSQL and Redis on free ports in a temporary folder, unless
 BENCH_DATABASE_URL / BENCH_REDIS_URL are set (the bench then creates and drops its own database
 on that server, and uses the Redis database of the URL and the next one, which it flushes).
-Everything listens on, and every load targets, 127.0.0.1.
+Everything listens on, and every load targets, 127.0.0.1. BENCH_KEEP_STATE=1 keeps the
+temporary folder (server and process logs) for a look afterwards.
 """
 
 from __future__ import annotations
@@ -110,7 +111,10 @@ def servers(say: Callable[[str], None]) -> Iterator[Servers]:
             rd.stop()
         if pg:
             pg.stop("immediate")
-        shutil.rmtree(state, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP_STATE"):
+            say(f"kept the servers' and processes' files in {state}")
+        else:
+            shutil.rmtree(state, ignore_errors=True)
 
 
 def _where(url: str) -> str:

@@ -1,0 +1,210 @@
+"""Figure 2: stored deliveries of the realistic mix drained end to end by the production worker
+(`celery -A worker.app worker -P prefork -c 2 -E`), against no-op tasks drained by the same
+worker command in the same run.
+
+Each phase: the messages are put on the broker first, with no worker running; then a worker
+starts, and the clock runs from the first message it takes to the last piece of work done
+(for the pipeline: every delivery finished and nothing left on the broker, side effects
+included). Workers are restarted between phases, so each one's task counts are its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from bench import harness, payloads
+from bench.harness import PeakRss, Servers
+from bench.report import Figure, Report, Sample
+
+POLL_S = 0.02
+MIN_PHASE_S = 20.0
+INSERT_BATCH = 1000
+
+
+@dataclass
+class Phase:
+    """What one drain measured."""
+
+    items: int  # deliveries (pipeline) or tasks (no-op) finished
+    seconds: float
+    tasks: int  # tasks the worker ran, from its own stats
+    complete: bool
+    peaks: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def per_s(self) -> float:
+        return self.items / self.seconds if self.seconds else 0.0
+
+    @property
+    def tasks_per_s(self) -> float:
+        return self.tasks / self.seconds if self.seconds else 0.0
+
+
+def publish_noops(count: int) -> None:
+    from bench.tasks import noop
+    from worker.app import app
+
+    with app.producer_or_acquire() as producer:
+        for _ in range(count):
+            noop.apply_async(producer=producer)
+
+
+def store_and_enqueue(srv: Servers, count: int) -> dict[str, int]:
+    """count deliveries of the mix, stored and sent the way the receiver does it."""
+    from worker import inbox, resources
+    from worker.app import app
+    from worker.db import transaction
+    from worker.queries import deliveries as q
+
+    with psycopg.connect(srv.database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE webhook_delivery CASCADE")
+    # Newer than every event of earlier runs: none is dropped as stale for being replayed.
+    mix = payloads.mix(count, int(time.time() * 1000), seed=int(time.time()))
+    res = resources.current()
+    ids: list[int] = []
+    for start in range(0, count, INSERT_BATCH):
+        chunk = mix[start : start + INSERT_BATCH]
+        batch = [
+            q.NewDelivery(
+                integration_id=payloads.INTEGRATION_ID,
+                dedupe_key=f"bench:{start + i}:{time.time_ns()}",
+                body=d.body,
+                headers={"x-atlassian-webhook-identifier": f"bench-{start + i}"},
+                issue_key=payloads.issue_key(d.issue),
+                event_ts=None,
+            )
+            for i, d in enumerate(chunk)
+        ]
+        with transaction(res.pool) as conn:
+            ids.extend(i for i in q.insert_deliveries(conn, batch) if i is not None)
+    for start in range(0, len(ids), INSERT_BATCH):
+        with transaction(res.pool) as conn:
+            inbox.enqueue(app, conn, ids[start : start + INSERT_BATCH])
+    kinds: dict[str, int] = {}
+    for d in mix:
+        kinds[d.kind] = kinds.get(d.kind, 0) + 1
+    return kinds
+
+
+def _finished(srv: Servers) -> int:
+    with psycopg.connect(srv.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM webhook_delivery WHERE status IN ('done', 'failed')"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _outcomes(srv: Servers) -> dict[str, int]:
+    with psycopg.connect(srv.database_url) as conn:
+        rows = conn.execute(
+            "SELECT coalesce(outcome, status), count(*) FROM webhook_delivery GROUP BY 1"
+        ).fetchall()
+    return {str(k): int(n) for k, n in rows}
+
+
+def _tasks_run(name: str) -> int:
+    from worker.app import app
+
+    stats: dict[str, Any] = app.control.inspect(timeout=2).stats() or {}
+    return sum(sum(s.get("total", {}).values()) for worker, s in stats.items() if name in worker)
+
+
+def drain(srv: Servers, label: str, count: int, timeout_s: float, done: Callable[[], int]) -> Phase:
+    """Start a worker on the waiting messages; time until done() reaches count and the broker
+    holds nothing more."""
+    worker = harness.celery_worker(srv, label)
+    with PeakRss() as rss:
+        rss.watch("worker", worker)
+        try:
+            if not harness.poll_until(lambda: harness.queued(srv) < count, 60, POLL_S):
+                raise RuntimeError(f"{label} worker took nothing:\n{worker.log_tail()}")
+            started = time.perf_counter()
+            complete = harness.poll_until(
+                lambda: done() >= count and harness.queued(srv) == 0, timeout_s, POLL_S
+            )
+            seconds = time.perf_counter() - started
+            items = min(done(), count)
+            tasks = _tasks_run(label)
+        finally:
+            worker.stop()
+    return Phase(items, seconds, tasks, complete, dict(rss.peaks))
+
+
+def run(
+    srv: Servers,
+    report: Report,
+    runs: int,
+    count: int,
+    deadline: float,
+    say: Callable[[str], None],
+) -> None:
+    noop_phases: list[Phase] = []
+    product_phases: list[Phase] = []
+    kinds: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    for run_no in range(runs):
+        started = time.monotonic()
+        # This run's share of what is left; a phase not done by then is measured as it is.
+        share_s = max(MIN_PHASE_S, (deadline - started) / (runs - run_no))
+        harness.drop_queues(srv)
+        publish_noops(count)
+        noop = drain(srv, "noop", count, share_s * 0.3, lambda: count - harness.queued(srv))
+        noop_phases.append(noop)
+        kinds = store_and_enqueue(srv, count)
+        product = drain(srv, "pipeline", count, share_s * 0.6, lambda: _finished(srv))
+        product_phases.append(product)
+        outcomes = _outcomes(srv)
+        harness.drop_queues(srv)
+        say(
+            f"  pipeline run {run_no + 1}/{runs}: no-op {noop.per_s:,.0f} tasks/s; pipeline "
+            f"{product.per_s:,.0f} deliveries/s ({product.tasks:,} tasks, "
+            f"{product.tasks_per_s:,.0f} tasks/s){'' if product.complete else ' INCOMPLETE'}; "
+            f"outcomes {outcomes}"
+        )
+        took = time.monotonic() - started
+        if run_no + 1 < runs and time.monotonic() + took > deadline:
+            report.notes.append(
+                f"pipeline: {run_no + 1} run(s) of {runs} planned: the time budget was spent"
+            )
+            break
+    report.setup["pipeline"] = (
+        f"{count:,} deliveries per run ({_share(kinds)}), 200 issues linked to 1,000 groups, "
+        "worker: celery -A worker.app worker -P prefork -c 2 -E"
+    )
+    incomplete = [i for i, p in enumerate(product_phases) if not p.complete]
+    last = product_phases[-1]
+    note = (
+        f"{last.tasks / max(1, last.items):.2f} tasks per delivery; outcomes of the last run: "
+        + ", ".join(f"{k} {n:,}" for k, n in sorted(outcomes.items(), key=lambda kv: -kv[1]))
+    )
+    if incomplete:
+        note += f"; runs {incomplete} did not finish in time (rate of what finished)"
+    report.add(
+        Figure(
+            "pipeline", "deliveries drained end to end", "deliveries/s",
+            Sample([p.per_s for p in product_phases]), "no-op task, same worker",
+            Sample([p.per_s for p in noop_phases]), goal=1.0, note=note,
+        )
+    )  # fmt: skip
+    report.add(
+        Figure(
+            "pipeline", "tasks run by the pipeline", "tasks/s",
+            Sample([p.tasks_per_s for p in product_phases]), "no-op task, same worker",
+            Sample([p.per_s for p in noop_phases]),
+        )
+    )  # fmt: skip
+    for label, phases in (("pipeline", product_phases), ("no-op", noop_phases)):
+        for role in ("main", "child"):
+            peaks = [p.peaks.get(f"worker {role}", 0) for p in phases]
+            if any(peaks):
+                report.memory[f"worker, {label} ({role} process)"] = max(peaks)
+
+
+def _share(kinds: dict[str, int]) -> str:
+    total = sum(kinds.values()) or 1
+    return ", ".join(f"{k} {100 * n / total:.0f}%" for k, n in kinds.items())
