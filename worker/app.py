@@ -6,11 +6,17 @@ import contextlib
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from config.celery import celery_config
 from config.settings import get_settings
-from worker import resources
+from worker import logs, resources
 from worker.logs import configure_logging
 
 TASK_MODULES = [
@@ -44,3 +50,19 @@ def _open_resources(**_: Any) -> None:
 def _close_resources(**_: Any) -> None:
     with contextlib.suppress(Exception):
         resources.current().close()
+
+
+# Every line a task logs carries its task id, name and the ids it was called with.
+LOGGED_KWARGS = ("delivery_id", "project_id", "group_id", "issue_key")
+
+
+@task_prerun.connect
+def _bind_task_log_context(task_id: str, task: Any, kwargs: Any = None, **_: Any) -> None:
+    logs.clear_context()
+    ids = {k: v for k, v in (kwargs or {}).items() if k in LOGGED_KWARGS}
+    logs.bind(task_id=task_id, task=getattr(task, "name", None), **ids)
+
+
+@task_postrun.connect
+def _clear_task_log_context(**_: Any) -> None:
+    logs.clear_context()

@@ -8,6 +8,7 @@ import hashlib
 from cryptography.fernet import Fernet, InvalidToken
 
 from worker.errors import PermanentError
+from worker.logs import register_secret
 
 
 class Vault:
@@ -18,13 +19,16 @@ class Vault:
         self._fernet = Fernet(base64.urlsafe_b64encode(digest))
 
     def encrypt(self, plain: str) -> str:
+        register_secret(plain)  # whatever is worth encrypting never reaches a log line
         return self._fernet.encrypt(plain.encode()).decode("ascii")
 
     def decrypt(self, token: str) -> str:
         try:
-            return self._fernet.decrypt(token.encode("ascii")).decode()
+            plain = self._fernet.decrypt(token.encode("ascii")).decode()
         except InvalidToken:
             raise PermanentError(
                 "stored credentials cannot be decrypted: SECRET_KEY differs from the one "
                 "they were stored with"
             ) from None
+        register_secret(plain)
+        return plain

@@ -7,12 +7,24 @@ import logging
 import re
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 _PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?(-----END [A-Z ]+-----|$)", re.S)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _URL_PASSWORD = re.compile(r"(?<=://)([^:/@\s]*):([^@/\s]+)@")
+# OAuth 1 secrets in an Authorization header, a form body or a query string. A bare
+# `oauth_token=` stays: the authorize URL the operator must open carries the request token.
+_OAUTH_SECRET = re.compile(
+    r"""(oauth_(?:token_secret|signature|verifier)["']?\s*[=:]\s*["']?)[^"'&,\s\\]+"""
+)
+_OAUTH_HEADER_TOKEN = re.compile(r'(oauth_token=")[^"]+')
+_AUTH_HEADER = re.compile(
+    r"""(?i)\b(authorization["']?\s*[:=]\s*["']?(?:basic|bearer)\s+)[^\s"',\\]+"""
+)
 _STANDARD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
 )
@@ -29,16 +41,43 @@ def register_secret(value: str | None) -> None:
 
 
 def scrub(text: str) -> str:
-    """Remove PEM blocks, JWTs, URL passwords and every registered secret from text."""
+    """Remove PEM blocks, JWTs, URL passwords, OAuth secrets, Authorization credentials and
+    every registered secret from text."""
     text = _PEM.sub("[private key]", text)
     text = _JWT.sub("[token]", text)
     text = _URL_PASSWORD.sub(r"\1:***@", text)
+    text = _OAUTH_SECRET.sub(r"\1***", text)
+    text = _OAUTH_HEADER_TOKEN.sub(r"\1***", text)
+    text = _AUTH_HEADER.sub(r"\1***", text)
     with _secrets_lock:
         known = sorted(_secrets, key=len, reverse=True)
     for secret in known:
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+# Fields every line of the current task (or request) carries: task_id, delivery_id, ...
+_context: ContextVar[dict[str, Any] | None] = ContextVar("jira_sync_log_context", default=None)
+
+
+def bind(**fields: Any) -> None:
+    """Add fields (e.g. issue_key once it is known) to every later line of this context."""
+    _context.set({**(_context.get() or {}), **{k: v for k, v in fields.items() if v is not None}})
+
+
+def clear_context() -> None:
+    _context.set(None)
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Fields on every line logged inside the block (a CLI command, a request)."""
+    token = _context.set({**(_context.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,13 +89,29 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
+            **(_context.get() or {}),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return scrub(json.dumps(entry, default=str, ensure_ascii=False))
+        # Scrub every value before encoding: scrubbing the encoded line could cut an escape
+        # sequence in half and break the JSON.
+        return json.dumps(scrub_value(entry), ensure_ascii=False)
+
+
+def scrub_value(value: Any) -> Any:
+    """A JSON-ready copy of value with every string scrubbed (keys included)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {scrub(str(k)): scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [scrub_value(v) for v in value]
+    return scrub(str(value))
 
 
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
@@ -66,5 +121,6 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("psycopg.pool", "urllib3", "httpx"):
+    # oauthlib's DEBUG lines spell out signature base strings: never below WARNING.
+    for noisy in ("psycopg.pool", "urllib3", "httpx", "oauthlib", "requests_oauthlib"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
