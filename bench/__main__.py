@@ -41,7 +41,7 @@ class Sizes:
 
 SIZES = {
     "full": Sizes(receiver_s=5.0, ids_s=1.0, pipeline_deliveries=4_000, replay_records=10_000),
-    "quick": Sizes(receiver_s=2.0, ids_s=0.5, pipeline_deliveries=1_000, replay_records=2_000),
+    "quick": Sizes(receiver_s=2.0, ids_s=0.5, pipeline_deliveries=500, replay_records=2_000),
 }
 
 Runner = Callable[[Servers, Report, float], None]
@@ -65,9 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--web-workers", type=int, default=1, help="uvicorn processes (1)")
     parser.add_argument(
-        "--pipeline-deliveries", type=int, help="deliveries per pipeline run (4,000; quick 1,000)"
+        "--pipeline-deliveries", type=int, help="deliveries per pipeline run (4,000; quick 500)"
     )
     parser.add_argument("--budget-s", type=float, help="time budget (570 s; quick 120 s)")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="after the measured runs, profile jira-sync's side of each figure with py-spy",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(wanted) - set(SECTIONS))
@@ -79,6 +83,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.runs = 1 if args.quick else 3
     if args.budget_s is None:
         args.budget_s = BUDGET_S[args.mode]
+    if args.profile:
+        from bench.profile import py_spy
+
+        if py_spy() is None:
+            parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
     return args
 
 
@@ -101,6 +110,7 @@ def runners(args: argparse.Namespace) -> dict[str, Runner]:
             warmup_s=1.0,
             web_workers=args.web_workers,
             generator=args.generator,
+            profile=args.profile,
         )
         bench_receiver.run(srv, rep, opts, deadline, say)
 
@@ -108,17 +118,19 @@ def runners(args: argparse.Namespace) -> dict[str, Runner]:
         from bench import pipeline as bench_pipeline
 
         count = args.pipeline_deliveries or sizes.pipeline_deliveries
-        bench_pipeline.run(srv, rep, args.runs, count, deadline, say)
+        bench_pipeline.run(srv, rep, args.runs, count, deadline, say, profile=args.profile)
 
     def ids(srv: Servers, rep: Report, deadline: float) -> None:
         from bench import ids as bench_ids
 
-        bench_ids.run(srv, rep, args.runs, sizes.ids_s, say)
+        bench_ids.run(srv, rep, args.runs, sizes.ids_s, say, profile=args.profile)
 
     def replay(srv: Servers, rep: Report, deadline: float) -> None:
         from bench import replay as bench_replay
 
-        bench_replay.run(srv, rep, args.runs, sizes.replay_records, deadline, say)
+        bench_replay.run(
+            srv, rep, args.runs, sizes.replay_records, deadline, say, profile=args.profile
+        )
 
     return {"receiver": receiver, "pipeline": pipeline, "ids": ids, "replay": replay}
 

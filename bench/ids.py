@@ -15,6 +15,7 @@ at the client: one per reply read from the socket.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,6 +151,22 @@ def one_run(
     return rates
 
 
+def _profile(client: redis.Redis, epoch_s: int, say: Callable[[str], None]) -> None:
+    """py-spy on this very process while it claims ids (normal case) for 2 seconds."""
+    from bench import profile
+
+    now_s = snowflake.seconds_since_epoch(time.time(), epoch_s)
+    region = REGION_BASE + 999
+    claimer = snowflake.Claimer(client, region, epoch_s)
+    claimer.load()
+    spy = profile.attach(os.getpid(), 2.0, "ids")
+    time.sleep(0.3)  # py-spy attaching
+    timed(lambda i: bool(claimer.claim(now_s + i // snowflake.SEQUENCE_SIZE)), 2.0)
+    spy.wait()
+    _cleanup(client, [region])
+    say(profile.finish("ids", "ids (claims, normal case, in this process)"))
+
+
 def _case(depth_s: int, old: bool = False) -> str:
     if depth_s == 0:
         return "claim, normal"
@@ -157,7 +174,12 @@ def _case(depth_s: int, old: bool = False) -> str:
 
 
 def run(
-    srv: Servers, report: Report, runs: int, duration_s: float, say: Callable[[str], None]
+    srv: Servers,
+    report: Report,
+    runs: int,
+    duration_s: float,
+    say: Callable[[str], None],
+    profile: bool = False,
 ) -> None:
     from config.settings import get_settings
 
@@ -175,6 +197,8 @@ def run(
                 for name, r in rates.items()
             )
         )
+    if profile:
+        _profile(client, epoch_s, say)
     client.close()
 
     def per_s(name: str) -> Sample:

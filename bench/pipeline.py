@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from bench import harness, payloads
+from bench import harness, payloads, profile
 from bench.harness import PeakRss, Servers
 from bench.report import Figure, Report, Sample
 
@@ -114,7 +114,14 @@ def _tasks_run(name: str) -> int:
     return sum(sum(s.get("total", {}).values()) for worker, s in stats.items() if name in worker)
 
 
-def drain(srv: Servers, label: str, count: int, timeout_s: float, done: Callable[[], int]) -> Phase:
+def drain(
+    srv: Servers,
+    label: str,
+    count: int,
+    timeout_s: float,
+    done: Callable[[], int],
+    profile_s: float = 0.0,
+) -> Phase:
     """Start a worker on the waiting messages; time until done() reaches count and the broker
     holds nothing more."""
     worker = harness.celery_worker(srv, label)
@@ -124,12 +131,16 @@ def drain(srv: Servers, label: str, count: int, timeout_s: float, done: Callable
             if not harness.poll_until(lambda: harness.queued(srv) < count, 60, POLL_S):
                 raise RuntimeError(f"{label} worker took nothing:\n{worker.log_tail()}")
             started = time.perf_counter()
+            if profile_s:
+                spy = profile.attach(worker.pid, profile_s, label, subprocesses=True)
             complete = harness.poll_until(
                 lambda: done() >= count and harness.queued(srv) == 0, timeout_s, POLL_S
             )
             seconds = time.perf_counter() - started
             items = min(done(), count)
             tasks = _tasks_run(label)
+            if profile_s:
+                spy.wait()
         finally:
             worker.stop()
     return Phase(items, seconds, tasks, complete, dict(rss.peaks))
@@ -142,6 +153,7 @@ def run(
     count: int,
     deadline: float,
     say: Callable[[str], None],
+    profile: bool = False,
 ) -> None:
     noop_phases: list[Phase] = []
     product_phases: list[Phase] = []
@@ -172,6 +184,8 @@ def run(
                 f"pipeline: {run_no + 1} run(s) of {runs} planned: the time budget was spent"
             )
             break
+    if profile:
+        _profile(srv, count, say)
     report.setup["pipeline"] = (
         f"{count:,} deliveries per run ({_share(kinds)}), 200 issues linked to 1,000 groups, "
         "worker: celery -A worker.app worker -P prefork -c 2 -E"
@@ -203,6 +217,15 @@ def run(
             peaks = [p.peaks.get(f"worker {role}", 0) for p in phases]
             if any(peaks):
                 report.memory[f"worker, {label} ({role} process)"] = max(peaks)
+
+
+def _profile(srv: Servers, count: int, say: Callable[[str], None]) -> None:
+    """One more drain with py-spy on the worker and its pool processes (15 s at most)."""
+    harness.drop_queues(srv)
+    store_and_enqueue(srv, count)
+    drain(srv, "pipeline-profile", count, 20.0, lambda: _finished(srv), profile_s=15.0)
+    harness.drop_queues(srv)
+    say(profile.finish("pipeline-profile", "pipeline (worker main + pool processes)"))
 
 
 def _share(kinds: dict[str, int]) -> str:

@@ -70,6 +70,7 @@ def run(
     count: int,
     deadline: float,
     say: Callable[[str], None],
+    profile: bool = False,
 ) -> None:
     store_failures(srv, count)
     cli = [sys.executable, "-m", "worker.cli", "failed", "replay", "--all"]
@@ -94,6 +95,12 @@ def run(
         if run_no + 1 < runs and time.monotonic() + took > deadline:
             report.notes.append(f"replay: {run_no + 1} run(s) of {runs}: time budget spent")
             break
+    if profile:
+        from bench import profile as spy
+
+        _reset(srv)
+        spy.run_command(cli, "replay", srv.child_env(), harness.ROOT)
+        say(spy.finish("replay", "replay (jira-sync failed replay --all, whole process)"))
     harness.drop_queues(srv)
     report.setup["replay"] = (
         f"{count:,} failed records of {TASK}; wall time of each process from start to exit; "
