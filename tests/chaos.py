@@ -1,0 +1,628 @@
+"""The chaos run: real processes under faults prove that nothing accepted is lost or duplicated.
+
+    python -m tests.chaos            # short: a few hundred deliveries (also in `make test`)
+    python -m tests.chaos --long     # `make chaos`: 5,000 deliveries
+
+It starts embedded PostgreSQL and Redis, a receiver (uvicorn, two worker processes), two
+Celery workers (prefork, 2 children each) and beat, then posts real-shaped Jira webhooks (10%
+of them a second copy of another, each issue's events shuffled) while, at random moments, it
+SIGKILLs a worker (the main process with its children, or one pool child) and restarts it,
+restarts Redis once without its data and PostgreSQL once. Then it waits for quiet and checks:
+every 202 ends `done` or in the failed-task store; no delivery is applied twice; each group
+ends as the sequential oracle of tests/integration/test_shuffle.py says over the accepted
+deliveries in Jira timestamp order; no 202 was answered while PostgreSQL was down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis as redis_lib
+
+from config.celery import QUEUE_INBOUND, QUEUE_MAINTENANCE, QUEUE_SIDE_EFFECTS
+from config.settings import default_broker_url, load_settings
+from tests.conftest import ROOT, WorkerProcess
+from tests.integration.inbound_support import (
+    ANN,
+    BOB,
+    CY,
+    JIRA,
+    PROJECT,
+    base_scene,
+    jira_payload,
+    launch_worker,
+)
+from tests.integration.test_shuffle import Oracle
+from worker import tokens
+from worker.db import migrate, transaction
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from worker.failures import SPOOL_KEY
+from worker.loader import load_scene
+from worker.model import SubscriptionReason
+from worker.resources import Resources, open_resources
+
+CHOICES = (ANN, BOB, CY, None)
+BASE_TS = 1_764_000_000_000
+FIRST_GROUP = 2000
+# Longer than the receiver's database pool timeout (5 s), so requests are answered meanwhile.
+PG_DOWN_S = 8.0
+# An answer this long after the stop cannot be for a row committed before it.
+COMMIT_SLACK_S = 0.5
+REDIS_DOWN_S = 1.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How big a run is and how many faults it injects."""
+
+    posts: int
+    issues: int
+    load_s: float
+    worker_kills: int
+    quiet_timeout_s: float
+    senders: int = 8
+    duplicate_ratio: float = 0.10
+
+
+SHORT = Plan(posts=300, issues=20, load_s=40, worker_kills=2, quiet_timeout_s=150)
+LONG = Plan(posts=5000, issues=100, load_s=150, worker_kills=6, quiet_timeout_s=480)
+
+# Short timings so that recovery is bounded in seconds, as in the integration tests.
+PROCESS_ENV = {
+    "LOG_LEVEL": "INFO",
+    "BROKER_VISIBILITY_TIMEOUT_S": "20",
+    "RETRY_BACKOFF_MAX_S": "2",
+    "RETRY_MAX_ATTEMPTS": "6",
+    "JIRA_TIMEOUT_S": "3",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One Jira change of one issue: the oracle's unit."""
+
+    index: int
+    group_id: int
+    key: str
+    ts: int
+    changelog_id: int
+    assignee: int | None
+
+
+@dataclass
+class Answer:
+    event: int
+    started: float
+    ended: float
+    status: int  # 0: no answer (connection refused or reset)
+    delivery_id: int | None
+
+
+@dataclass
+class Report:
+    sent: int = 0
+    accepted: int = 0
+    refused: int = 0
+    duplicate_answers: int = 0
+    done: int = 0
+    failed: int = 0  # recorded in the failed-task store, then replayed by the operator
+    still_failed: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    oracle_mismatches: int = 0
+    accepted_while_db_down: int = 0
+    answered_while_db_down: Counter[int] = field(default_factory=Counter)
+    faults: list[str] = field(default_factory=list)
+    quiet_after_last_fault_s: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.lost == 0
+            and self.duplicated == 0
+            and self.oracle_mismatches == 0
+            and self.accepted_while_db_down == 0
+            and self.quiet_after_last_fault_s is not None
+        )
+
+    def table(self) -> str:
+        quiet = self.quiet_after_last_fault_s
+        rows = [
+            ("deliveries sent", self.sent),
+            ("accepted (202)", self.accepted),
+            ("refused (503 / no answer)", self.refused),
+            ("duplicate (200)", self.duplicate_answers),
+            ("done", self.done),
+            ("failed (recorded, then replayed)", self.failed),
+            ("failed after the replay", self.still_failed),
+            ("lost", self.lost),
+            ("duplicated", self.duplicated),
+            ("groups differing from the oracle", self.oracle_mismatches),
+            ("202 answered while PostgreSQL was down", self.accepted_while_db_down),
+            (
+                "answers while PostgreSQL was down",
+                ", ".join(f"{s}: {n}" for s, n in sorted(self.answered_while_db_down.items()))
+                or "-",
+            ),
+            ("faults injected", f"{len(self.faults)} ({', '.join(self.fault_counts())})"),
+            ("time to quiet after the last fault", f"{quiet:.1f} s" if quiet else "never"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        lines = [f"| {'measure':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
+        lines += [f"| {name:<{width}} | {value} |" for name, value in rows]
+        return "\n".join(lines)
+
+    def fault_counts(self) -> list[str]:
+        return [f"{n} {kind}" for kind, n in Counter(self.faults).items()]
+
+
+# -- the scene and the load ------------------------------------------------------------------
+
+
+def make_events(plan: Plan, rng: random.Random) -> list[Event]:
+    distinct = round(plan.posts * (1 - plan.duplicate_ratio))
+    events = []
+    for i in range(distinct):
+        issue, n = i % plan.issues, i // plan.issues
+        # Pairs share a timestamp: the changelog id breaks the tie, as in Jira.
+        ts = BASE_TS + issue * 10_000_000 + (n // 2) * 1000
+        events.append(
+            Event(i, FIRST_GROUP + issue, f"CHS-{issue}", ts, 1_000_000 + i, rng.choice(CHOICES))
+        )
+    return events
+
+
+def make_posts(plan: Plan, events: list[Event], rng: random.Random) -> list[Event]:
+    """Every event once, 10% of the posts a second copy, in random order."""
+    posts = events + rng.sample(events, plan.posts - len(events))
+    rng.shuffle(posts)
+    return posts
+
+
+def scene(plan: Plan) -> dict[str, Any]:
+    data = base_scene()
+    data["groups"] = [{"id": FIRST_GROUP + i, "project": PROJECT} for i in range(plan.issues)]
+    data["external_issues"] = [
+        {"id": 500 + i, "integration": JIRA, "organization": "acme", "key": f"CHS-{i}",
+         "groups": [FIRST_GROUP + i]}
+        for i in range(plan.issues)
+    ]  # fmt: skip
+    return data
+
+
+# -- the processes ---------------------------------------------------------------------------
+
+
+class Services:
+    """Embedded servers, the receiver, two workers and beat, all under one state folder."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.pg = EmbeddedPostgres(state / "pg")
+        self.redis = EmbeddedRedis(state / "redis")
+        self.port = free_port()
+        self.env: dict[str, str] = {}
+        self.workers: list[WorkerProcess] = []
+        self.others: list[subprocess.Popen[bytes]] = []
+        self._logs = 0
+
+    def start(self) -> None:
+        self.pg.start()
+        self.redis.start()
+        self.env = {
+            **os.environ,
+            **PROCESS_ENV,
+            "DATABASE_URL": self.pg.url,
+            "REDIS_URL": self.redis.url,
+            "BROKER_URL": default_broker_url(self.redis.url),
+            "SECRET_KEY": "chaos-" + secrets.token_hex(16),
+            "PUBLIC_URL": f"http://127.0.0.1:{self.port}",
+        }
+        migrate(self.pg.url)
+        self.spawn_receiver()
+        self.spawn_beat()
+        self.workers = [self.spawn_worker(), self.spawn_worker()]
+
+    def resources(self) -> Resources:
+        return open_resources(load_settings(self.env))
+
+    def _log(self, name: str) -> Path:
+        self._logs += 1
+        return self.state / f"{self._logs:02d}-{name}.log"
+
+    def _popen(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        with self._log(name).open("wb") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out, stderr=out)
+        self.others.append(proc)
+        return proc
+
+    def spawn_receiver(self) -> None:
+        self._popen(
+            "receiver",
+            [sys.executable, "-m", "uvicorn", "worker.receiver:app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--loop", "uvloop", "--http", "httptools",
+             "--workers", "2", "--no-access-log"],
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the receiver did not become ready")
+            time.sleep(0.2)
+
+    def spawn_beat(self) -> None:
+        schedule = str(self.state / "beat-schedule")
+        self._popen(
+            "beat", [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-s", schedule]
+        )
+
+    def spawn_worker(self) -> WorkerProcess:
+        return launch_worker(self.env, self._log("worker"))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        for proc in self.others:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.others:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.redis.stop()
+        self.pg.stop("immediate")
+
+
+# -- faults ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Faults:
+    """Injects the plan's faults at random moments of the load, one at a time."""
+
+    services: Services
+    plan: Plan
+    rng: random.Random
+    injected: list[str] = field(default_factory=list)
+    db_down: tuple[float, float] | None = None
+    last_fault_at: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def schedule(self) -> list[tuple[float, str]]:
+        kinds = ["redis", "postgres"] + ["worker"] * self.plan.worker_kills
+        self.rng.shuffle(kinds)
+        # Spread over the middle of the load, at least a few seconds apart.
+        slots = len(kinds)
+        span = self.plan.load_s * 0.8
+        return [
+            (self.plan.load_s * 0.1 + span * (i + self.rng.uniform(0.1, 0.6)) / slots, kind)
+            for i, kind in enumerate(kinds)
+        ]
+
+    def run(self, started: float, stop: threading.Event) -> None:
+        for at, kind in self.schedule():
+            if stop.wait(max(0.0, started + at - time.monotonic())):
+                return
+            try:
+                getattr(self, f"_{kind}")()
+            except Exception as exc:  # the report says so; the run goes on
+                self.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
+            self.last_fault_at = time.monotonic()
+
+    def _worker(self) -> None:
+        index = self.rng.randrange(len(self.services.workers))
+        victim = self.services.workers[index]
+        children = victim.children()
+        if children and self.rng.random() < 0.5:
+            os.kill(self.rng.choice(children), signal.SIGKILL)  # the main process replaces it
+            self.injected.append("pool child killed")
+            return
+        victim.kill()
+        self.injected.append("worker killed")
+        self.services.workers[index] = self.services.spawn_worker()
+
+    def _redis(self) -> None:
+        self.services.redis.stop()
+        time.sleep(REDIS_DOWN_S)
+        self.services.redis.start()  # empty: the broker's queues and unacked messages are gone
+        self.injected.append("Redis restarted without data")
+
+    def _postgres(self) -> None:
+        self.services.pg.stop("immediate")
+        down_from = time.monotonic()
+        time.sleep(PG_DOWN_S)
+        down_until = time.monotonic()
+        self.services.pg.start()
+        self.db_down = (down_from, down_until)
+        self.injected.append("PostgreSQL restarted")
+
+
+# -- the load --------------------------------------------------------------------------------
+
+
+def post_all(services: Services, plan: Plan, posts: list[Event], token: str) -> list[Answer]:
+    url = f"{services.url}/extensions/jira-server/issue-updated/{token}/"
+    interval = plan.load_s / len(posts)
+    started = time.monotonic()
+    local = threading.local()
+
+    def send(n: int, event: Event) -> Answer:
+        time.sleep(max(0.0, started + n * interval - time.monotonic()))
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=10)
+        body = jira_payload(event.assignee, event.ts, event.changelog_id, key=event.key)
+        t0 = time.monotonic()
+        try:
+            response = local.client.post(url, json=body)
+        except httpx.HTTPError:
+            return Answer(event.index, t0, time.monotonic(), 0, None)
+        t1 = time.monotonic()
+        delivery = response.json().get("delivery") if response.status_code == 202 else None
+        return Answer(
+            event.index, t0, t1, response.status_code, int(delivery) if delivery else None
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(plan.senders) as pool:
+        return list(pool.map(send, range(len(posts)), posts))
+
+
+# -- quiet and the checks --------------------------------------------------------------------
+
+
+def _pending_messages(broker: redis_lib.Redis) -> int:
+    waiting = sum(int(broker.llen(q)) for q in (QUEUE_INBOUND, QUEUE_SIDE_EFFECTS))
+    unacked = 0
+    for raw in broker.hvals("unacked"):
+        try:
+            routing_key = json.loads(raw)[2]
+        except (ValueError, IndexError, TypeError):
+            routing_key = None
+        unacked += routing_key != QUEUE_MAINTENANCE
+    return waiting + unacked
+
+
+def unfinished(res: Resources, accepted: list[int]) -> int:
+    with transaction(res.pool) as conn:
+        row = conn.execute(
+            "SELECT count(*) AS n FROM webhook_delivery"
+            " WHERE id = ANY(%s) AND status NOT IN ('done', 'failed')",
+            (accepted,),
+        ).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def wait_for_quiet(res: Resources, accepted: list[int], timeout_s: float) -> bool:
+    """Every accepted delivery finished, no pipeline message waiting, the failure spool empty,
+    for a few seconds in a row."""
+    broker = redis_lib.Redis.from_url(res.settings.broker_url, socket_timeout=5)
+    deadline, quiet_since = time.monotonic() + timeout_s, None
+    try:
+        while time.monotonic() < deadline:
+            try:
+                busy = (
+                    unfinished(res, accepted)
+                    + _pending_messages(broker)
+                    + int(res.redis.llen(SPOOL_KEY))
+                )
+            except Exception:
+                busy = 1  # a server is still coming back
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= 3:
+                return True
+            time.sleep(0.5)
+        return False
+    finally:
+        broker.close()
+
+
+def replay_failed(services: Services) -> None:
+    """What an operator does after an outage: replay every failed step."""
+    out = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "failed", "replay", "--all"],
+        cwd=ROOT, env=services.env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"failed replay --all exited {out.returncode}: {out.stderr[-2000:]}")
+
+
+def check(
+    res: Resources,
+    report: Report,
+    events: list[Event],
+    answers: list[Answer],
+    db_down: tuple[float, float] | None,
+) -> None:
+    delivery_of: dict[int, set[int]] = {}
+    for a in answers:
+        if a.status == 202 and a.delivery_id is not None:
+            delivery_of.setdefault(a.event, set()).add(a.delivery_id)
+        if db_down and db_down[0] + COMMIT_SLACK_S <= a.ended <= db_down[1]:
+            report.answered_while_db_down[a.status] += 1
+            report.accepted_while_db_down += a.status == 202
+    # The same event accepted twice is a duplicate delivery.
+    report.duplicated += sum(len(ids) - 1 for ids in delivery_of.values())
+    accepted = sorted(i for ids in delivery_of.values() for i in ids)
+    with transaction(res.pool) as conn:
+        rows = {
+            r["id"]: r
+            for r in conn.execute(
+                "SELECT d.id, d.status, d.outcome, f.id AS failed_id FROM webhook_delivery d"
+                " LEFT JOIN failed_task f ON f.id = d.failed_task_id WHERE d.id = ANY(%s)",
+                (accepted,),
+            )
+        }
+        repeated = conn.execute(
+            "SELECT count(*) AS n FROM (SELECT delivery_id, group_id FROM activity"
+            " GROUP BY 1, 2 HAVING count(*) > 1) x"
+        ).fetchone()
+    report.duplicated += int(repeated["n"]) if repeated else 0
+    for delivery_id in accepted:
+        row = rows.get(delivery_id)
+        if row is None or not (
+            row["status"] == "done" or (row["status"] == "failed" and row["failed_id"])
+        ):
+            report.lost += 1
+            report.problems.append(f"delivery {delivery_id} lost: {row and row['status']}")
+        else:
+            report.done += row["status"] == "done"
+            report.still_failed += row["status"] == "failed"
+    by_group: dict[int, list[Event]] = {}
+    for event in events:
+        if event.index in delivery_of:
+            by_group.setdefault(event.group_id, []).append(event)
+    for group_id, group_events in sorted(by_group.items()):
+        in_order = sorted(group_events, key=lambda e: (e.ts, e.changelog_id))
+        oracle = Oracle()
+        for event in in_order:
+            (delivery_id,) = sorted(delivery_of[event.index])[:1]
+            if rows.get(delivery_id, {}).get("outcome") != "stale":
+                oracle.apply(event.assignee)
+        state = group_state(res, group_id)
+        expected_subs = {f"user:{u}": int(SubscriptionReason.ASSIGNED) for u in oracle.subscribed}
+        if (
+            state["assignee"] != in_order[-1].assignee
+            or state["assignee"] != oracle.assignee
+            or state["subscriptions"] != expected_subs
+        ):
+            report.oracle_mismatches += 1
+            report.problems.append(f"group {group_id}: {state} != oracle {oracle}")
+        extra = max(state["activity"], state["history"]) - oracle.activity
+        if extra > 0:
+            report.duplicated += extra
+            report.problems.append(f"group {group_id}: {extra} activity rows too many")
+        elif extra < 0:
+            report.oracle_mismatches += 1
+            report.problems.append(f"group {group_id}: {-extra} activity rows missing")
+
+
+def group_state(res: Resources, group_id: int) -> dict[str, Any]:
+    with transaction(res.pool) as conn:
+        assignee = conn.execute(
+            "SELECT user_id FROM group_assignee WHERE group_id = %s", (group_id,)
+        ).fetchone()
+        subs = conn.execute(
+            "SELECT user_id, reason FROM group_subscription WHERE group_id = %s", (group_id,)
+        ).fetchall()
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM activity WHERE group_id = %(g)s) AS activity,"
+            " (SELECT count(*) FROM group_history WHERE group_id = %(g)s) AS history",
+            {"g": group_id},
+        ).fetchone()
+    assert counts is not None
+    return {
+        "assignee": assignee["user_id"] if assignee else None,
+        "subscriptions": {f"user:{s['user_id']}": s["reason"] for s in subs},
+        "activity": int(counts["activity"]),
+        "history": int(counts["history"]),
+    }
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def state_folder(keep: bool) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="jira-sync-chaos-"))
+    try:
+        yield path
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def run(plan: Plan, seed: int | None = None, keep_state: bool = False) -> Report:
+    seed = random.randrange(1 << 30) if seed is None else seed
+    rng = random.Random(seed)
+    report = Report()
+    with state_folder(keep_state) as state:
+        services = Services(state)
+        try:
+            services.start()
+            res = services.resources()
+            data = scene(plan)
+            load_scene(res, data)
+            integration = data["integrations"][0]
+            token = tokens.issue(integration["external_id"], integration["webhook_secret"])
+            events = make_events(plan, rng)
+            posts = make_posts(plan, events, rng)
+            faults = Faults(services, plan, rng)
+            stop = threading.Event()
+            started = time.monotonic()
+            injector = threading.Thread(target=faults.run, args=(started, stop), daemon=True)
+            injector.start()
+            answers = post_all(services, plan, posts, token)
+            injector.join()
+            report.faults = faults.injected
+            report.problems += faults.errors
+            report.sent = len(answers)
+            report.accepted = sum(a.status == 202 for a in answers)
+            report.duplicate_answers = sum(a.status == 200 for a in answers)
+            report.refused = report.sent - report.accepted - report.duplicate_answers
+            accepted = [a.delivery_id for a in answers if a.delivery_id is not None]
+            if wait_for_quiet(res, accepted, plan.quiet_timeout_s):
+                report.quiet_after_last_fault_s = time.monotonic() - faults.last_fault_at
+            with transaction(res.pool) as conn:
+                failed_row = conn.execute(
+                    "SELECT count(*) AS n FROM webhook_delivery WHERE status = 'failed'"
+                ).fetchone()
+            if failed_row and failed_row["n"]:
+                report.failed = int(failed_row["n"])
+                replay_failed(services)
+                wait_for_quiet(res, accepted, plan.quiet_timeout_s)
+            check(res, report, events, answers, faults.db_down)
+            res.close()
+        finally:
+            services.stop()
+        print(f"chaos seed={seed} state={state if keep_state else '(removed)'}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
+    parser.add_argument("--long", action="store_true", help="5,000 deliveries (make chaos)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--keep-state", action="store_true", help="keep logs and data")
+    args = parser.parse_args(argv)
+    report = run(LONG if args.long else SHORT, args.seed, args.keep_state)
+    print(report.table())
+    for problem in report.problems[:30]:
+        print(f"  problem: {problem}")
+    print("chaos: OK" if report.ok else "chaos: FAILED")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

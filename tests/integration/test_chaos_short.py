@@ -1,0 +1,24 @@
+"""The short chaos run (tests/chaos.py): a few hundred deliveries while workers are killed,
+Redis restarts without its data and PostgreSQL restarts; nothing lost, nothing duplicated,
+every group as the sequential oracle says, no 202 while the database was down."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import chaos
+
+
+@pytest.mark.timeout(420)
+def test_short_chaos_run_loses_and_duplicates_nothing() -> None:
+    report = chaos.run(chaos.SHORT)
+    print(report.table())
+    assert report.faults, report.problems
+    assert len(report.faults) == 2 + chaos.SHORT.worker_kills, report.problems
+    assert report.accepted > 0
+    assert report.lost == 0, report.problems
+    assert report.duplicated == 0, report.problems
+    assert report.oracle_mismatches == 0, report.problems
+    assert report.accepted_while_db_down == 0, report.answered_while_db_down
+    assert report.answered_while_db_down[503] > 0, "the outage must be seen by the load"
+    assert report.quiet_after_last_fault_s is not None, "the run never became quiet"
