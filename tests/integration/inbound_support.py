@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from config.celery import ALL_QUEUES
 from tests.conftest import ROOT, WorkerProcess, wait_for
 from tests.fakejira import CONSUMER_KEY, rsa_keypair
 from worker import inbox
@@ -265,3 +268,18 @@ def declare_queues() -> None:
         channel = conn.default_channel
         for queue in app.amqp.queues.values():
             queue(channel).declare()
+
+
+def broker_busy(broker_url: str) -> int:
+    """Messages waiting on our queues plus those a worker holds unacknowledged (running)."""
+    client = redis.Redis.from_url(broker_url)
+    try:
+        waiting = sum(int(client.llen(name)) for name in ALL_QUEUES)
+        return waiting + int(client.hlen("unacked"))
+    finally:
+        client.close()
+
+
+def wait_idle(broker_url: str, timeout_s: float = 30) -> None:
+    """Until no step is queued or running, so the next test's clean state races nothing."""
+    wait_for(lambda: broker_busy(broker_url) == 0, timeout_s, "the workers to go idle")

@@ -34,6 +34,7 @@ from tests.integration.inbound_support import (
     outcome_of,
     post,
     store,
+    wait_idle,
 )
 from worker import cache, groups, tokens
 from worker.app import app
@@ -60,9 +61,12 @@ def module_worker(
 
 
 @pytest.fixture
-def worker(res: Resources, module_worker: WorkerProcess) -> WorkerProcess:
+def worker(
+    res: Resources, servers: Servers, module_worker: WorkerProcess
+) -> Iterator[WorkerProcess]:
     declare_queues()
-    return module_worker
+    yield module_worker
+    wait_idle(servers.env["BROKER_URL"])
 
 
 @pytest.fixture
@@ -272,7 +276,7 @@ def test_same_delivery_processed_twice_changes_nothing_more(
 
 def test_duplicate_webhook_is_stored_once(res: Resources, acme: dict[str, Any]) -> None:
     body = jira_payload(ANN, ts=1000, changelog_id=1)
-    post(res, body)
+    outcome_of(res, post(res, body))
     assert store(res, body) is None
 
 
