@@ -27,7 +27,18 @@ TASK_MODULES = [
     "tasks.maintenance",
 ]
 
-app = Celery("jira_sync", include=TASK_MODULES)
+
+class JiraSyncCelery(Celery):  # type: ignore[misc]
+    """Celery, but a bad environment fails every access to the configuration."""
+
+    def _load_config(self) -> Any:
+        # Before Celery marks itself configured: otherwise the first ConfigError is raised
+        # once and later reads silently get a default broker (amqp://localhost).
+        get_settings()
+        return super()._load_config()
+
+
+app = JiraSyncCelery("jira_sync", include=TASK_MODULES)
 
 
 # Evaluated the first time anything reads the configuration: importing tasks needs no env.
