@@ -14,6 +14,8 @@ from collections.abc import Iterable
 
 from celery import Celery
 
+from worker.publish import StepCall
+
 CHECK_CHANGELOG = "jira_sync.inbound.check_changelog"
 SYNC = "jira_sync.inbound.sync"
 ASSIGN = "jira_sync.inbound.assign"
@@ -30,9 +32,9 @@ SIDE_EFFECTS = {
 }
 
 
-def start_delivery(app: Celery, delivery_id: int) -> None:
-    """Put a stored delivery's first step on the broker."""
-    app.send_task(CHECK_CHANGELOG, kwargs={"delivery_id": delivery_id})
+def delivery_starts(delivery_ids: Iterable[int]) -> list[StepCall]:
+    """The first steps of many stored deliveries, to send in one batch."""
+    return [StepCall(CHECK_CHANGELOG, {"delivery_id": d}) for d in delivery_ids]
 
 
 def after_changelog(app: Celery, delivery_id: int) -> None:

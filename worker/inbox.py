@@ -10,28 +10,29 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from tasks import pipeline
 from worker.db import Connection
+from worker.publish import batch_sender
 from worker.queries import deliveries as q
 
 log = logging.getLogger(__name__)
 
 
 def enqueue(app: Celery, conn: Connection, delivery_ids: list[int]) -> list[int]:
-    """Send each delivery's first step; mark sent ones queued. Broker down: they stay
-    `received` and the beat sweep sends them later. Returns the ids sent."""
-    sent: list[int] = []
-    for delivery_id in delivery_ids:
-        try:
-            pipeline.start_delivery(app, delivery_id)
-        except (BrokerError, ConnectionError, OSError) as exc:
-            log.warning(
-                "delivery.enqueue_failed",
-                extra={"delivery_id": delivery_id, "error": type(exc).__name__},
-            )
-            break
-        sent.append(delivery_id)
-    if sent:
-        q.mark_queued(conn, sent)
-    return sent
+    """Send the deliveries' first steps in one round trip and mark them queued. Broker down:
+    they stay `received` and the beat sweep sends them later (a delivery sent twice is
+    harmless: the steps are idempotent). Returns the ids sent."""
+    if not delivery_ids:
+        return []
+    try:
+        with batch_sender(app) as send:
+            send(pipeline.delivery_starts(delivery_ids))
+    except (BrokerError, ConnectionError, OSError) as exc:
+        log.warning(
+            "delivery.enqueue_failed",
+            extra={"count": len(delivery_ids), "error": type(exc).__name__},
+        )
+        return []
+    q.mark_queued(conn, delivery_ids)
+    return delivery_ids
 
 
 def delivery_view(d: q.Delivery) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from worker.db import Connection, transaction
 from worker.errors import DatabaseUnavailable
+from worker.publish import StepCall, batch_sender
 from worker.queries import failed_tasks as q
 from worker.queries.failed_tasks import FailedTask, Filters
 
@@ -32,9 +33,6 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 500
 # Records an operator may replay by id; `replayed` ones only with force.
 REPLAYABLE = ["failed", "parked"]
-
-# Redis commands buffered before kombu flushes the pipeline (a message is one or two).
-PUBLISH_PIPELINE_SIZE = 1000
 
 Progress = Callable[[int], None]
 Publish = Callable[[list["FailedTask"]], None]
@@ -159,22 +157,11 @@ def _interruptible(result: ReplayResult) -> Iterator[None]:
 
 @contextmanager
 def _producer(app: Celery, dry_run: bool) -> Iterator[Publish]:
-    """A publish function on one broker connection and producer for the whole replay; each
-    batch of steps goes to Redis in one pipelined round trip (kombu's Producer.batch)."""
+    """One producer for the whole replay; each batch goes out in one round trip."""
     if dry_run:
         yield lambda batch: None
         return
-    with app.producer_or_acquire() as producer:
-
-        def publish(batch: list[FailedTask]) -> None:
-            with producer.batch(max_size=PUBLISH_PIPELINE_SIZE):
-                for rec in batch:
-                    app.send_task(
-                        rec.task_name,
-                        args=rec.args,
-                        kwargs=rec.kwargs,
-                        chain=rec.chain or None,
-                        producer=producer,
-                    )
-
-        yield publish
+    with batch_sender(app) as send:
+        yield lambda batch: send(
+            StepCall(r.task_name, r.kwargs, r.args, r.chain or None) for r in batch
+        )
