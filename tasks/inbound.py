@@ -10,10 +10,14 @@ did; a redelivered step reads it and only re-sends what follows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+
+import redis
 
 from tasks import pipeline
 from tasks.base import Step
+from worker import cache
 from worker.app import app
 from worker.assignment import (
     PENDING,
@@ -141,8 +145,16 @@ def _apply_group(step: Step, delivery_id: int, group_id: int, action: Action) ->
         q.lock_delivery(conn, delivery_id)
         _finish_if_settled(conn, delivery_id)
     if outcome in CHANGED:
+        _purge_assignee_exists_now(step, group_id)
         pipeline.after_group_change(app, delivery_id, group_id, action)
     return group_id
+
+
+def _purge_assignee_exists_now(step: Step, group_id: int) -> None:
+    # Right after the commit, so no reader sees a stale "no assignee" even while the queue is
+    # backed up; the purge step that follows is the retried guarantee when Redis is down now.
+    with contextlib.suppress(redis.RedisError):
+        cache.purge_assignee_exists(step.resources.redis, [group_id])
 
 
 def _assign(

@@ -190,31 +190,40 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def launch_worker(
+    env: dict[str, str], log_path: Path, concurrency: int = 2, queues: str | None = None
+) -> WorkerProcess:
+    """Start a real `celery worker` process (prefork) and wait until its pool is up."""
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+        "-P", "prefork", "-c", str(concurrency), "-n", f"w-{uuid.uuid4().hex[:8]}@%h", "-E",
+        "--without-gossip", "--without-mingle", "-l", "INFO",
+        *(["-Q", queues] if queues else []),
+    ]  # fmt: skip
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
+    handle = WorkerProcess(proc, log_path)
+    deadline = time.monotonic() + 60
+    while "ready" not in handle.log() or len(handle.children()) < concurrency:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"worker did not start:\n{handle.log()[-4000:]}")
+        time.sleep(0.1)
+    return handle
+
+
 @pytest.fixture
 def start_worker(
     settings_env: dict[str, str], tmp_path: Path
 ) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker processes for one test; all are stopped at its end."""
     started: list[WorkerProcess] = []
 
-    def _start(concurrency: int = 2, env: dict[str, str] | None = None) -> WorkerProcess:
-        name = f"w{len(started)}-{uuid.uuid4().hex[:6]}@%h"
+    def _start(
+        concurrency: int = 2, env: dict[str, str] | None = None, queues: str | None = None
+    ) -> WorkerProcess:
         log_path = tmp_path / f"worker-{len(started)}.log"
-        cmd = [
-            sys.executable, "-m", "celery", "-A", "worker.app", "worker",
-            "-P", "prefork", "-c", str(concurrency), "-n", name, "-E",
-            "--without-gossip", "--without-mingle", "-l", "INFO",
-        ]  # fmt: skip
-        with log_path.open("wb") as out:
-            proc = subprocess.Popen(
-                cmd, cwd=ROOT, env={**settings_env, **(env or {})}, stdout=out, stderr=out
-            )
-        handle = WorkerProcess(proc, log_path)
+        handle = launch_worker({**settings_env, **(env or {})}, log_path, concurrency, queues)
         started.append(handle)
-        deadline = time.monotonic() + 60
-        while "ready" not in handle.log() or len(handle.children()) < concurrency:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{handle.log()[-4000:]}")
-            time.sleep(0.1)
         return handle
 
     yield _start

@@ -7,18 +7,13 @@ import copy
 import hashlib
 import json
 import secrets
-import subprocess
-import sys
-import time
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
 
 from config.celery import ALL_QUEUES
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.conftest import wait_for
 from tests.fakejira import CONSUMER_KEY, rsa_keypair
 from worker import inbox
 from worker.app import app
@@ -241,24 +236,6 @@ def count(res: Resources, sql: str, *params: Any) -> int:
         row = conn.execute(sql, params).fetchone()
     assert row is not None
     return int(next(iter(row.values())))
-
-
-def launch_worker(env: dict[str, str], log_path: Path, concurrency: int = 2) -> WorkerProcess:
-    """A real `celery worker` process, like the start_worker fixture's, for a longer scope."""
-    cmd = [
-        sys.executable, "-m", "celery", "-A", "worker.app", "worker",
-        "-P", "prefork", "-c", str(concurrency), "-n", f"inbound-{uuid.uuid4().hex[:6]}@%h",
-        "-E", "--without-gossip", "--without-mingle", "-l", "INFO",
-    ]  # fmt: skip
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
-    handle = WorkerProcess(proc, log_path)
-    deadline = time.monotonic() + 60
-    while "ready" not in handle.log() or len(handle.children()) < concurrency:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"worker did not start:\n{handle.log()[-4000:]}")
-        time.sleep(0.1)
-    return handle
 
 
 def declare_queues() -> None:
