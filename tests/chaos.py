@@ -40,7 +40,7 @@ import redis as redis_lib
 
 from config.celery import QUEUE_INBOUND, QUEUE_MAINTENANCE, QUEUE_SIDE_EFFECTS
 from config.settings import default_broker_url, load_settings
-from tests.conftest import ROOT, WorkerProcess
+from tests.conftest import ROOT, WorkerProcess, launch_worker
 from tests.integration.inbound_support import (
     ANN,
     BOB,
@@ -49,7 +49,6 @@ from tests.integration.inbound_support import (
     PROJECT,
     base_scene,
     jira_payload,
-    launch_worker,
 )
 from tests.integration.test_shuffle import Oracle
 from worker import tokens

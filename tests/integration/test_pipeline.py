@@ -11,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tasks.pipeline import ASSIGN, CHECK_CHANGELOG, SYNC
-from tests.conftest import Servers, WorkerProcess, wait_for
+from tests.conftest import Servers, WorkerProcess, launch_worker, wait_for
 from tests.integration.inbound_support import (
     ANN,
     BOB,
@@ -30,7 +30,6 @@ from tests.integration.inbound_support import (
     enqueue,
     group_state,
     jira_payload,
-    launch_worker,
     outcome_of,
     post,
     store,
