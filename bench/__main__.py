@@ -13,6 +13,7 @@ run each) and the report says so.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -138,6 +139,11 @@ def runners(args: argparse.Namespace) -> dict[str, Runner]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rep = Report(mode=args.mode)
+    load_1m, load_5m, _ = os.getloadavg()
+    # Other work on the machine moves every figure: the ratios are what to read.
+    rep.setup["machine load"] = (
+        f"load average {load_1m:.1f} (1 min), {load_5m:.1f} (5 min) at start"
+    )
     started = time.monotonic()
     end = started + args.budget_s
     sections = runners(args)

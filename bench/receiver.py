@@ -83,6 +83,14 @@ def prime(port: int, path: str) -> int:
         conn.close()
 
 
+def _unqueued(srv: Servers) -> int:
+    with psycopg.connect(srv.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM webhook_delivery WHERE status = 'received'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _count_rows(srv: Servers) -> int:
     with psycopg.connect(srv.database_url) as conn:
         row = conn.execute("SELECT count(*) FROM webhook_delivery").fetchone()
@@ -100,6 +108,7 @@ def run(
     servers: dict[str, tuple[harness.Process, int]] = {}
     runs = Runs()
     accepted_by_product = 0
+    lag_s: list[float] = []
     generator_name = ""
     try:
         with PeakRss() as rss:
@@ -124,6 +133,11 @@ def run(
                     runs.results.setdefault(name, []).append(result)
                     if name == "jira-sync":
                         accepted_by_product += int(result["accepted_total"])
+                        # The receiver publishes after answering: let it finish before the
+                        # next app is loaded, and say how long that took.
+                        stopped = time.monotonic()
+                        harness.poll_until(lambda: _unqueued(srv) == 0, 120, 0.05)
+                        lag_s.append(time.monotonic() - stopped)
                     say(
                         f"  receiver round {round_no + 1}/{opts.runs} {name:14} "
                         f"{result['accepted_per_s']:8,.0f} accepted/s  p50 "
@@ -166,7 +180,9 @@ def run(
             note=(
                 f"durability: {rows:,} rows in webhook_delivery for {accepted_by_product:,} "
                 f"answers 202 counted ({'every 202 durable' if durable else 'ROWS MISSING'}"
-                f"{f'; {in_flight} answered after the generator stopped' if in_flight else ''})"
+                f"{f'; {in_flight} answered after the generator stopped' if in_flight else ''}); "
+                f"the last accepted delivery reached the broker {max(lag_s, default=0):.1f} s "
+                "(worst run) after the load stopped"
             ),
         )
     )  # fmt: skip

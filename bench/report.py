@@ -132,7 +132,9 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    load_1m, load_5m, _ = os.getloadavg()
     return {
+        "load_average": f"{load_1m:.1f} (1 min), {load_5m:.1f} (5 min) at the end",
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -182,7 +184,8 @@ def markdown(report: Report) -> str:
     m = data["machine"]
     lines = [
         f"Run {data['date']} ({report.mode}, {data['wall_s']:.0f} s) on {m['cpu']}, "
-        f"{m['cores']} cores, {m['memory_gb']} GB, {m['os']}, Python {m['python']}.",
+        f"{m['cores']} cores, {m['memory_gb']} GB, {m['os']}, Python {m['python']}; "
+        f"load average {m['load_average']}.",
         "",
     ]
     for key, value in report.setup.items():
