@@ -120,31 +120,27 @@ def _wait(res: resources.Resources, request_id: int, timeout_s: float) -> q.Proj
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from tasks import pipeline
-    from worker.app import app
-
     res = resources.current()
     with transaction(res.pool) as conn:
         organization_id = _organization(conn, args.organization)
         request_id = projects.request_create(
             conn, organization_id, args.name, args.slug, sorted(set(args.teams))
         )
-    _send(res, request_id, lambda: pipeline.start_project_save(app, request_id))
-    if not args.wait:
-        echo(f"request {request_id} queued")
-        return EXIT_OK
-    req = _wait(res, request_id, args.timeout)
-    echo(f"id    {req.project_id}\nslug  {req.slug}")
-    return EXIT_OK
+    return _save(res, request_id, args)
 
 
 def cmd_rename(args: argparse.Namespace) -> int:
-    from tasks import pipeline
-    from worker.app import app
-
     res = resources.current()
     with transaction(res.pool) as conn:
         request_id = projects.request_rename(conn, args.id, args.name, args.slug)
+    return _save(res, request_id, args)
+
+
+def _save(res: resources.Resources, request_id: int, args: argparse.Namespace) -> int:
+    """Send a stored create or rename request; with --wait, print the project's id and slug."""
+    from tasks import pipeline
+    from worker.app import app
+
     _send(res, request_id, lambda: pipeline.start_project_save(app, request_id))
     if not args.wait:
         echo(f"request {request_id} queued")
