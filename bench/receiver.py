@@ -22,8 +22,9 @@ from bench.harness import PeakRss, Servers
 from bench.report import Figure, Report, Sample
 
 PATH_PREFIX = "/extensions/jira-server/issue-updated/"
+PRODUCT = "jira-sync"
 APPS = {
-    "jira-sync": "worker.receiver:app",
+    PRODUCT: "worker.receiver:app",
     "naive delay()": "bench.baseline_apps:naive",
     "LPUSH only": "bench.baseline_apps:lpush",
 }
@@ -97,122 +98,148 @@ def _count_rows(srv: Servers) -> int:
     return int(row[0]) if row else 0
 
 
+@dataclass
+class Load:
+    """What the rounds of load measured, with what the durability check needs."""
+
+    runs: Runs = field(default_factory=Runs)
+    accepted_by_product: int = 0  # every 202 the product answered, priming included
+    lag_s: list[float] = field(default_factory=list)
+    generator: str = ""
+    peaks: dict[str, int] = field(default_factory=dict)
+
+
 def run(
     srv: Servers, report: Report, opts: Options, deadline: float, say: Callable[[str], None]
 ) -> None:
-    generate = _generate(opts)
-    path = PATH_PREFIX + webhook_token() + "/"
     with psycopg.connect(srv.database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE webhook_delivery CASCADE")
-    rows_before = _count_rows(srv)
+    load = Load()
     servers: dict[str, tuple[harness.Process, int]] = {}
-    runs = Runs()
-    accepted_by_product = 0
-    lag_s: list[float] = []
-    generator_name = ""
     try:
         with PeakRss() as rss:
             for name, app in APPS.items():
                 servers[name] = harness.uvicorn(srv, f"web-{len(servers)}", app, opts.web_workers)
                 rss.watch(name, servers[name][0])
-                if prime(servers[name][1], path) == 202 and name == "jira-sync":
-                    accepted_by_product += 1
-            names = list(APPS)
-            for round_no in range(opts.runs):
-                round_started = time.monotonic()
-                # A different app goes first each round: no app always gets the warm machine.
-                order = names[round_no % len(names) :] + names[: round_no % len(names)]
-                for name in order:
-                    harness.drop_queues(srv)
-                    _, port = servers[name]
-                    result = generate(
-                        port, path, opts.connections, opts.duration_s, opts.warmup_s,
-                        f"r{round_no}-{uuid.uuid4().hex[:8]}",
-                    )  # fmt: skip
-                    generator_name = result["generator"]
-                    runs.results.setdefault(name, []).append(result)
-                    if name == "jira-sync":
-                        accepted_by_product += int(result["accepted_total"])
-                        # The receiver publishes after answering: let it finish before the
-                        # next app is loaded, and say how long that took.
-                        stopped = time.monotonic()
-                        harness.poll_until(lambda: _unqueued(srv) == 0, 120, 0.05)
-                        lag_s.append(time.monotonic() - stopped)
-                    say(
-                        f"  receiver round {round_no + 1}/{opts.runs} {name:14} "
-                        f"{result['accepted_per_s']:8,.0f} accepted/s  p50 "
-                        f"{result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:6.1f} ms  "
-                        f"statuses {result['statuses']} errors {result['errors']}"
-                    )
-                took = time.monotonic() - round_started
-                if round_no + 1 < opts.runs and time.monotonic() + took > deadline:
-                    report.notes.append(
-                        f"receiver: {round_no + 1} round(s) of {opts.runs}: time budget spent"
-                    )
-                    break
-            if opts.profile:
-                process, port = servers["jira-sync"]
-                spy = profile.attach(process.pid, opts.duration_s, "receiver", subprocesses=True)
-                result = generate(port, path, opts.connections, opts.duration_s, 0.0, "profile")
-                accepted_by_product += int(result["accepted_total"])
-                spy.wait()
-                say(profile.finish("receiver", "receiver (jira-sync under load)"))
+            _rounds(srv, report, opts, servers, load, deadline, say)
+        load.peaks = rss.peaks
     finally:
         for process, _ in servers.values():
             process.stop()
         harness.drop_queues(srv)
-    rows = _count_rows(srv) - rows_before
+    _report(srv, report, opts, load)
+
+
+def _rounds(
+    srv: Servers,
+    report: Report,
+    opts: Options,
+    servers: dict[str, tuple[harness.Process, int]],
+    load: Load,
+    deadline: float,
+    say: Callable[[str], None],
+) -> None:
+    generate = _generate(opts)
+    path = PATH_PREFIX + webhook_token() + "/"
+    for name, (_, port) in servers.items():
+        if prime(port, path) == 202 and name == PRODUCT:
+            load.accepted_by_product += 1
+    names = list(servers)
+    for round_no in range(opts.runs):
+        round_started = time.monotonic()
+        # A different app goes first each round: no app always gets the warm machine.
+        order = names[round_no % len(names) :] + names[: round_no % len(names)]
+        for name in order:
+            harness.drop_queues(srv)
+            _, port = servers[name]
+            result = generate(
+                port, path, opts.connections, opts.duration_s, opts.warmup_s,
+                f"r{round_no}-{uuid.uuid4().hex[:8]}",
+            )  # fmt: skip
+            load.generator = result["generator"]
+            load.runs.results.setdefault(name, []).append(result)
+            if name == PRODUCT:
+                load.accepted_by_product += int(result["accepted_total"])
+                # The receiver publishes after answering: let it finish before the next app
+                # is loaded, and say how long that took.
+                stopped = time.monotonic()
+                harness.poll_until(lambda: _unqueued(srv) == 0, 120, 0.05)
+                load.lag_s.append(time.monotonic() - stopped)
+            say(
+                f"  receiver round {round_no + 1}/{opts.runs} {name:14} "
+                f"{result['accepted_per_s']:8,.0f} accepted/s  p50 {result['p50_ms']:6.1f} ms  "
+                f"p99 {result['p99_ms']:6.1f} ms  statuses {result['statuses']} "
+                f"errors {result['errors']}"
+            )
+        took = time.monotonic() - round_started
+        if round_no + 1 < opts.runs and time.monotonic() + took > deadline:
+            report.notes.append(
+                f"receiver: {round_no + 1} round(s) of {opts.runs}: time budget spent"
+            )
+            break
+    if opts.profile:
+        process, port = servers[PRODUCT]
+        spy = profile.attach(process.pid, opts.duration_s, "receiver", subprocesses=True)
+        result = generate(port, path, opts.connections, opts.duration_s, 0.0, "profile")
+        load.accepted_by_product += int(result["accepted_total"])
+        spy.wait()
+        say(profile.finish("receiver", "receiver (jira-sync under load)"))
+
+
+def _report(srv: Servers, report: Report, opts: Options, load: Load) -> None:
+    rows = _count_rows(srv)
     # wrk drops the answers still in flight when its time is up (at most one per connection
     # and wrk run): those rows have no counted 202. Every counted 202 must have its row.
-    durable = rows >= accepted_by_product
-    in_flight = rows - accepted_by_product
+    durable = rows >= load.accepted_by_product
+    in_flight = rows - load.accepted_by_product
     report.setup["receiver"] = (
         f"uvicorn --loop uvloop --http httptools --workers {opts.web_workers}, "
         f"{opts.connections} connections, {opts.duration_s:g} s per run after "
-        f"{opts.warmup_s:g} s warm-up; load generator: {generator_name}"
+        f"{opts.warmup_s:g} s warm-up; load generator: {load.generator}"
     )
-    product = "jira-sync"
+    runs = load.runs
+    naive, lpush = "naive delay()", "LPUSH only"
     report.add(
         Figure(
             "receiver", "accepted deliveries/s", "req/s",
-            runs.sample(product, "accepted_per_s"), "naive delay() receiver",
-            runs.sample("naive delay()", "accepted_per_s"), goal=2.0,
+            runs.sample(PRODUCT, "accepted_per_s"), "naive delay() receiver",
+            runs.sample(naive, "accepted_per_s"), goal=2.0,
             note=(
-                f"durability: {rows:,} rows in webhook_delivery for {accepted_by_product:,} "
-                f"answers 202 counted ({'every 202 durable' if durable else 'ROWS MISSING'}"
+                f"durability: {rows:,} rows in webhook_delivery for "
+                f"{load.accepted_by_product:,} answers 202 counted "
+                f"({'every 202 durable' if durable else 'ROWS MISSING'}"
                 f"{f'; {in_flight} answered after the generator stopped' if in_flight else ''}); "
-                f"the last accepted delivery reached the broker {max(lag_s, default=0):.1f} s "
-                "(worst run) after the load stopped"
+                f"the last accepted delivery reached the broker "
+                f"{max(load.lag_s, default=0):.1f} s (worst run) after the load stopped"
             ),
         )
     )  # fmt: skip
     report.add(
         Figure(
-            "receiver", "p99 latency", "ms", runs.sample(product, "p99_ms"),
-            "naive delay() receiver", runs.sample("naive delay()", "p99_ms"),
-            better="lower", goal=1.0,
+            "receiver", "p99 latency", "ms", runs.sample(PRODUCT, "p99_ms"),
+            "naive delay() receiver", runs.sample(naive, "p99_ms"), better="lower", goal=1.0,
         )
     )  # fmt: skip
     report.add(
         Figure(
-            "receiver", "p50 latency", "ms", runs.sample(product, "p50_ms"),
-            "naive delay() receiver", runs.sample("naive delay()", "p50_ms"), better="lower",
+            "receiver", "p50 latency", "ms", runs.sample(PRODUCT, "p50_ms"),
+            "naive delay() receiver", runs.sample(naive, "p50_ms"), better="lower",
         )
     )  # fmt: skip
     report.add(
         Figure(
-            "receiver", "accepted deliveries/s", "req/s", runs.sample(product, "accepted_per_s"),
-            "LPUSH-only handler", runs.sample("LPUSH only", "accepted_per_s"),
+            "receiver", "accepted deliveries/s", "req/s", runs.sample(PRODUCT, "accepted_per_s"),
+            "LPUSH-only handler", runs.sample(lpush, "accepted_per_s"),
         )
     )  # fmt: skip
     report.add(
         Figure(
-            "receiver", "p99 latency", "ms", runs.sample(product, "p99_ms"),
-            "LPUSH-only handler", runs.sample("LPUSH only", "p99_ms"), better="lower",
+            "receiver", "p99 latency", "ms", runs.sample(PRODUCT, "p99_ms"),
+            "LPUSH-only handler", runs.sample(lpush, "p99_ms"), better="lower",
         )
     )  # fmt: skip
     for label in APPS:
         for role in ("main", "child"):
-            peak = rss.peaks.get(f"{label} {role}")
+            peak = load.peaks.get(f"{label} {role}")
             if peak is not None:
                 report.memory[f"receiver: {label} ({role} process)"] = peak
