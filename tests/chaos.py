@@ -64,6 +64,8 @@ BASE_TS = 1_764_000_000_000
 FIRST_GROUP = 2000
 # Longer than the receiver's database pool timeout (5 s), so requests are answered meanwhile.
 PG_DOWN_S = 8.0
+# As the Procfile runs the receiver: httptools with a bound on the request head.
+HTTP_PROTOCOL = "worker.http_limits:LimitedHttpToolsProtocol"
 # An answer this long after the stop cannot be for a row committed before it.
 COMMIT_SLACK_S = 0.5
 REDIS_DOWN_S = 1.0
@@ -259,7 +261,7 @@ class Services:
         self._popen(
             "receiver",
             [sys.executable, "-m", "uvicorn", "worker.receiver:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--loop", "uvloop", "--http", "httptools",
+             "--port", str(self.port), "--loop", "uvloop", "--http", HTTP_PROTOCOL,
              "--workers", "2", "--no-access-log"],
         )  # fmt: skip
         deadline = time.monotonic() + 60
