@@ -45,14 +45,16 @@ def outbound_scene(fake: FakeJira) -> dict[str, Any]:
 
 
 def end_state(res: Resources, fake: FakeJira) -> dict[str, Any]:
-    """Everything the pipeline writes, ids and order included, but not timestamps."""
+    """Everything the pipeline writes, ids and per-group order included (groups are worked
+    on concurrently, so the order across groups is not), but not timestamps."""
     queries = {
         "deliveries": "SELECT id, status, outcome, detail FROM webhook_delivery ORDER BY id",
         "assignee": "SELECT group_id, user_id, team_id FROM group_assignee ORDER BY group_id",
         "subscriptions": "SELECT group_id, user_id, team_id, reason FROM group_subscription"
         " ORDER BY group_id, user_id, team_id",
-        "activity": "SELECT group_id, type, user_id, data, delivery_id FROM activity ORDER BY id",
-        "history": "SELECT group_id, status, delivery_id FROM group_history ORDER BY id",
+        "activity": "SELECT group_id, type, user_id, data, delivery_id FROM activity"
+        " ORDER BY group_id, id",
+        "history": "SELECT group_id, status, delivery_id FROM group_history ORDER BY group_id, id",
         "effects": "SELECT delivery_id, group_id, outcome, action, user_id FROM delivery_effect"
         " ORDER BY delivery_id, group_id",
         "outbound": "SELECT delivery_id, group_id, external_issue_id, status FROM outbound_call"
