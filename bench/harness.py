@@ -10,6 +10,7 @@ temporary folder (server and process logs) for a look afterwards.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 import shutil
@@ -211,12 +212,19 @@ def spawn(srv: Servers, name: str, cmd: list[str], **extra_env: str) -> Process:
     return Process(name, proc, log_path)
 
 
+def http_protocol() -> str:
+    """The Procfile's HTTP protocol: httptools with a bound on the header block, if present."""
+    if importlib.util.find_spec("worker.http_limits") is not None:
+        return "worker.http_limits:LimitedHttpToolsProtocol"
+    return "httptools"
+
+
 def uvicorn(srv: Servers, name: str, app: str, workers: int) -> tuple[Process, int]:
     """A uvicorn server with the Procfile's flags (uvloop + httptools) on a free port."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
-        "--loop", "uvloop", "--http", "httptools", "--workers", str(workers),
+        "--loop", "uvloop", "--http", http_protocol(), "--workers", str(workers),
         "--no-access-log", "--limit-concurrency", "512", "--timeout-keep-alive", "5",
         "--log-level", "warning",
     ]  # fmt: skip

@@ -53,14 +53,29 @@ def counting_client(url: str) -> redis.Redis:
 
 @dataclass
 class Rate:
-    """Ids per second and round trips per id of one timed loop."""
+    """Ids per second, round trips per id and Redis's own time per id of one timed loop."""
 
     per_s: float
     round_trips_per_id: float
+    server_us_per_id: float = float("nan")
 
 
-def timed(step: Callable[[int], bool], duration_s: float, limit: int | None = None) -> Rate:
+def _server_usec(client: redis.Redis, commands: tuple[str, ...]) -> float:
+    """Microseconds Redis spent in these commands (scripts count their inner commands)."""
+    stats: dict[str, Any] = client.info("commandstats")
+    return float(sum(stats.get(f"cmdstat_{c}", {}).get("usec", 0) for c in commands))
+
+
+def timed(
+    step: Callable[[int], bool],
+    duration_s: float,
+    limit: int | None = None,
+    client: redis.Redis | None = None,
+    commands: tuple[str, ...] = (),
+) -> Rate:
     """Call step(i) until the time is up (or it returns False, or limit calls)."""
+    if client is not None:
+        client.config_resetstat()
     before = CountingConnection.replies
     done = 0
     started = time.perf_counter()
@@ -71,7 +86,10 @@ def timed(step: Callable[[int], bool], duration_s: float, limit: int | None = No
         done += 1
     elapsed = time.perf_counter() - started
     trips = CountingConnection.replies - before
-    return Rate(done / elapsed if elapsed else 0.0, trips / done if done else float("nan"))
+    rate = Rate(done / elapsed if elapsed else 0.0, trips / done if done else float("nan"))
+    if client is not None and done:
+        rate.server_us_per_id = _server_usec(client, commands) / done
+    return rate
 
 
 def _lay_out(
@@ -119,7 +137,9 @@ def one_run(
     rates: dict[str, Rate] = {}
 
     incr_key = f"{snowflake.KEY_PREFIX}:bench-incr"
-    rates["raw INCR"] = timed(lambda i: bool(client.incr(incr_key)), duration_s, max_ids)
+    rates["raw INCR"] = timed(
+        lambda i: bool(client.incr(incr_key)), duration_s, max_ids, client, ("incr", "incrby")
+    )
 
     for depth_s in (0, *DEPTHS_S):
         region += 1
@@ -134,7 +154,7 @@ def one_run(
             c.claim(cur[i // snowflake.SEQUENCE_SIZE])
             return True
 
-        rates[_case(depth_s)] = timed(claim, duration_s, limit)
+        rates[_case(depth_s)] = timed(claim, duration_s, limit, client, ("evalsha",))
         if depth_s == 0:
             continue
         region += 1
@@ -145,7 +165,9 @@ def one_run(
             old_lookback_claim(client, r, cur[i // snowflake.SEQUENCE_SIZE], epoch_s)
             return True
 
-        rates[_case(depth_s, old=True)] = timed(old, duration_s, limit)
+        rates[_case(depth_s, old=True)] = timed(
+            old, duration_s, limit, client, ("incr", "incrby", "expire")
+        )
     _cleanup(client, regions)
     client.delete(incr_key)
     return rates
@@ -204,6 +226,9 @@ def run(
     def per_s(name: str) -> Sample:
         return Sample([r[name].per_s for r in results])
 
+    def server_us(name: str) -> Sample:
+        return Sample([r[name].server_us_per_id for r in results])
+
     def trips(name: str) -> Sample:
         return Sample([r[name].round_trips_per_id for r in results])
 
@@ -216,6 +241,11 @@ def run(
     report.add(Figure("ids", "round trips per id, normal", "round trips",
                       trips("claim, normal"), "raw INCR", trips("raw INCR"),
                       better="lower", goal_abs=1.0))  # fmt: skip
+    report.add(Figure("ids", "Redis time per id, normal", "µs",
+                      server_us("claim, normal"), "raw INCR", server_us("raw INCR"),
+                      better="lower",
+                      note="from INFO commandstats: the claim script's own time in Redis, "
+                      "inner commands included"))  # fmt: skip
     for depth_s in DEPTHS_S:
         case, old = _case(depth_s), _case(depth_s, old=True)
         label = f"current second used up, {depth_s} s back"

@@ -193,7 +193,8 @@ def _report(srv: Servers, report: Report, opts: Options, load: Load) -> None:
     durable = rows >= load.accepted_by_product
     in_flight = rows - load.accepted_by_product
     report.setup["receiver"] = (
-        f"uvicorn --loop uvloop --http httptools --workers {opts.web_workers}, "
+        f"uvicorn --loop uvloop --http {harness.http_protocol()} --workers {opts.web_workers} "
+        "(all three apps), "
         f"{opts.connections} connections, {opts.duration_s:g} s per run after "
         f"{opts.warmup_s:g} s warm-up; load generator: {load.generator}"
     )
