@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import (
     after_setup_logger,
+    celeryd_init,
     task_postrun,
     task_prerun,
     worker_process_init,
@@ -47,6 +48,7 @@ app = JiraSyncCelery("jira_sync", include=TASK_MODULES)
 app.add_defaults(lambda: celery_config(get_settings()))
 
 
+@celeryd_init.connect  # before the worker's own start-up warnings
 @after_setup_logger.connect
 def _json_logs(**_: Any) -> None:
     configure_logging(get_settings().log_level)

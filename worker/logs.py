@@ -132,6 +132,7 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    logging.captureWarnings(True)  # warnings too become JSON lines
     root.setLevel(level)
     # oauthlib's DEBUG lines spell out signature base strings: never below WARNING.
     for noisy in ("psycopg.pool", "urllib3", "httpx", "oauthlib", "requests_oauthlib"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +16,20 @@ from tests.conftest import ROOT, wait_for
 from worker.embedded import free_port
 
 RUN_VARS = ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "SECRET_KEY", "FLOWER_BASIC_AUTH")
+
+
+# honcho prefixes each line with the time and the process: "18:02:01 worker.1 | {...}".
+OUR_LINE = re.compile(r"^\S+ (web|worker|beat)\.1\s+\| (.*)$", re.M)
+
+
+SHUTDOWN_NOTICE = re.compile(r"^(worker: (Warm|Cold) shutdown \(MainProcess\))?$")
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def _get(url: str, **kwargs: object) -> int:
@@ -53,6 +69,11 @@ def test_run_starts_every_process_on_embedded_servers_and_stops_cleanly(tmp_path
         proc.wait(60)
     output = (tmp_path / "run.log").read_text(errors="replace")
     assert "jira-sync run: stopped" in output
+    ours = [m.group(2) for m in OUR_LINE.finditer(output)]
+    assert ours, "no output from web, worker or beat"
+    # Celery prints its shutdown notice itself, in plain text, after Ctrl-C.
+    not_json = [x for x in ours if not _is_json_object(x) and not SHUTDOWN_NOTICE.match(x)]
+    assert not_json == [], f"log lines that are not one JSON object: {not_json[:5]}"
     assert password not in output
     leftover = subprocess.run(
         ["pgrep", "-f", str(state)], capture_output=True, text=True, check=False
