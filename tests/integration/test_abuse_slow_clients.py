@@ -25,6 +25,7 @@ from worker.resources import Resources
 
 SLOW_CONNECTIONS = 200
 NORMAL_ANSWER_MAX_S = 3.0
+READ_TIMEOUT_S = 1.0
 
 
 def procfile_command(name: str) -> str:
@@ -32,6 +33,32 @@ def procfile_command(name: str) -> str:
         if line.startswith(f"{name}:"):
             return line.split(":", 1)[1].strip()
     raise AssertionError(f"no {name} process in the Procfile")
+
+
+@contextlib.contextmanager
+def run_receiver(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """The receiver as the Procfile starts it; yields its base URL."""
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**env, "PORT": str(port), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            ["sh", "-c", "exec " + procfile_command("web")], cwd=ROOT, env=env, stdout=log,
+            stderr=log,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        assert proc.poll() is None and time.monotonic() < deadline, "the receiver did not start"
+        time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.fixture
@@ -42,25 +69,22 @@ def receiver(
     tmp_path: Path,
 ) -> Iterator[str]:
     load_integrations(scene)
-    port = free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**settings_env, "PORT": str(port), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    log = (tmp_path / "web.log").open("wb")
-    proc = subprocess.Popen(
-        ["sh", "-c", "exec " + procfile_command("web")], cwd=ROOT, env=env, stdout=log, stderr=log
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        assert proc.poll() is None and time.monotonic() < deadline, "the receiver did not start"
-        time.sleep(0.1)
-    yield base
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    with run_receiver(settings_env, tmp_path / "web.log") as base:
+        yield base
+
+
+@pytest.fixture
+def impatient_receiver(
+    res: Resources,
+    scene: Callable[[dict[str, Any]], None],
+    settings_env: dict[str, str],
+    tmp_path: Path,
+) -> Iterator[str]:
+    """A receiver that gives clients READ_TIMEOUT_S to send a whole request."""
+    load_integrations(scene)
+    env = {**settings_env, "WEBHOOK_READ_TIMEOUT_S": str(READ_TIMEOUT_S)}
+    with run_receiver(env, tmp_path / "web.log") as base:
+        yield base
 
 
 def open_slow(port: int, partial: bytes, count: int) -> list[socket.socket]:
@@ -134,3 +158,47 @@ def test_huge_header_block_is_refused(receiver: str) -> None:
     assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
     assert sent < 8 << 20, "the server closed the connection before the client finished"
     assert httpx.get(receiver + "/healthz").status_code == 200
+
+
+def _answer_after_stalling(port: int, partial: bytes) -> tuple[bytes, float]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(partial)
+        answer = sock.recv(4096)
+        closed = sock.recv(4096) == b""
+    assert closed, "the connection stayed open"
+    return answer, time.monotonic() - started
+
+
+def test_client_that_never_finishes_its_headers_gets_408(impatient_receiver: str) -> None:
+    port = int(impatient_receiver.rsplit(":", 1)[1])
+    partial = b"POST " + url().encode() + b" HTTP/1.1\r\nHost: x\r\nX-Slow: "
+    answer, waited_s = _answer_after_stalling(port, partial)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert b'"error":"request_timeout"' in answer
+    assert READ_TIMEOUT_S <= waited_s < READ_TIMEOUT_S + 2
+
+
+def test_client_that_never_finishes_its_body_gets_408_and_nothing_is_stored(
+    impatient_receiver: str, res: Resources
+) -> None:
+    port = int(impatient_receiver.rsplit(":", 1)[1])
+    partial = (
+        b"POST " + url().encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        b'Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{"changelog"'
+    )
+    answer, waited_s = _answer_after_stalling(port, partial)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert READ_TIMEOUT_S <= waited_s < READ_TIMEOUT_S + 2
+    with res.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM webhook_delivery").fetchone() == {"n": 0}
+
+
+def test_silent_connection_is_closed_and_a_prompt_client_is_unaffected(
+    impatient_receiver: str,
+) -> None:
+    port = int(impatient_receiver.rsplit(":", 1)[1])
+    answer, _ = _answer_after_stalling(port, b"")
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+    prompt = httpx.post(impatient_receiver + url(), content=json.dumps(payload()), headers=JSON)
+    assert prompt.status_code == 202
