@@ -11,15 +11,13 @@ down the rows stay `received` and the beat sweep sends them later.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
 import html
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -32,28 +30,20 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from worker import inbox, linking, tokens
+from worker import linking, tokens, webhook
 from worker.db import TRANSIENT_ERRORS, transaction
 from worker.errors import DatabaseUnavailable, JiraSyncError
+from worker.intake import AuthCache, DeliveryWriter, Publisher, WebhookAuth
 from worker.linking import CALLBACK_PATH, WEBHOOK_PREFIX
 from worker.logs import configure_logging
 from worker.queries import deliveries as q
-from worker.queries import integrations as iq
 from worker.resources import Resources, open_resources
 
 log = logging.getLogger("jira_sync.receiver")
 
 RETRY_AFTER_S = 5
-AUTH_CACHE_TTL_S = 5.0
 # A token that fails against a cached entry this old is checked against fresh secrets once.
 AUTH_REFRESH_AFTER_S = 0.5
-AUTH_CACHE_MAX = 10_000
-BATCH_MAX = 256
-KEPT_HEADERS = ("x-atlassian-webhook-identifier", "user-agent", "content-type")
-MAX_HEADER_CHARS = 256
-MAX_ISSUE_KEY_CHARS = 255
-MAX_IDENTIFIER_CHARS = 200
-BIGINT_MAX = (1 << 63) - 1
 STORE_DOWN: tuple[type[Exception], ...] = (DatabaseUnavailable, *TRANSIENT_ERRORS)
 
 
@@ -66,256 +56,23 @@ def _json(status: int, data: dict[str, Any], headers: dict[str, str] | None = No
 UNAUTHORIZED = {"error": "unauthorized", "detail": "invalid or unknown webhook token"}
 
 
-class Refused(Exception):
-    """Raised while reading a delivery when it must be answered with a 4xx."""
-
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
-
-
-# -- authentication -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, repr=False)
-class WebhookAuth:
-    """What verifying a token needs: the integration's id, state and plain secrets."""
-
-    integration_id: int
-    active: bool
-    secrets: tuple[str, ...]
-    fetched_at: float
-
-
-class AuthCache:
-    """Integration secrets by external id, kept a few seconds so a delivery costs no lookup."""
-
-    def __init__(self, res: Resources) -> None:
-        self._res = res
-        self._entries: dict[str, WebhookAuth | None] = {}
-        self._fetched: dict[str, float] = {}
-
-    async def get(self, external_id: str, *, refresh: bool = False) -> WebhookAuth | None:
-        now = time.monotonic()
-        if not refresh and now - self._fetched.get(external_id, -1e9) < AUTH_CACHE_TTL_S:
-            return self._entries[external_id]
-        entry = await anyio.to_thread.run_sync(self._load, external_id)
-        if len(self._entries) >= AUTH_CACHE_MAX:
-            self._entries.clear()
-            self._fetched.clear()
-        self._entries[external_id], self._fetched[external_id] = entry, time.monotonic()
-        return entry
-
-    def age_s(self, external_id: str) -> float:
-        return time.monotonic() - self._fetched.get(external_id, -1e9)
-
-    def _load(self, external_id: str) -> WebhookAuth | None:
-        with transaction(self._res.pool) as conn:
-            row = iq.get_webhook_auth(conn, external_id)
-        if row is None:
-            return None
-        vault = self._res.vault
-        secrets = [vault.decrypt(row["webhook_secret_enc"])]
-        if row["previous_webhook_secret_enc"]:
-            secrets.append(vault.decrypt(row["previous_webhook_secret_enc"]))
-        return WebhookAuth(int(row["id"]), row["status"] == "active", tuple(secrets), 0.0)
-
-
-# -- durable store and broker ----------------------------------------------------------------
-
-
-@dataclass
-class _Waiting:
-    delivery: q.NewDelivery
-    done: asyncio.Future[int | None]
-
-
-@dataclass
-class DeliveryWriter:
-    """Group commit: flushers insert every waiting delivery in one statement."""
-
-    res: Resources
-    flushers: int
-    _queue: asyncio.Queue[_Waiting] = field(default_factory=asyncio.Queue)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._flush_forever()) for _ in range(self.flushers)]
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def store(self, delivery: q.NewDelivery) -> int | None:
-        """The new delivery id once committed; None for a duplicate."""
-        waiting = _Waiting(delivery, asyncio.get_running_loop().create_future())
-        self._queue.put_nowait(waiting)
-        return await waiting.done
-
-    async def _flush_forever(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < BATCH_MAX and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                ids = await anyio.to_thread.run_sync(self._insert, [w.delivery for w in batch])
-            except Exception as exc:
-                for w in batch:
-                    if not w.done.done():
-                        w.done.set_exception(exc)
-                continue
-            for w, delivery_id in zip(batch, ids, strict=True):
-                if not w.done.done():
-                    w.done.set_result(delivery_id)
-
-    def _insert(self, batch: list[q.NewDelivery]) -> list[int | None]:
-        with transaction(self.res.pool) as conn:
-            return q.insert_deliveries(conn, batch)
-
-
-@dataclass
-class Publisher:
-    """Puts stored deliveries on the broker after they were answered, in batches."""
-
-    res: Resources
-    celery: Celery
-    _queue: asyncio.Queue[int] = field(default_factory=asyncio.Queue)
-    _task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._publish_forever())
-
-    def submit(self, delivery_id: int) -> None:
-        self._queue.put_nowait(delivery_id)
-
-    async def stop(self, drain_timeout_s: float = 5.0) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(drain_timeout_s):
-                while not self._queue.empty():
-                    await asyncio.sleep(0.01)
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _publish_forever(self) -> None:
-        while True:
-            ids = [await self._queue.get()]
-            while not self._queue.empty():
-                ids.append(self._queue.get_nowait())
-            await anyio.to_thread.run_sync(self._enqueue, ids)
-
-    def _enqueue(self, ids: list[int]) -> None:
-        # Anything not sent stays `received`: the beat sweep sends it later.
-        try:
-            with transaction(self.res.pool) as conn:
-                inbox.enqueue(self.celery, conn, ids)
-        except Exception as exc:
-            log.warning(
-                "delivery.enqueue_deferred", extra={"count": len(ids), "error": type(exc).__name__}
-            )
-
-
-# -- reading a delivery ----------------------------------------------------------------------
-
-
-def _is_json_type(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
-
-
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise Refused(413, "payload_too_large", f"body larger than {limit} bytes")
+        raise webhook.Refused(413, "payload_too_large", f"body larger than {limit} bytes")
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise Refused(413, "payload_too_large", f"body larger than {limit} bytes")
+                raise webhook.Refused(413, "payload_too_large", f"body larger than {limit} bytes")
             chunks.append(chunk)
     except ClientDisconnect:
         # Gone mid-body (or cut off by the read timeout): nothing stored, nobody to answer.
-        raise Refused(400, "client_disconnected", "the client left before its body") from None
+        raise webhook.Refused(
+            400, "client_disconnected", "the client left before its body"
+        ) from None
     return b"".join(chunks)
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _parse(raw: bytes) -> tuple[str, dict[str, Any]]:
-    try:
-        text = raw.decode("utf-8")
-        payload = json.loads(text, parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise Refused(400, "bad_request", "body is not UTF-8") from None
-    except (ValueError, RecursionError):
-        raise Refused(400, "bad_request", "body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise Refused(400, "bad_request", "body must be a JSON object")
-    return text, payload
-
-
-def _has_changes(payload: dict[str, Any]) -> bool:
-    changelog = payload.get("changelog")
-    if changelog is None:
-        return False
-    if not isinstance(changelog, dict):
-        raise Refused(400, "bad_request", "changelog must be an object")
-    items = changelog.get("items")
-    if items is None:
-        return False
-    if not isinstance(items, list):
-        raise Refused(400, "bad_request", "changelog.items must be a list")
-    return bool(items)
-
-
-def _issue_key(payload: dict[str, Any]) -> str:
-    issue = payload.get("issue")
-    key = issue.get("key") if isinstance(issue, dict) else None
-    if not isinstance(key, str) or not key:
-        raise Refused(400, "bad_request", "issue.key is missing")
-    if len(key) > MAX_ISSUE_KEY_CHARS or not key.isprintable():
-        raise Refused(400, "bad_request", "issue.key is not a valid issue key")
-    return key
-
-
-def _event_ts(payload: dict[str, Any]) -> int | None:
-    ts = payload.get("timestamp")
-    if ts is None:
-        return None
-    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= BIGINT_MAX:
-        raise Refused(400, "bad_request", "timestamp must be an integer (epoch milliseconds)")
-    return ts
-
-
-def _clean_header(value: str) -> str:
-    return "".join(c for c in value if c.isprintable())[:MAX_HEADER_CHARS]
-
-
-def dedupe_key(integration_id: int, identifier: str | None, payload: dict[str, Any]) -> str:
-    """Jira's delivery identifier when sent, else a hash of what identifies the event."""
-    if identifier:
-        if len(identifier) <= MAX_IDENTIFIER_CHARS and identifier.isprintable():
-            return f"id:{identifier}"
-        return "idh:" + hashlib.sha256(identifier.encode("utf-8", "replace")).hexdigest()
-    issue, changelog = payload.get("issue"), payload.get("changelog")
-    parts = [
-        integration_id,
-        payload.get("webhookEvent"),
-        issue.get("id") if isinstance(issue, dict) else None,
-        changelog.get("id") if isinstance(changelog, dict) else None,
-        payload.get("timestamp"),
-    ]
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-    return f"ev:{digest}"
 
 
 class _AnyText(PathConvertor):
@@ -358,18 +115,24 @@ class Receiver:
         auth = await self.authenticate(token)
         if auth is None:
             return _json(401, UNAUTHORIZED), None
-        if not _is_json_type(request.headers.get("content-type", "")):
-            raise Refused(415, "unsupported_media_type", "content type must be application/json")
+        if not webhook.is_json_type(request.headers.get("content-type", "")):
+            raise webhook.Refused(
+                415, "unsupported_media_type", "content type must be application/json"
+            )
         raw = await _read_body(request, self.res.settings.webhook_body_limit_bytes)
-        text, payload = _parse(raw)
-        if not _has_changes(payload):
+        text, payload = webhook.parse_body(raw)
+        if not webhook.has_changes(payload):
             return _json(200, {"status": "ignored"}), None
-        issue_key, event_ts = _issue_key(payload), _event_ts(payload)
-        headers = {k: _clean_header(v) for k in KEPT_HEADERS if (v := request.headers.get(k))}
+        issue_key, event_ts = webhook.issue_key(payload), webhook.event_ts(payload)
+        headers = {
+            k: webhook.clean_header(v)
+            for k in webhook.KEPT_HEADERS
+            if (v := request.headers.get(k))
+        }
         identifier = request.headers.get("x-atlassian-webhook-identifier", "").strip()
         delivery = q.NewDelivery(
             integration_id=auth.integration_id,
-            dedupe_key=dedupe_key(auth.integration_id, identifier or None, payload),
+            dedupe_key=webhook.dedupe_key(auth.integration_id, identifier or None, payload),
             body=text,
             headers=headers,
             issue_key=issue_key,
@@ -393,7 +156,7 @@ async def issue_updated(request: Request) -> Response:
     delivery_id = None
     try:
         response, delivery_id = await _receiver(request).accept(request, token)
-    except Refused as exc:
+    except webhook.Refused as exc:
         response = _json(exc.status, {"error": exc.error, "detail": exc.detail})
     except STORE_DOWN as exc:
         log.warning("webhook.store_unavailable", extra={"error": type(exc).__name__})
