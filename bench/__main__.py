@@ -41,7 +41,7 @@ class Sizes:
 
 
 SIZES = {
-    "full": Sizes(receiver_s=5.0, ids_s=1.0, pipeline_deliveries=4_000, replay_records=10_000),
+    "full": Sizes(receiver_s=5.0, ids_s=1.0, pipeline_deliveries=1_500, replay_records=10_000),
     "quick": Sizes(receiver_s=2.0, ids_s=0.5, pipeline_deliveries=500, replay_records=2_000),
 }
 
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--web-workers", type=int, default=1, help="uvicorn processes (1)")
     parser.add_argument(
-        "--pipeline-deliveries", type=int, help="deliveries per pipeline run (4,000; quick 500)"
+        "--pipeline-deliveries", type=int, help="deliveries per pipeline run (1,500; quick 500)"
     )
     parser.add_argument("--budget-s", type=float, help="time budget (570 s; quick 120 s)")
     parser.add_argument(
