@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 
 from config.settings import Settings
+from tasks import pipeline
 from tasks.base import Step
 from worker import failures, inbox
 from worker.app import app
 from worker.db import transaction
+from worker.publish import batch_sender
 from worker.queries import deliveries as q
+from worker.queries import inbound as q_inbound
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +38,18 @@ def sweep_deliveries(self: Step) -> int:
         unqueued = q.unqueued_delivery_ids(conn, SWEEP_MIN_AGE_S, SWEEP_BATCH)
         stalled = q.stalled_delivery_ids(conn, stalled_after_s(settings), SWEEP_BATCH)
         sent = inbox.enqueue(app, conn, unqueued + stalled)
-    if sent:
+        changes = q_inbound.side_effects_stalled(conn, stalled_after_s(settings), SWEEP_BATCH)
+        if changes:
+            with batch_sender(app) as send:
+                send(pipeline.side_effects(changes))
+            q_inbound.touch_effects(conn, [(d, g) for d, g, _ in changes])
+    if sent or changes:
         resent = len(set(sent) & set(stalled))
-        log.info("delivery.swept", extra={"count": len(sent), "resent": resent})
-    return len(sent)
+        log.info(
+            "delivery.swept",
+            extra={"count": len(sent), "resent": resent, "side_effects_resent": len(changes)},
+        )
+    return len(sent) + len(changes)
 
 
 @app.task(base=Step, bind=True, name="jira_sync.maintenance.flush_failure_spool")

@@ -56,6 +56,16 @@ def after_group_change(app: Celery, delivery_id: int, group_id: int, action: str
         app.send_task(name, kwargs={"delivery_id": delivery_id, "group_id": group_id})
 
 
+def side_effects(changes: Iterable[tuple[int, int, str]]) -> list[StepCall]:
+    """The side effects of many (delivery, group, action) changes, to send in one batch;
+    outbound sync, which marks them finished, comes last for each."""
+    return [
+        StepCall(name, {"delivery_id": delivery_id, "group_id": group_id})
+        for delivery_id, group_id, action in changes
+        for name in SIDE_EFFECTS[action]
+    ]
+
+
 PROJECT_CHOOSE_SLUG = "jira_sync.projects.choose_slug"
 PROJECT_CLAIM_ID = "jira_sync.projects.claim_id"
 PROJECT_INSERT = "jira_sync.projects.insert"

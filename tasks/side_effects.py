@@ -60,6 +60,9 @@ def outbound_sync(self: Step, *, delivery_id: int, group_id: int) -> int:
     finally:
         for client in clients.values():
             client.close()
+    # The last side effect sent: once it finished, the sweep has nothing to send again.
+    with transaction(res.pool) as conn:
+        q.mark_side_effects_done(conn, delivery_id, group_id)
     return called
 
 

@@ -349,6 +349,49 @@ def outbound_targets(
     return [OutboundTarget(**r) for r in rows]
 
 
+MARK_SIDE_EFFECTS_DONE = """
+UPDATE delivery_effect SET side_effects_done_at = now()
+WHERE delivery_id = %s AND group_id = %s AND side_effects_done_at IS NULL
+"""
+
+
+def mark_side_effects_done(conn: Connection, delivery_id: int, group_id: int) -> None:
+    conn.execute(MARK_SIDE_EFFECTS_DONE, (delivery_id, group_id))
+
+
+SELECT_SIDE_EFFECTS_STALLED = """
+SELECT e.delivery_id, e.group_id, e.action FROM delivery_effect e
+WHERE e.side_effects_done_at IS NULL AND e.outcome IN ('assigned', 'unassigned')
+  AND e.updated_at < now() - make_interval(secs => %s)
+  -- A step that gave up is the failed-task store's to replay, not the sweep's.
+  AND NOT EXISTS (
+      SELECT 1 FROM failed_task f
+      WHERE f.delivery_id = e.delivery_id AND f.status IN ('failed', 'parked')
+        AND f.kwargs ->> 'group_id' = e.group_id::text)
+ORDER BY e.updated_at LIMIT %s
+"""
+
+
+def side_effects_stalled(
+    conn: Connection, older_than_s: float, limit: int
+) -> list[tuple[int, int, str]]:
+    """Changed groups whose side effects have not finished long after the change: their
+    messages may have been lost with the broker's data. (delivery, group, action)."""
+    rows = conn.execute(SELECT_SIDE_EFFECTS_STALLED, (older_than_s, limit))
+    return [(int(r["delivery_id"]), int(r["group_id"]), str(r["action"])) for r in rows]
+
+
+TOUCH_EFFECT = """
+UPDATE delivery_effect SET updated_at = now() WHERE delivery_id = %s AND group_id = %s
+"""
+
+
+def touch_effects(conn: Connection, pairs: list[tuple[int, int]]) -> None:
+    """Restart the stall clock of effects whose side effects were just sent again."""
+    for delivery_id, group_id in pairs:
+        conn.execute(TOUCH_EFFECT, (delivery_id, group_id))
+
+
 SELECT_OUTBOUND_CALLED = """
 SELECT external_issue_id FROM outbound_call WHERE delivery_id = %s AND group_id = %s
 """
