@@ -133,17 +133,19 @@ local size = tonumber(ARGV[5])
 local newest = tonumber(redis.call('GET', newest_key) or '-1')
 if newest > now then
   now = newest
-else
+elseif newest < now then
   redis.call('SET', newest_key, string.format('%d', now))
 end
 local oldest = math.max(now - lookback, 0)
 for second = now, oldest, -1 do
   local key = prefix .. string.format('%d', second)
-  local used = tonumber(redis.call('GET', key) or '0')
-  if used < size then
-    redis.call('INCR', key)
-    -- By Redis's clock: gone once this second has left every look-back window.
+  -- Increment first: a used-up second only counts past its size, which is harmless.
+  local used = redis.call('INCR', key) - 1
+  if used == 0 then
+    -- A new counter. By Redis's clock: gone once this second has left every window.
     redis.call('EXPIREAT', key, string.format('%d', epoch + second + lookback + 1))
+  end
+  if used < size then
     return {second, used, now - second}
   end
 end
