@@ -23,6 +23,8 @@ MIGRATION_LOCK_KEY = 0x6A697261_73796E63
 
 Connection = psycopg.Connection[dict[str, Any]]
 
+RECONNECT_GIVE_UP_S = 8.0
+
 # SQLSTATEs worth a retry: the database went away or the transaction lost a race.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     psycopg.OperationalError,
@@ -46,6 +48,10 @@ def open_pool(
         timeout=timeout_s,
         kwargs={"row_factory": dict_row, "connect_timeout": 5},
         check=ConnectionPool.check_connection,
+        # The pool doubles its delay between reconnection attempts until it gives up; giving
+        # up early restarts that at 1 s on the next request, so after an outage it reconnects
+        # within seconds instead of minutes.
+        reconnect_timeout=RECONNECT_GIVE_UP_S,
         open=False,
         name="jira-sync",
     )
