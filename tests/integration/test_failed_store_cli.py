@@ -3,42 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from worker import failures
+from tests.integration.conftest import RecordFactory
 from worker.cli import main
 from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK
 from worker.resources import Resources
-
-RecordFactory = Callable[..., int]
-
-
-@pytest.fixture
-def failed_record(res: Resources) -> RecordFactory:
-    """Store a failure the way a step does (failures.record) and return its id."""
-    counter = iter(range(1, 1_000_000))
-
-    def _make(**over: Any) -> int:
-        n = next(counter)
-        fields: dict[str, Any] = {
-            "task_name": "jira_sync.inbound.check_changelog",
-            "task_id": f"task-{n}",
-            "args": [],
-            "kwargs": {"delivery_id": 1000 + n},
-            "error_type": "BadPayload",
-            "message": f"delivery {1000 + n} body is not JSON",
-            "traceback": "Traceback (most recent call last):\n  ...\nBadPayload: not JSON\n",
-            "attempts": 1,
-            **over,
-        }
-        failed_id = failures.record(res, failures.FailureRecord(**fields))
-        assert failed_id is not None
-        return failed_id
-
-    return _make
 
 
 def set_status(res: Resources, failed_id: int, status: str, age_s: float = 0) -> None:

@@ -15,37 +15,12 @@ import redis as redis_lib
 from psycopg.types.json import Jsonb
 
 from config.celery import QUEUE_INBOUND, QUEUE_SIDE_EFFECTS
-from worker import failures
+from tests.integration.conftest import RecordFactory
 from worker.cli import main
 from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from worker.resources import Resources
 
 ROOT = Path(__file__).parents[2]
-RecordFactory = Callable[..., int]
-
-
-@pytest.fixture
-def failed_record(res: Resources) -> RecordFactory:
-    counter = iter(range(1, 1_000_000))
-
-    def _make(**over: Any) -> int:
-        n = next(counter)
-        fields: dict[str, Any] = {
-            "task_name": "jira_sync.inbound.check_changelog",
-            "task_id": f"task-{n}",
-            "args": [],
-            "kwargs": {"delivery_id": n},
-            "error_type": "BadPayload",
-            "message": "body is not JSON",
-            "traceback": "",
-            "attempts": 1,
-            **over,
-        }
-        failed_id = failures.record(res, failures.FailureRecord(**fields))
-        assert failed_id is not None
-        return failed_id
-
-    return _make
 
 
 @pytest.fixture
