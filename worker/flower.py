@@ -5,14 +5,11 @@ from __future__ import annotations
 import os
 import sys
 
-from config.settings import ConfigError, get_settings
+from worker.boot import checked_settings
 
 
 def main() -> None:
-    try:
-        settings = get_settings()
-    except ConfigError as exc:
-        sys.exit(f"flower: configuration: {exc}")
+    settings = checked_settings("flower")
     if not settings.flower_basic_auth:
         sys.exit("flower: FLOWER_BASIC_AUTH is not set (user:password); Flower never runs open")
     # Flower reads FLOWER_BASIC_AUTH from the environment itself: the password stays off argv.
