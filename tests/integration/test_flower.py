@@ -3,6 +3,8 @@ names, and refuses its API to anyone without the basic-auth credentials."""
 
 from __future__ import annotations
 
+import ast
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -13,6 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import WorkerProcess, wait_for
+from tests.integration.inbound_support import ANN, base_scene, jira_payload, outcome_of, post
 from worker.app import app
 from worker.embedded import free_port
 from worker.resources import Resources
@@ -20,6 +23,7 @@ from worker.resources import Resources
 ROOT = Path(__file__).parents[2]
 AUTH = ("ops", "flower-pass-" + "x7q2")
 SWEEP = "jira_sync.maintenance.sweep_deliveries"
+PIPELINE_TASKS = {"jira_sync.inbound.check_changelog", "jira_sync.inbound.assign"}
 
 
 @pytest.fixture
@@ -100,3 +104,37 @@ def test_api_lists_a_sent_task_that_ran_by_its_stable_name(
     assert task["worker"]
     types = _get(flower, "/api/task/types", auth=AUTH).json()
     assert SWEEP in types["task-types"]
+
+
+def test_task_view_shows_ids_and_never_a_secret(
+    res: Resources,
+    flower: str,
+    scene: Callable[[dict[str, Any]], None],
+    start_worker: Callable[..., WorkerProcess],
+    settings_env: dict[str, str],
+) -> None:
+    data = base_scene()
+    scene(data)
+    start_worker(concurrency=1)
+    outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1)))
+
+    def ours() -> dict[str, Any] | None:
+        tasks: dict[str, Any] = _get(flower, "/api/tasks", auth=AUTH).json()
+        names = {t["name"] for t in tasks.values()}
+        return (
+            tasks
+            if {"jira_sync.inbound.check_changelog", "jira_sync.inbound.assign"} <= names
+            else None
+        )
+
+    tasks = wait_for(ours, 60, "Flower to see the pipeline's tasks")
+    view = json.dumps(tasks)
+    integ = data["integrations"][0]
+    key_line = integ["private_key"].strip().splitlines()[1]
+    secrets = [integ["webhook_secret"], integ["access_token"], integ["access_token_secret"],
+               key_line, settings_env["SECRET_KEY"], AUTH[1]]  # fmt: skip
+    assert [s for s in secrets if s in view] == []
+    for task in tasks.values():
+        kwargs = ast.literal_eval(task["kwargs"])  # Flower shows them as Python reprs
+        assert set(kwargs) <= {"delivery_id", "group_id", "project_id", "request_id"}, task
+        assert all(isinstance(v, int) for v in kwargs.values()), task
