@@ -134,7 +134,10 @@ def res(servers: Servers) -> Iterator[resources.Resources]:
     """This process's resources on clean state: pool, Redis, vault, settings."""
     clean_state(servers.database_url, servers.redis_url)
     get_settings.cache_clear()
-    yield resources.current()
+    current = resources.current()
+    # An earlier test may have restarted PostgreSQL: drop the connections that died with it.
+    current.pool.check()
+    yield current
 
 
 @pytest.fixture

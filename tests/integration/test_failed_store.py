@@ -134,6 +134,7 @@ def test_failure_while_postgres_is_down_is_spooled_then_written_by_the_flush(
         wait_for(lambda: res.redis.llen(failures.SPOOL_KEY), 60, "the record to be spooled")
     finally:
         servers.pg.start()
+        res.pool.check()  # this process's own connections died with the server
     [spooled] = [json.loads(raw) for raw in res.redis.lrange(failures.SPOOL_KEY, 0, -1)]
     assert spooled["task_name"] == CHECK_CHANGELOG
     assert spooled["error_type"] == "DatabaseUnavailable"
