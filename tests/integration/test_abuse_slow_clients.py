@@ -176,7 +176,7 @@ def test_client_that_never_finishes_its_headers_gets_408(impatient_receiver: str
     answer, waited_s = _answer_after_stalling(port, partial)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
     assert b'"error":"request_timeout"' in answer
-    assert READ_TIMEOUT_S <= waited_s < READ_TIMEOUT_S + 2
+    assert READ_TIMEOUT_S - 0.2 <= waited_s < READ_TIMEOUT_S + 2  # timed from the server side
 
 
 def test_client_that_never_finishes_its_body_gets_408_and_nothing_is_stored(
@@ -189,7 +189,7 @@ def test_client_that_never_finishes_its_body_gets_408_and_nothing_is_stored(
     )
     answer, waited_s = _answer_after_stalling(port, partial)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
-    assert READ_TIMEOUT_S <= waited_s < READ_TIMEOUT_S + 2
+    assert READ_TIMEOUT_S - 0.2 <= waited_s < READ_TIMEOUT_S + 2  # timed from the server side
     with res.pool.connection() as conn:
         assert conn.execute("SELECT count(*) AS n FROM webhook_delivery").fetchone() == {"n": 0}
 
