@@ -137,10 +137,10 @@ class Publisher:
         self._queue.put_nowait(delivery_id)
 
     async def stop(self, drain_timeout_s: float = 5.0) -> None:
+        # Until every submitted delivery was sent (or left for the sweep), in flight included.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_timeout_s):
-                while not self._queue.empty():
-                    await asyncio.sleep(0.01)
+                await self._queue.join()
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -151,7 +151,11 @@ class Publisher:
             ids = [await self._queue.get()]
             while not self._queue.empty():
                 ids.append(self._queue.get_nowait())
-            await anyio.to_thread.run_sync(self._enqueue, ids)
+            try:
+                await anyio.to_thread.run_sync(self._enqueue, ids)
+            finally:
+                for _ in ids:
+                    self._queue.task_done()
 
     def _enqueue(self, ids: list[int]) -> None:
         # Anything not sent stays `received`: the beat sweep sends it later.

@@ -286,6 +286,6 @@ def test_webhook_posted_to_the_receiver_is_assigned(res: Resources, acme: dict[s
         answer = client.post(
             f"{WEBHOOK_PREFIX}{token}/", json=jira_payload(ANN, ts=1000, changelog_id=1)
         )
-    assert answer.status_code == 202, answer.text
-    assert outcome_of(res, int(answer.json()["delivery"])) == "assigned"
+        assert answer.status_code == 202, answer.text
+        assert outcome_of(res, int(answer.json()["delivery"])) == "assigned"
     assert group_state(res).assignee == ANN
