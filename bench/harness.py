@@ -25,15 +25,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psutil
 import psycopg
 import redis
 
 from config.settings import default_broker_url, get_settings
-from worker.db import migrate
-from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from worker.embedded import (
+    create_database,
+    free_port,
+    start_missing,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -64,24 +67,14 @@ class Servers:
 def servers(say: Callable[[str], None]) -> Iterator[Servers]:
     """Start (or reach) the servers, migrate a fresh database, and point this process at it."""
     state = Path(tempfile.mkdtemp(prefix="jira-sync-bench-"))
-    pg = rd = None
-    admin_url = os.environ.get("BENCH_DATABASE_URL", "")
-    redis_url = os.environ.get("BENCH_REDIS_URL", "")
+    local = start_missing(
+        state, os.environ.get("BENCH_DATABASE_URL"), os.environ.get("BENCH_REDIS_URL")
+    )
+    admin_url, redis_url = local.admin_url, local.redis_url
     dbname = f"jira_sync_bench_{uuid.uuid4().hex[:8]}"
     try:
-        if not admin_url:
-            pg = EmbeddedPostgres(state / "pg")
-            pg.start()
-            admin_url = pg.url
-        if not redis_url:
-            rd = EmbeddedRedis(state / "redis")
-            rd.start()
-            redis_url = rd.url
         say(f"servers: PostgreSQL {_where(admin_url)}, Redis {_where(redis_url)}")
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dbname}"')
-        database_url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{dbname}"))
-        migrate(database_url)
+        database_url = create_database(admin_url, dbname)
         broker_url = default_broker_url(redis_url)
         env = {
             "DATABASE_URL": database_url,
@@ -93,7 +86,9 @@ def servers(say: Callable[[str], None]) -> Iterator[Servers]:
         }
         os.environ.update(env)
         get_settings.cache_clear()
-        found = Servers(database_url, redis_url, broker_url, state, env, embedded=pg is not None)
+        found = Servers(
+            database_url, redis_url, broker_url, state, env, embedded=local.pg is not None
+        )
         flush_redis(found)
         yield found
     finally:
@@ -108,10 +103,7 @@ def servers(say: Callable[[str], None]) -> Iterator[Servers]:
                 psycopg.connect(admin_url, autocommit=True) as conn,
             ):
                 conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        if rd:
-            rd.stop()
-        if pg:
-            pg.stop("immediate")
+        local.stop()
         if os.environ.get("BENCH_KEEP_STATE"):
             say(f"kept the servers' and processes' files in {state}")
         else:

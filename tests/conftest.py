@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -24,8 +24,7 @@ import redis as redis_lib
 
 from config.settings import default_broker_url, get_settings, load_settings
 from worker import resources
-from worker.db import migrate
-from worker.embedded import EmbeddedPostgres, EmbeddedRedis
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, start_missing
 
 # The fake Jira Server fixture (`fake_jira`) for every test module.
 pytest_plugins = ["tests.fakejira"]
@@ -53,30 +52,19 @@ def _server_failed(what: str, exc: BaseException) -> None:
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Servers]:
     state = Path(tempfile.mkdtemp(prefix="jira-sync-test-"))
-    pg = rd = None
-    admin_url = os.environ.get("TEST_DATABASE_URL")
-    redis_url = os.environ.get("TEST_REDIS_URL")
     try:
-        if not admin_url:
-            pg = EmbeddedPostgres(state / "pg")
-            pg.start()
-            admin_url = pg.url
-        if not redis_url:
-            rd = EmbeddedRedis(state / "redis")
-            rd.start()
-            redis_url = rd.url
+        local = start_missing(
+            state, os.environ.get("TEST_DATABASE_URL"), os.environ.get("TEST_REDIS_URL")
+        )
     except Exception as exc:
         _server_failed("an embedded server", exc)
-    assert admin_url and redis_url
-    dbname = f"jira_sync_test_{uuid.uuid4().hex[:10]}"
+    admin_url, redis_url, pg, rd = local.admin_url, local.redis_url, local.pg, local.redis
     try:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{dbname}"')
         redis_lib.Redis.from_url(redis_url).ping()
+        database_url = create_database(admin_url, f"jira_sync_test_{uuid.uuid4().hex[:10]}")
     except Exception as exc:
         _server_failed("the test database or Redis", exc)
-    database_url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{dbname}"))
-    migrate(database_url)
+    dbname = urlsplit(database_url).path.lstrip("/")
     env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
@@ -98,10 +86,7 @@ def servers() -> Iterator[Servers]:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     except psycopg.Error:
         pass
-    if rd:
-        rd.stop()
-    if pg:
-        pg.stop("immediate")
+    local.stop()
 
 
 def resources_close() -> None:

@@ -12,7 +12,13 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from worker.db import migrate
 
 PG_SYSTEM_USER = "embedded_postgres"
 
@@ -162,3 +168,46 @@ class EmbeddedRedis:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None
+
+
+@dataclass
+class LocalServers:
+    """The PostgreSQL and Redis a local run uses: the URLs given, or embedded servers."""
+
+    admin_url: str
+    redis_url: str
+    pg: EmbeddedPostgres | None = None
+    redis: EmbeddedRedis | None = None
+
+    def stop(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()
+        if self.pg is not None:
+            self.pg.stop("immediate")
+
+
+def start_missing(state: Path, admin_url: str | None, redis_url: str | None) -> LocalServers:
+    """Start an embedded server, under the state folder, for each URL not given."""
+    found = LocalServers(admin_url or "", redis_url or "")
+    try:
+        if not admin_url:
+            found.pg = EmbeddedPostgres(state / "pg")
+            found.pg.start()
+            found.admin_url = found.pg.url
+        if not redis_url:
+            found.redis = EmbeddedRedis(state / "redis")
+            found.redis.start()
+            found.redis_url = found.redis.url
+    except BaseException:
+        found.stop()
+        raise
+    return found
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Create a fresh database on the server, migrate it, and return its URL."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # name is ours: a prefix and hex digits
+    url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+    migrate(url)
+    return url
