@@ -116,18 +116,6 @@ def finish_delivery(
     conn.execute(FINISH_DELIVERY, (outcome, Jsonb(detail or {}), delivery_id))
 
 
-MARK_DELIVERY_FAILED = """
-UPDATE webhook_delivery
-SET status = 'failed', failed_task_id = %s, updated_at = now(), finished_at = now(),
-    attempts = attempts + 1
-WHERE id = %s AND status <> 'done'
-"""
-
-
-def mark_delivery_failed(conn: Connection, delivery_id: int, failed_task_id: int) -> None:
-    conn.execute(MARK_DELIVERY_FAILED, (failed_task_id, delivery_id))
-
-
 LIST_DELIVERIES = """
 SELECT * FROM webhook_delivery
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
