@@ -93,8 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_scene() -> None:
-    from worker import resources
-    from worker.loader import load_scene
+    from worker.runtime import resources
+    from worker.services.loader import load_scene
 
     load_scene(resources.current(), payloads.scene())
 

@@ -32,7 +32,7 @@ import psycopg
 import redis
 
 from config.settings import default_broker_url, get_settings
-from worker.embedded import (
+from devtools.embedded import (
     create_database,
     free_port,
     start_missing,
@@ -92,7 +92,7 @@ def servers(say: Callable[[str], None]) -> Iterator[Servers]:
         flush_redis(found)
         yield found
     finally:
-        from worker import resources
+        from worker.runtime import resources
 
         if resources._current is not None:
             resources._current.close()
@@ -206,8 +206,8 @@ def spawn(srv: Servers, name: str, cmd: list[str], **extra_env: str) -> Process:
 
 def http_protocol() -> str:
     """The Procfile's HTTP protocol: httptools with a bound on the header block, if present."""
-    if importlib.util.find_spec("worker.http_limits") is not None:
-        return "worker.http_limits:LimitedHttpToolsProtocol"
+    if importlib.util.find_spec("worker.receiver.limits") is not None:
+        return "worker.receiver.limits:LimitedHttpToolsProtocol"
     return "httptools"
 
 
@@ -232,7 +232,7 @@ def uvicorn(srv: Servers, name: str, app: str, workers: int) -> tuple[Process, i
 def celery_worker(srv: Servers, name: str, concurrency: int = 2) -> Process:
     """The production worker command (prefork, events on), also importing the bench's no-op."""
     cmd = [
-        sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+        sys.executable, "-m", "celery", "-A", "worker.runtime.app", "worker",
         "-P", "prefork", "-c", str(concurrency), "-E", "-l", srv.env["LOG_LEVEL"],
         "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
         "-I", "bench.tasks",

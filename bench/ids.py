@@ -26,8 +26,9 @@ from redis.connection import Connection
 
 from bench.harness import Servers
 from bench.report import Figure, Report, Sample
-from worker import snowflake
-from worker.errors import NoIdAvailable
+from worker import cache
+from worker.domain import snowflake
+from worker.domain.errors import NoIdAvailable
 
 DEPTHS_S = (1, 60)
 MAX_IDS = 40_000  # per case and run: bounds the state laid out in Redis beforehand
@@ -102,7 +103,7 @@ def _lay_out(
     for block in range(blocks):
         start = first_s + block * (depth_s + 1)
         for second in range(start + 1, start + depth_s + 1):
-            key = snowflake.counter_key(region, second)
+            key = cache.snowflake_counter_key(region, second)
             pipe.set(key, snowflake.SEQUENCE_SIZE)
             pipe.expireat(key, epoch_s + second + snowflake.LOOKBACK_S + 1)
         currents.append(start + depth_s)
@@ -113,7 +114,7 @@ def _lay_out(
 def old_lookback_claim(client: redis.Redis, region: int, now_s: int, epoch_s: int) -> int:
     """The original: INCR one second after another, then EXPIRE (not atomic)."""
     for second in range(now_s, max(now_s - snowflake.LOOKBACK_S, 0) - 1, -1):
-        key = snowflake.counter_key(region, second)
+        key = cache.snowflake_counter_key(region, second)
         used = int(client.incr(key))
         if used <= snowflake.SEQUENCE_SIZE:
             client.expire(key, snowflake.LOOKBACK_S + 1)
@@ -123,7 +124,7 @@ def old_lookback_claim(client: redis.Redis, region: int, now_s: int, epoch_s: in
 
 def _cleanup(client: redis.Redis, regions: list[int]) -> None:
     for region in regions:
-        keys = list(client.scan_iter(match=f"{snowflake.KEY_PREFIX}:{region}:*", count=1000))
+        keys = list(client.scan_iter(match=f"{cache.SNOWFLAKE_KEY_PREFIX}:{region}:*", count=1000))
         for start in range(0, len(keys), 1000):
             client.delete(*keys[start : start + 1000])
 
@@ -136,7 +137,7 @@ def one_run(
     regions: list[int] = []
     rates: dict[str, Rate] = {}
 
-    incr_key = f"{snowflake.KEY_PREFIX}:bench-incr"
+    incr_key = f"{cache.SNOWFLAKE_KEY_PREFIX}:bench-incr"
     rates["raw INCR"] = timed(
         lambda i: bool(client.incr(incr_key)), duration_s, max_ids, client, ("incr", "incrby")
     )
@@ -147,10 +148,10 @@ def one_run(
         limit = min(max_ids, MAX_KEYS // (depth_s + 1))
         blocks = limit // snowflake.SEQUENCE_SIZE + 1
         currents = _lay_out(client, region, now_s, depth_s, blocks, epoch_s)
-        claimer = snowflake.Claimer(client, region, epoch_s)
+        claimer = cache.IdClaimer(client, region, epoch_s)
         claimer.load()
 
-        def claim(i: int, c: snowflake.Claimer = claimer, cur: list[int] = currents) -> bool:
+        def claim(i: int, c: cache.IdClaimer = claimer, cur: list[int] = currents) -> bool:
             c.claim(cur[i // snowflake.SEQUENCE_SIZE])
             return True
 
@@ -179,7 +180,7 @@ def _profile(client: redis.Redis, epoch_s: int, say: Callable[[str], None]) -> N
 
     now_s = snowflake.seconds_since_epoch(time.time(), epoch_s)
     region = REGION_BASE + 999
-    claimer = snowflake.Claimer(client, region, epoch_s)
+    claimer = cache.IdClaimer(client, region, epoch_s)
     claimer.load()
     spy = profile.attach(os.getpid(), 2.0, "ids")
     time.sleep(0.3)  # py-spy attaching

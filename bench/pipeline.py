@@ -1,5 +1,5 @@
 """Figure 2: stored deliveries of the realistic mix drained end to end by the production worker
-(`celery -A worker.app worker -P prefork -c 2 -E`), against no-op tasks drained by the same
+(`celery -A worker.runtime.app worker -P prefork -c 2 -E`), against no-op tasks drained by the same
 worker command in the same run.
 
 The issue asks for 10,000 deliveries; at the rate this 2-core machine drains them (tens per
@@ -53,7 +53,7 @@ class Phase:
 
 def publish_noops(count: int) -> None:
     from bench.tasks import noop
-    from worker.app import app
+    from worker.runtime.app import app
 
     with app.producer_or_acquire() as producer:
         for _ in range(count):
@@ -62,10 +62,11 @@ def publish_noops(count: int) -> None:
 
 def store_and_enqueue(srv: Servers, count: int) -> None:
     """count deliveries of the mix, stored and sent the way the receiver does it."""
-    from worker import inbox, resources
-    from worker.app import app
-    from worker.db import transaction
-    from worker.queries import deliveries as q
+    from worker.receiver import relay
+    from worker.runtime import resources
+    from worker.runtime.app import app
+    from worker.store.db import transaction
+    from worker.store.queries import deliveries as q
 
     with psycopg.connect(srv.database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE webhook_delivery CASCADE")
@@ -90,7 +91,7 @@ def store_and_enqueue(srv: Servers, count: int) -> None:
             ids.extend(i for i in q.insert_deliveries(conn, batch) if i is not None)
     for start in range(0, len(ids), INSERT_BATCH):
         with transaction(res.pool) as conn:
-            inbox.enqueue(app, conn, ids[start : start + INSERT_BATCH])
+            relay.enqueue(app, conn, ids[start : start + INSERT_BATCH])
 
 
 def _finished(srv: Servers) -> int:
@@ -110,7 +111,7 @@ def _outcomes(srv: Servers) -> dict[str, int]:
 
 
 def _tasks_run(name: str) -> int:
-    from worker.app import app
+    from worker.runtime.app import app
 
     stats: dict[str, Any] = app.control.inspect(timeout=2).stats() or {}
     return sum(sum(s.get("total", {}).values()) for worker, s in stats.items() if name in worker)
@@ -223,7 +224,7 @@ def _report(report: Report, done: list[Run], outcomes: dict[str, int]) -> None:
     report.setup["pipeline"] = (
         f"{' / '.join(f'{c:,}' for c in counts)} deliveries per run of the mix (70% no assignee "
         "change, 20% assign, 10% unassign), 200 issues linked to 1,000 groups; worker: "
-        "celery -A worker.app worker -P prefork -c 2 -E (log level INFO); "
+        "celery -A worker.runtime.app worker -P prefork -c 2 -E (log level INFO); "
         "the no-op baseline drains as many tasks"
     )
     last = shown[-1].product

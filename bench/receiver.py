@@ -24,7 +24,7 @@ from bench.report import Figure, Report, Sample
 PATH_PREFIX = "/extensions/jira-server/issue-updated/"
 PRODUCT = "jira-sync"
 APPS = {
-    PRODUCT: "worker.receiver:app",
+    PRODUCT: "worker.receiver.app:app",
     "naive delay()": "bench.baseline_apps:naive",
     "LPUSH only": "bench.baseline_apps:lpush",
 }
@@ -52,7 +52,7 @@ class Runs:
 
 
 def webhook_token() -> str:
-    from worker import tokens
+    from worker.receiver import tokens
 
     return tokens.issue(payloads.EXTERNAL_ID, payloads.WEBHOOK_SECRET)
 

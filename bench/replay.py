@@ -22,7 +22,7 @@ TRACEBACK = (
     "Traceback (most recent call last):\n"
     '  File "/srv/jira-sync/tasks/base.py", line 61, in __call__\n'
     "    return self.run(*args, **kwargs)\n"
-    "worker.errors.DatabaseUnavailable: OperationalError: connection refused\n"
+    "worker.domain.errors.DatabaseUnavailable: OperationalError: connection refused\n"
 ) * 4
 
 COPY = (

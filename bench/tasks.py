@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.app import app
+from worker.runtime.app import app
 
 NOOP = "bench.noop"
 NAIVE_RECEIVE = "bench.naive_receive"

@@ -7,36 +7,21 @@ import random
 import traceback
 from typing import Any
 
-import requests
 from celery import Task
 
-from worker import failures, resources
-from worker.db import TRANSIENT_ERRORS
-from worker.errors import PermanentError, RetryableError
+from worker.domain.errors import classify
+from worker.runtime import resources
+from worker.store import failures
 
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 1.0
-
-# Errors that may pass if tried again; everything else is permanent.
-RETRYABLE: tuple[type[BaseException], ...] = (
-    RetryableError,
-    *TRANSIENT_ERRORS,
-    requests.ConnectionError,
-    requests.Timeout,
-    ConnectionError,
-    TimeoutError,
-)
 
 
 def backoff_s(retries: int, cap_s: float, base_s: float = BACKOFF_BASE_S) -> float:
     """Exponential backoff with jitter: half fixed, half random, never above cap_s."""
     ceiling = min(cap_s, base_s * (2**retries))
     return float(ceiling / 2 + random.uniform(0, ceiling / 2))
-
-
-def is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, RETRYABLE) and not isinstance(exc, PermanentError)
 
 
 class Step(Task):  # type: ignore[misc]
@@ -57,7 +42,7 @@ class Step(Task):  # type: ignore[misc]
             if not isinstance(exc, Exception) or _is_celery_control(exc):
                 raise
             retries = int(self.request.retries or 0)
-            if is_retryable(exc) and retries < settings.retry_max_attempts:
+            if classify(exc).retryable and retries < settings.retry_max_attempts:
                 countdown = backoff_s(retries, settings.retry_backoff_max_s)
                 log.warning(
                     "step.retry",
@@ -95,7 +80,7 @@ class Step(Task):  # type: ignore[misc]
                 "task_id": self.request.id,
                 "error": record.error_type,
                 "attempts": attempts,
-                "retryable": is_retryable(exc),
+                "kind": classify(exc).value,
                 **_context(kwargs),
             },
         )

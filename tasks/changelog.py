@@ -6,11 +6,11 @@ import logging
 
 from tasks import pipeline
 from tasks.base import Step
-from worker.app import app
-from worker.assignment import decide_change, parse_event
-from worker.db import transaction
-from worker.errors import NotFound
-from worker.queries import deliveries as q_deliveries
+from worker.domain.assignment import decide_change, parse_event
+from worker.domain.errors import NotFound
+from worker.runtime.app import app
+from worker.store.db import transaction
+from worker.store.queries import deliveries as q_deliveries
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,7 @@ import redis
 from tasks import pipeline
 from tasks.base import Step
 from worker import cache
-from worker.app import app
-from worker.assignment import (
+from worker.domain.assignment import (
     PENDING,
     Action,
     Assignee,
@@ -32,11 +31,12 @@ from worker.assignment import (
     parse_event,
     subscriptions_to_remove,
 )
-from worker.db import Connection, transaction
-from worker.errors import NotFound
-from worker.model import ActivityType, HistoryStatus
-from worker.queries import deliveries as q_deliveries
-from worker.queries import inbound as q
+from worker.domain.errors import NotFound
+from worker.domain.model import ActivityType, HistoryStatus
+from worker.runtime.app import app
+from worker.store.db import Connection, transaction
+from worker.store.queries import deliveries as q_deliveries
+from worker.store.queries import inbound as q
 
 log = logging.getLogger(__name__)
 

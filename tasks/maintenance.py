@@ -8,12 +8,13 @@ import logging
 from config.settings import Settings
 from tasks import pipeline
 from tasks.base import Step
-from worker import failures, inbox
-from worker.app import app
-from worker.db import transaction
-from worker.publish import batch_sender
-from worker.queries import deliveries as q
-from worker.queries import inbound as q_inbound
+from worker.receiver import relay
+from worker.runtime.app import app
+from worker.runtime.publish import batch_sender
+from worker.store import failures
+from worker.store.db import transaction
+from worker.store.queries import deliveries as q
+from worker.store.queries import inbound as q_inbound
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def sweep_deliveries(self: Step) -> int:
     with transaction(self.resources.pool) as conn:
         unqueued = q.unqueued_delivery_ids(conn, SWEEP_MIN_AGE_S, SWEEP_BATCH)
         stalled = q.stalled_delivery_ids(conn, stalled_after_s(settings), SWEEP_BATCH)
-        sent = inbox.enqueue(app, conn, unqueued + stalled)
+        sent = relay.enqueue(app, conn, unqueued + stalled)
         changes = q_inbound.side_effects_stalled(conn, stalled_after_s(settings), SWEEP_BATCH)
         if changes:
             with batch_sender(app) as send:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from celery import Celery
 
-from worker.publish import StepCall
+from worker.runtime.publish import StepCall
 
 CHECK_CHANGELOG = "jira_sync.inbound.check_changelog"
 SYNC = "jira_sync.inbound.sync"

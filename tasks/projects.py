@@ -1,24 +1,21 @@
 """Steps: project save (slug, id, insert) and delete (settings, outbox + rows, cache purge).
 
-Each step does its part of worker.projects over a project_request row, then sends the next
-step while the request is still pending. A step that gives up marks its request failed, so
-`jira-sync project create --wait` can tell.
+Each step does its part of worker.services.projects over a project_request row, then sends
+the next step while the request is still pending. Redis unreachable (the slug lock, the id
+claim, the purge) is retried like any outage (`errors.classify`). A step that gives up marks
+its request failed, so `jira-sync project create --wait` can tell.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
-
-import redis
 
 from tasks import pipeline
 from tasks.base import Step
-from worker import projects
-from worker.app import app
-from worker.errors import CacheUnavailable, DatabaseUnavailable
+from worker.domain.errors import DatabaseUnavailable
+from worker.runtime.app import app
+from worker.services import projects
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +38,6 @@ class ProjectStep(Step):
             log.warning("project.request_unmarked", extra={"request_id": request_id})
 
 
-@contextmanager
-def redis_unavailable_is_retryable() -> Iterator[None]:
-    """Redis (the slug lock, the id claim, the caches) unreachable: worth a retry."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise CacheUnavailable(f"{type(exc).__name__}: {exc}") from exc
-
-
 def _next(step: Step, **kwargs: int) -> None:
     if projects.is_pending(step.resources, kwargs["request_id"]):
         pipeline.after_project_step(app, str(step.name), **kwargs)
@@ -57,24 +45,21 @@ def _next(step: Step, **kwargs: int) -> None:
 
 @app.task(base=ProjectStep, bind=True, name=pipeline.PROJECT_CHOOSE_SLUG)
 def choose_slug(self: Step, *, request_id: int) -> str | None:
-    with redis_unavailable_is_retryable():
-        slug = projects.choose_slug(self.resources, request_id)
+    slug = projects.choose_slug(self.resources, request_id)
     _next(self, request_id=request_id)
     return slug
 
 
 @app.task(base=ProjectStep, bind=True, name=pipeline.PROJECT_CLAIM_ID)
 def claim_id(self: Step, *, request_id: int) -> int | None:
-    with redis_unavailable_is_retryable():
-        project_id = projects.claim_id(self.resources, request_id)
+    project_id = projects.claim_id(self.resources, request_id)
     _next(self, request_id=request_id)
     return project_id
 
 
 @app.task(base=ProjectStep, bind=True, name=pipeline.PROJECT_INSERT)
 def insert(self: Step, *, request_id: int) -> int | None:
-    with redis_unavailable_is_retryable():
-        return projects.insert(self.resources, request_id)
+    return projects.insert(self.resources, request_id)
 
 
 @app.task(base=ProjectStep, bind=True, name=pipeline.PROJECT_DELETE_SETTINGS)
@@ -93,5 +78,4 @@ def delete(self: Step, *, project_id: int, request_id: int) -> bool:
 
 @app.task(base=ProjectStep, bind=True, name=pipeline.PROJECT_PURGE_CACHES)
 def purge_caches(self: Step, *, project_id: int, request_id: int) -> int:
-    with redis_unavailable_is_retryable():
-        return projects.purge_caches(self.resources, project_id, request_id)
+    return projects.purge_caches(self.resources, project_id, request_id)

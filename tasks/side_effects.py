@@ -8,40 +8,28 @@ newest state. Each target issue is called at most once per delivery (outbound_ca
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-
-import redis
 
 from tasks import pipeline
 from tasks.base import Step
 from worker import cache
-from worker.app import app
-from worker.db import transaction
-from worker.errors import CacheUnavailable, JiraRejected, NotFound
-from worker.jira import JiraClient, client_for_integration
-from worker.queries import deliveries as q_deliveries
-from worker.queries import inbound as q
+from worker.domain.errors import JiraRejected, NotFound
+from worker.jira.api import JiraClient, client_for_integration
+from worker.runtime.app import app
+from worker.store.db import transaction
+from worker.store.queries import deliveries as q_deliveries
+from worker.store.queries import inbound as q
 
 log = logging.getLogger(__name__)
 
 
 @app.task(base=Step, bind=True, name=pipeline.PURGE_ASSIGNEE_EXISTS)
 def purge_assignee_exists(self: Step, *, delivery_id: int, group_id: int) -> int:
-    return _purge(cache.purge_assignee_exists, self.resources.redis, group_id)
+    return cache.purge_assignee_exists(self.resources.redis, [group_id])
 
 
 @app.task(base=Step, bind=True, name=pipeline.PURGE_OWNERS_DEBOUNCE)
 def purge_owners_debounce(self: Step, *, delivery_id: int, group_id: int) -> int:
-    return _purge(cache.purge_owners_debounce, self.resources.redis, group_id)
-
-
-def _purge(
-    purge: Callable[[redis.Redis, Iterable[int]], int], client: redis.Redis, group_id: int
-) -> int:
-    try:
-        return purge(client, [group_id])
-    except redis.RedisError as exc:
-        raise CacheUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    return cache.purge_owners_debounce(self.resources.redis, [group_id])
 
 
 @app.task(base=Step, bind=True, name=pipeline.OUTBOUND_SYNC)

@@ -40,6 +40,7 @@ import redis as redis_lib
 
 from config.celery import QUEUE_INBOUND, QUEUE_MAINTENANCE, QUEUE_SIDE_EFFECTS
 from config.settings import default_broker_url, load_settings
+from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.conftest import ROOT, WorkerProcess, launch_worker
 from tests.integration.inbound_support import (
     ANN,
@@ -51,13 +52,12 @@ from tests.integration.inbound_support import (
     jira_payload,
 )
 from tests.integration.test_shuffle import Oracle
-from worker import tokens
-from worker.db import migrate, transaction
-from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from worker.failures import SPOOL_KEY
-from worker.loader import load_scene
-from worker.model import SubscriptionReason
-from worker.resources import Resources, open_resources
+from worker.domain.model import SubscriptionReason
+from worker.receiver import tokens
+from worker.runtime.resources import Resources, open_resources
+from worker.services.loader import load_scene
+from worker.store.db import migrate, transaction
+from worker.store.failures import SPOOL_KEY
 
 CHOICES = (ANN, BOB, CY, None)
 BASE_TS = 1_764_000_000_000
@@ -65,7 +65,7 @@ FIRST_GROUP = 2000
 # Longer than the receiver's database pool timeout (5 s), so requests are answered meanwhile.
 PG_DOWN_S = 8.0
 # As the Procfile runs the receiver: httptools with a bound on the request head.
-HTTP_PROTOCOL = "worker.http_limits:LimitedHttpToolsProtocol"
+HTTP_PROTOCOL = "worker.receiver.limits:LimitedHttpToolsProtocol"
 # An answer this long after the stop cannot be for a row committed before it.
 COMMIT_SLACK_S = 0.5
 REDIS_DOWN_S = 1.0
@@ -260,7 +260,7 @@ class Services:
     def spawn_receiver(self) -> None:
         self._popen(
             "receiver",
-            [sys.executable, "-m", "uvicorn", "worker.receiver:app", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "worker.receiver.app:app", "--host", "127.0.0.1",
              "--port", str(self.port), "--loop", "uvloop", "--http", HTTP_PROTOCOL,
              "--workers", "2", "--no-access-log"],
         )  # fmt: skip
@@ -278,7 +278,8 @@ class Services:
     def spawn_beat(self) -> None:
         schedule = str(self.state / "beat-schedule")
         self._popen(
-            "beat", [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-s", schedule]
+            "beat",
+            [sys.executable, "-m", "celery", "-A", "worker.runtime.app", "beat", "-s", schedule],
         )
 
     def spawn_worker(self) -> WorkerProcess:

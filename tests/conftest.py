@@ -23,8 +23,8 @@ import pytest
 import redis as redis_lib
 
 from config.settings import default_broker_url, get_settings, load_settings
-from worker import resources
-from worker.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, start_missing
+from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, start_missing
+from worker.runtime import resources
 
 # The fake Jira Server fixture (`fake_jira`) for every test module.
 pytest_plugins = ["tests.fakejira"]
@@ -134,7 +134,7 @@ def settings_env(servers: Servers) -> dict[str, str]:
 @pytest.fixture
 def scene(res: resources.Resources) -> Callable[[dict[str, Any]], None]:
     """Load reference data through `jira-sync load`'s own code."""
-    from worker.loader import load_scene
+    from worker.services.loader import load_scene
 
     def _load(data: dict[str, Any]) -> None:
         load_scene(res, data)
@@ -183,7 +183,7 @@ def launch_worker(
 ) -> WorkerProcess:
     """Start a real `celery worker` process (prefork) and wait until its pool is up."""
     cmd = [
-        sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+        sys.executable, "-m", "celery", "-A", "worker.runtime.app", "worker",
         "-P", "prefork", "-c", str(concurrency), "-n", f"w-{uuid.uuid4().hex[:8]}@%h", "-E",
         "--without-gossip", "--without-mingle", "-l", "INFO",
         *(["-Q", queues] if queues else []),

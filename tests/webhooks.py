@@ -12,7 +12,7 @@ import redis as redis_lib
 
 from config.celery import QUEUE_INBOUND
 from tests.fakejira import rsa_keypair
-from worker import tokens
+from worker.receiver import tokens
 
 EXTERNAL_ID = "jira.acme.test:jira-sync"
 SECRET = "webhook-secret-" + "x" * 32

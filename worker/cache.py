@@ -1,13 +1,17 @@
-"""Redis key formats and purge helpers for the assignee-exists and owners-debounce caches.
-
-Key formats are kept compatible with the original system (SPEC 4.7).
+"""Everything this service keeps in Redis besides the broker: key formats, the assignee-exists
+and owners-debounce caches and their purges (SPEC 4.7, key formats kept compatible with the
+original system), and the snowflake id claim (SPEC 6, one Lua script per claim).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import redis
+
+from worker.domain import snowflake
+from worker.domain.errors import NoIdAvailable
 
 ASSIGNEE_EXISTS_KEY = "assignee_exists:1:{group_id}"
 OWNERS_DEBOUNCE_KEY = "owner_exists:1:{group_id}"
@@ -17,6 +21,7 @@ ASSIGNEE_MISSING_TTL_S = 60
 OWNERS_DEBOUNCE_TTL_S = 24 * 3600
 PROJECT_PURGE_WINDOW_S = 24 * 3600
 PURGE_BATCH = 1000
+SNOWFLAKE_KEY_PREFIX = "jira_sync:snowflake"
 
 
 def assignee_exists_key(group_id: int) -> str:
@@ -66,3 +71,123 @@ def purge_owners_debounce(client: redis.Redis, group_ids: Iterable[int]) -> int:
         int(client.delete(*[owners_debounce_key(g) for g in batch]))
         for batch in _batches(group_ids, PURGE_BATCH)
     )
+
+
+def snowflake_counter_key(region: int, second: int) -> str:
+    """The Redis counter of one second of one region."""
+    return f"{SNOWFLAKE_KEY_PREFIX}:{region}:{second}"
+
+
+def snowflake_high_water_key(region: int) -> str:
+    """The newest second a region has claimed from (guards against clocks moving backwards)."""
+    return f"{SNOWFLAKE_KEY_PREFIX}:{region}:newest"
+
+
+# One round trip whatever the look-back: the search, the increment and the expiry are atomic.
+CLAIM_SCRIPT = """
+local newest_key = KEYS[1]
+local prefix = ARGV[1]
+local epoch = tonumber(ARGV[2])
+local now
+if ARGV[3] == '' then
+  -- Redis's clock: the same one that expires the counters, whatever the callers' clocks say.
+  now = tonumber(redis.call('TIME')[1]) - epoch
+else
+  now = tonumber(ARGV[3])
+end
+if now < 0 or now > tonumber(ARGV[6]) then
+  return {-2, -2, now}
+end
+local lookback = tonumber(ARGV[4])
+local size = tonumber(ARGV[5])
+local newest = tonumber(redis.call('GET', newest_key) or '-1')
+if newest > now then
+  now = newest
+elseif newest < now then
+  redis.call('SET', newest_key, string.format('%d', now))
+end
+local oldest = math.max(now - lookback, 0)
+for second = now, oldest, -1 do
+  local key = prefix .. string.format('%d', second)
+  -- Increment first: a used-up second only counts past its size, which is harmless.
+  local used = redis.call('INCR', key) - 1
+  if used == 0 then
+    -- A new counter. By Redis's clock: gone once this second has left every window.
+    redis.call('EXPIREAT', key, string.format('%d', epoch + second + lookback + 1))
+  end
+  if used < size then
+    return {second, used, now - second}
+  end
+end
+return {-1, -1, now}
+"""
+
+
+@dataclass(frozen=True)
+class IdClaim:
+    """One claimed id and where it came from."""
+
+    id: int
+    seconds: int
+    sequence: int
+    lookback_s: int  # 0: the current second; more: an earlier second was used
+
+
+class IdClaimer:
+    """Claims snowflake ids for one region from one Redis; the script is loaded once, then one
+    EVALSHA per claim.
+
+    Seconds come from Redis's clock (TIME inside the script): every worker shares it, and it
+    is the clock that expires the counters. The script keeps, per region, the newest second it
+    ever served (the high-water mark); when the clock moves backwards, claims are served from
+    that second and its look-back window, so a second whose counter may have expired is never
+    reached again. Each counter expires just after its second has left every possible
+    look-back window. The unique constraint and the 5-attempt insert retry stay as the last
+    guard (e.g. for a Redis that lost its data).
+    """
+
+    def __init__(self, client: redis.Redis, region: int, epoch_s: int) -> None:
+        snowflake.check_field("region", region, 0, snowflake.MAX_REGION)
+        self._client = client
+        self._region = region
+        self._epoch_s = epoch_s
+        self._script = client.register_script(CLAIM_SCRIPT)
+
+    def load(self) -> None:
+        """Put the script in Redis's cache now, so that no claim pays for loading it."""
+        self._client.script_load(CLAIM_SCRIPT)
+
+    def claim(self, now_s: int | None = None) -> IdClaim:
+        """Claim the next free id, by Redis's clock (one clock for every worker, and the one
+        that expires the counters). now_s (seconds since the epoch) replaces it in tests; it
+        must not lag Redis's clock."""
+        if now_s is not None:
+            snowflake.check_field("seconds", now_s, 0, snowflake.MAX_SECONDS)
+        second, sequence, lookback_s = (
+            int(v)
+            for v in self._script(
+                keys=[snowflake_high_water_key(self._region)],
+                args=[
+                    f"{SNOWFLAKE_KEY_PREFIX}:{self._region}:",
+                    self._epoch_s,
+                    "" if now_s is None else now_s,
+                    snowflake.LOOKBACK_S,
+                    snowflake.SEQUENCE_SIZE,
+                    snowflake.MAX_SECONDS,
+                ],
+            )
+        )
+        if second == -2:  # Redis's clock is out of range
+            snowflake.check_field("seconds", lookback_s, 0, snowflake.MAX_SECONDS)
+        if second < 0:
+            raise NoIdAvailable(
+                f"no id available: all {snowflake.SEQUENCE_SIZE} sequence values of the current "
+                f"second and the {snowflake.LOOKBACK_S} before it are used "
+                f"(region {self._region})"
+            )
+        return IdClaim(
+            id=snowflake.encode(second, self._region, sequence),
+            seconds=second,
+            sequence=sequence,
+            lookback_s=lookback_s,
+        )

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from worker import failures
-from worker.resources import Resources
+from worker.runtime.resources import Resources
+from worker.store import failures
 
 RecordFactory = Callable[..., int]
 

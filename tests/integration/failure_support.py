@@ -11,8 +11,8 @@ from typing import Any
 
 from tests.fakejira import FakeJira
 from tests.integration.inbound_support import GROUP, base_scene, integration
-from worker.db import transaction
-from worker.resources import Resources
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
 
 ROOT = Path(__file__).parents[2]
 OUTBOUND_JIRA = 2

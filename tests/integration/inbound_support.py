@@ -15,11 +15,11 @@ import redis
 from config.celery import ALL_QUEUES
 from tests.conftest import wait_for
 from tests.fakejira import CONSUMER_KEY, rsa_keypair
-from worker import inbox
-from worker.app import app
-from worker.db import transaction
-from worker.queries import deliveries as q_deliveries
-from worker.resources import Resources
+from worker.receiver import relay
+from worker.runtime.app import app
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
+from worker.store.queries import deliveries as q_deliveries
 
 ANN, BOB, CY, DEE, EVE, FAY = 1, 2, 3, 4, 5, 6
 CORE_TEAM, OTHER_TEAM = 1, 2
@@ -152,7 +152,7 @@ def store(res: Resources, payload: dict[str, Any], integration_id: int = JIRA) -
 
 def enqueue(res: Resources, delivery_ids: list[int]) -> None:
     with transaction(res.pool) as conn:
-        inbox.enqueue(app, conn, delivery_ids)
+        relay.enqueue(app, conn, delivery_ids)
 
 
 def post(res: Resources, payload: dict[str, Any], integration_id: int = JIRA) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from worker import snowflake
+from worker.domain import snowflake
 
 WEB = snowflake.encode(10, 0, 1)
 API = snowflake.encode(10, 0, 2)

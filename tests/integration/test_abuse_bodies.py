@@ -22,9 +22,9 @@ from starlette.applications import Starlette
 
 from tests.integration.test_receiver_fuzz import acceptable
 from tests.webhooks import load_integrations, payload, url
-from worker.db import transaction
-from worker.receiver import create_app
-from worker.resources import Resources
+from worker.receiver.app import create_app
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
 
 REQUESTS = 20_000
 WARM_UP = 2_000

@@ -14,7 +14,7 @@ from kombu import Connection, Exchange, Producer
 from config.celery import QUEUE_INBOUND
 from tests.conftest import Servers, WorkerProcess, wait_for
 from tests.webhooks import broker_messages
-from worker.resources import Resources
+from worker.runtime.resources import Resources
 
 
 class MarkerFile:

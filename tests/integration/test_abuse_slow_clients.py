@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.embedded import free_port
 from tests.conftest import ROOT
 from tests.webhooks import JSON, load_integrations, payload, url
-from worker.embedded import free_port
-from worker.resources import Resources
+from worker.runtime.resources import Resources
 
 SLOW_CONNECTIONS = 200
 NORMAL_ANSWER_MAX_S = 3.0

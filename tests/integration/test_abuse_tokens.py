@@ -24,12 +24,13 @@ from tests.webhooks import (
     payload,
     url,
 )
-from worker import linking, tokens
-from worker.db import transaction
-from worker.linking import CALLBACK_PATH
-from worker.queries import integrations as iq
-from worker.receiver import UNAUTHORIZED, create_app
-from worker.resources import Resources
+from worker.jira import linking
+from worker.jira.linking import CALLBACK_PATH
+from worker.receiver import tokens
+from worker.receiver.app import UNAUTHORIZED, create_app
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
+from worker.store.queries import integrations as iq
 
 PENDING_HOST = "jira.pending.test"
 PENDING_KEY = "pending-consumer"

@@ -8,8 +8,9 @@ from typing import Any
 from config.celery import QUEUE_INBOUND
 from tests.conftest import WorkerProcess, wait_for
 from tests.integration.inbound_support import ANN, GROUP, base_scene, jira_payload, outcome_of, post
-from worker import cache, groups
-from worker.resources import Resources
+from worker import cache
+from worker.runtime.resources import Resources
+from worker.services import groups
 
 
 def test_assignment_is_visible_while_side_effect_steps_wait_in_their_queue(

@@ -16,8 +16,8 @@ from tests.fakejira import CONSUMER_KEY, FakeJira, rsa_keypair
 from tests.webhooks import JSON, body, payload
 from worker.cli import main
 from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
-from worker.receiver import create_app
-from worker.resources import Resources
+from worker.receiver.app import create_app
+from worker.runtime.resources import Resources
 
 Run = Callable[..., tuple[int, str, str]]
 

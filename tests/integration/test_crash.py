@@ -29,7 +29,7 @@ from tests.integration.test_shuffle import (
     random_events,
     shuffle_scene,
 )
-from worker.resources import Resources
+from worker.runtime.resources import Resources
 
 # Time for the restored steps themselves to run once they are back on the queue.
 PROCESSING_SLACK_S = 8.0

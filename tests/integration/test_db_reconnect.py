@@ -7,8 +7,8 @@ import time
 import pytest
 
 from tests.conftest import Servers
-from worker.db import open_pool, transaction
-from worker.errors import DatabaseUnavailable
+from worker.domain.errors import DatabaseUnavailable
+from worker.store.db import open_pool, transaction
 
 OUTAGE_S = 20.0
 BACK_WITHIN_S = 6.0

@@ -20,8 +20,8 @@ from tests.integration.inbound_support import (
     wait_finished,
     wait_idle,
 )
-from worker.db import transaction
-from worker.resources import Resources
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
 
 # A constraint the assign step's activity row breaks (ASSIGNED = 11), as a bad schema change or
 # a rule added by another service would.

@@ -12,13 +12,13 @@ import pytest
 
 from tests.conftest import Servers, WorkerProcess, wait_for
 from tests.integration.inbound_support import ISSUE_KEY, base_scene, jira_payload
-from worker import failures
-from worker.app import app
 from worker.cli import main
 from worker.cli.common import EXIT_OK
-from worker.db import transaction
-from worker.queries import deliveries as q_deliveries
-from worker.resources import Resources
+from worker.runtime.app import app
+from worker.runtime.resources import Resources
+from worker.store import failures
+from worker.store.db import transaction
+from worker.store.queries import deliveries as q_deliveries
 
 CHECK_CHANGELOG = "jira_sync.inbound.check_changelog"
 FLUSH_SPOOL = "jira_sync.maintenance.flush_failure_spool"

@@ -9,7 +9,7 @@ import pytest
 from tests.integration.conftest import RecordFactory
 from worker.cli import main
 from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK
-from worker.resources import Resources
+from worker.runtime.resources import Resources
 
 
 def set_status(res: Resources, failed_id: int, status: str, age_s: float = 0) -> None:

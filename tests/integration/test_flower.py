@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import requests
 
+from devtools.embedded import free_port
 from tests.conftest import WorkerProcess, wait_for
 from tests.integration.inbound_support import ANN, base_scene, jira_payload, outcome_of, post
-from worker.app import app
-from worker.embedded import free_port
-from worker.resources import Resources
+from worker.runtime.app import app
+from worker.runtime.resources import Resources
 
 ROOT = Path(__file__).parents[2]
 AUTH = ("ops", "flower-pass-" + "x7q2")
@@ -28,13 +28,14 @@ PIPELINE_TASKS = {"jira_sync.inbound.check_changelog", "jira_sync.inbound.assign
 
 @pytest.fixture
 def flower(settings_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    """A Flower process (`python -m worker.flower`, the Procfile line); yields its base URL."""
+    """A Flower process (`python -m worker.runtime.flower`, the Procfile line); yields its
+    base URL."""
     port = free_port()
     env = {**settings_env, "FLOWER_BASIC_AUTH": ":".join(AUTH), "FLOWER_PORT": str(port)}
     env.pop("FLOWER_UNAUTHENTICATED_API", None)
     log = (tmp_path / "flower.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.flower"], cwd=ROOT, env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "worker.runtime.flower"], cwd=ROOT, env=env, stdout=log, stderr=log
     )
     base = f"http://127.0.0.1:{port}"
     try:

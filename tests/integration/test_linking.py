@@ -12,10 +12,11 @@ from starlette.testclient import TestClient
 
 from tests.fakejira import CONSUMER_KEY, FakeJira, rsa_keypair
 from tests.webhooks import JSON, body, payload
-from worker import linking, tokens
-from worker.errors import InvalidInput, JiraRejected, JiraUnavailable, NotFound
-from worker.receiver import create_app
-from worker.resources import Resources
+from worker.domain.errors import InvalidInput, JiraRejected, JiraUnavailable, NotFound
+from worker.jira import linking
+from worker.receiver import tokens
+from worker.receiver.app import create_app
+from worker.runtime.resources import Resources
 
 ORGS = {
     "organizations": [

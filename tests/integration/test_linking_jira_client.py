@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 
 from tests.fakejira import CONSUMER_KEY, FakeJira, rsa_keypair
-from worker import jira
-from worker.errors import JiraRejected, JiraUnavailable
-from worker.resources import Resources
+from worker.domain.errors import JiraRejected, JiraUnavailable
+from worker.jira import api
+from worker.runtime.resources import Resources
 
 
 def client(fake: FakeJira, private_pem: str | None = None, timeout_s: float = 5.0) -> Any:
     token, secret = fake.grant_access_token()
-    return jira.JiraClient(
+    return api.JiraClient(
         fake.base_url,
         CONSUMER_KEY,
         private_pem or rsa_keypair().private_pem,
@@ -73,7 +73,7 @@ def test_timeout_is_retryable(fake_jira: FakeJira) -> None:
 
 
 def test_unreachable_jira_is_retryable() -> None:
-    c = jira.JiraClient("http://127.0.0.1:9", CONSUMER_KEY, rsa_keypair().private_pem, "t", "s")
+    c = api.JiraClient("http://127.0.0.1:9", CONSUMER_KEY, rsa_keypair().private_pem, "t", "s")
     with pytest.raises(JiraUnavailable, match="cannot be reached"):
         c.set_assignee("APP-1", None)
 
@@ -99,6 +99,6 @@ def test_client_for_integration_decrypts_stored_credentials(
         }
     )
     fake_jira.add_user("ann", "ann@acme.test")
-    c = jira.client_for_integration(res, 3)
+    c = api.client_for_integration(res, 3)
     assert c.find_assignable_username("APP-1", "ANN@acme.test") == "ann"
     assert fake_jira.calls_to("/rest/api/2/user/assignable/search")[0].signed

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from worker import cache, groups
-from worker.errors import InvalidInput
-from worker.loader import load_scene
-from worker.resources import Resources
+from worker import cache
+from worker.domain.errors import InvalidInput
+from worker.runtime.resources import Resources
+from worker.services import groups
+from worker.services.loader import load_scene
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE_PATH = ROOT / "examples" / "scene.json"

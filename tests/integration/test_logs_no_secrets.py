@@ -27,9 +27,9 @@ from tests.integration.inbound_support import (
     post,
     wait_finished,
 )
-from worker.db import transaction
-from worker.queries import deliveries as q_deliveries
-from worker.resources import Resources
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
+from worker.store.queries import deliveries as q_deliveries
 
 FLOWER_PASSWORD = "flower-pw-" + "q8z1k"
 

@@ -35,13 +35,15 @@ from tests.integration.inbound_support import (
     store,
     wait_idle,
 )
-from worker import cache, groups, tokens
-from worker.app import app
-from worker.db import transaction
-from worker.linking import WEBHOOK_PREFIX
-from worker.model import ActivityType, HistoryStatus, SubscriptionReason
-from worker.receiver import create_app
-from worker.resources import Resources
+from worker import cache
+from worker.domain.model import ActivityType, HistoryStatus, SubscriptionReason
+from worker.jira.linking import WEBHOOK_PREFIX
+from worker.receiver import tokens
+from worker.receiver.app import create_app
+from worker.runtime.app import app
+from worker.runtime.resources import Resources
+from worker.services import groups
+from worker.store.db import transaction
 
 ASSIGNED = int(SubscriptionReason.ASSIGNED)
 COMMENT = int(SubscriptionReason.COMMENT)

@@ -23,8 +23,8 @@ from tests.integration.inbound_support import (
     outcome_of,
     post,
 )
-from worker.db import transaction
-from worker.resources import Resources
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
 
 OTHER = 2  # a second Jira with the same group linked as OPS-9
 THIRD = 3  # a third Jira that does not know Ann

@@ -14,11 +14,13 @@ import pytest
 from tasks import pipeline
 from tests.conftest import wait_for
 from tests.integration.projects_scene import API, OTHER, RECENT, WEB, project_scene
-from worker import cache, projects, snowflake
-from worker.app import app
-from worker.db import transaction
-from worker.queries import projects as q
-from worker.resources import Resources
+from worker import cache
+from worker.domain import snowflake
+from worker.runtime.app import app
+from worker.runtime.resources import Resources
+from worker.services import projects
+from worker.store.db import transaction
+from worker.store.queries import projects as q
 
 ROOT = Path(__file__).parents[2]
 Scene = Callable[[dict[str, Any]], None]

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from tests.integration.projects_scene import API, OTHER, RECENT, STALE, WEB, project_scene
-from worker import cache, projects
-from worker.db import transaction
-from worker.queries import projects as q
-from worker.resources import Resources
+from worker import cache
+from worker.runtime.resources import Resources
+from worker.services import projects
+from worker.store.db import transaction
+from worker.store.queries import projects as q
 
 Scene = Callable[[dict[str, Any]], None]
 ALL_GROUPS = (*RECENT, STALE, *OTHER)

@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 
 from tests.integration.projects_scene import API, WEB, project_scene
-from worker import projects, snowflake
-from worker.db import transaction
-from worker.errors import IdSpaceExhausted, InvalidInput
-from worker.queries import projects as q
-from worker.resources import Resources
+from worker import cache
+from worker.domain import snowflake
+from worker.domain.errors import IdSpaceExhausted, InvalidInput
+from worker.runtime.resources import Resources
+from worker.services import projects
+from worker.store.db import transaction
+from worker.store.queries import projects as q
 
 Scene = Callable[[dict[str, Any]], None]
 
@@ -177,7 +179,7 @@ def test_five_id_collisions_in_a_row_fail_with_nothing_written(
     assert project_rows(res) == before
     assert teams_of(res, taken[-1]) == []
     # Five attempts in all: no sixth id was claimed.
-    assert res.redis.get(snowflake.counter_key(region, at_s)) == b"5"
+    assert res.redis.get(cache.snowflake_counter_key(region, at_s)) == b"5"
 
 
 def test_slug_taken_behind_the_reservation_is_not_retried_as_an_id_collision(
@@ -191,7 +193,9 @@ def test_slug_taken_behind_the_reservation_is_not_retried_as_an_id_collision(
     with pytest.raises(InvalidInput, match="slug already used"):
         projects.insert(res, request_id, at_s)
     assert get_request(res, request_id).project_id == claimed
-    assert res.redis.get(snowflake.counter_key(res.settings.snowflake_region_id, at_s)) == b"1"
+    assert (
+        res.redis.get(cache.snowflake_counter_key(res.settings.snowflake_region_id, at_s)) == b"1"
+    )
 
 
 def test_rename_keeps_the_id_and_the_slug(res: Resources, acme: int) -> None:

@@ -24,11 +24,12 @@ from tests.webhooks import (
     payload,
     url,
 )
-from worker import linking, tokens
-from worker.db import transaction
-from worker.queries import deliveries as dq
-from worker.receiver import UNAUTHORIZED, create_app
-from worker.resources import Resources
+from worker.jira import linking
+from worker.receiver import tokens
+from worker.receiver.app import UNAUTHORIZED, create_app
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
+from worker.store.queries import deliveries as dq
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from starlette.testclient import TestClient
 
 from tests.webhooks import EXTERNAL_ID, OTHER_EXTERNAL_ID, OTHER_SECRET, SECRET, load_integrations
 from tests.webhooks import payload as valid_payload
-from worker import tokens
-from worker.receiver import create_app
-from worker.resources import Resources
+from worker.receiver import tokens
+from worker.receiver.app import create_app
+from worker.runtime.resources import Resources
 
 GOOD_TOKEN = tokens.issue(EXTERNAL_ID, SECRET)
 

@@ -9,10 +9,10 @@ from starlette.testclient import TestClient
 
 from tests.conftest import Servers, WorkerProcess, wait_for
 from tests.webhooks import JSON, body, delivery_ids_on_broker, load_integrations, payload, url
-from worker.db import transaction
-from worker.queries import deliveries as dq
-from worker.receiver import create_app
-from worker.resources import Resources
+from worker.receiver.app import create_app
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
+from worker.store.queries import deliveries as dq
 
 COUNT = 20
 

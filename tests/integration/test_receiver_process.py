@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.embedded import free_port
 from tests.conftest import ROOT, wait_for
 from tests.webhooks import JSON, SECRET, body, load_integrations, payload, url
-from worker.embedded import free_port
-from worker.resources import Resources
+from worker.runtime.resources import Resources
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def receiver_process(
     port = free_port()
     log_path = tmp_path / "receiver.log"
     cmd = [
-        sys.executable, "-m", "uvicorn", "worker.receiver:app", "--host", "127.0.0.1",
+        sys.executable, "-m", "uvicorn", "worker.receiver.app:app", "--host", "127.0.0.1",
         "--port", str(port), "--loop", "uvloop", "--http", "httptools",
     ]  # fmt: skip
     with log_path.open("wb") as out:

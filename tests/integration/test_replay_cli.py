@@ -18,7 +18,7 @@ from config.celery import QUEUE_INBOUND, QUEUE_SIDE_EFFECTS
 from tests.integration.conftest import RecordFactory
 from worker.cli import main
 from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
-from worker.resources import Resources
+from worker.runtime.resources import Resources
 
 ROOT = Path(__file__).parents[2]
 

@@ -18,8 +18,8 @@ from tests.integration.failure_support import (
     outbound_scene,
 )
 from tests.integration.inbound_support import ANN, BOB, jira_payload, post, wait_finished
-from worker.db import transaction
-from worker.resources import Resources
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
 
 
 def outbound_done(res: Resources, count: int) -> bool:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from devtools.embedded import free_port
 from tests.conftest import ROOT, wait_for
-from worker.embedded import free_port
 
 RUN_VARS = ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "SECRET_KEY", "FLOWER_BASIC_AUTH")
 
@@ -49,7 +49,7 @@ def test_run_starts_every_process_on_embedded_servers_and_stops_cleanly(tmp_path
     )  # fmt: skip
     log = (tmp_path / "run.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.run"], cwd=ROOT, env=env, stdout=log, stderr=log,
+        [sys.executable, "-m", "devtools.run"], cwd=ROOT, env=env, stdout=log, stderr=log,
         start_new_session=True,
     )  # fmt: skip
     try:

@@ -22,8 +22,8 @@ from tests.integration.inbound_support import (
     store,
     wait_finished,
 )
-from worker.model import SubscriptionReason
-from worker.resources import Resources
+from worker.domain.model import SubscriptionReason
+from worker.runtime.resources import Resources
 
 ISSUES = 8
 EVENTS_PER_ISSUE = 8

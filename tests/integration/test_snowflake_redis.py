@@ -10,10 +10,11 @@ import pytest
 import redis
 
 from tests.conftest import Servers
-from worker import snowflake
-from worker.errors import NoIdAvailable
-from worker.resources import Resources
-from worker.snowflake import Claimer, decode
+from worker.cache import IdClaimer, snowflake_counter_key
+from worker.domain import snowflake
+from worker.domain.errors import NoIdAvailable
+from worker.domain.snowflake import decode
+from worker.runtime.resources import Resources
 
 REGION = 7
 PROCESSES = 4
@@ -36,7 +37,7 @@ class CountingConnection(redis.Connection):
 def _claim_many(redis_url: str, epoch_s: int, count: int, start: tuple[int, float] | None) -> Any:
     """One process: claim `count` ids as fast as it can; each claim's round trips counted."""
     pool = redis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
-    claimer = Claimer(redis.Redis(connection_pool=pool), REGION, epoch_s)
+    claimer = IdClaimer(redis.Redis(connection_pool=pool), REGION, epoch_s)
     claimer.load()
     claims, round_trips, refused = [], [], 0
     while len(claims) < count:
@@ -108,7 +109,7 @@ def test_claims_on_the_real_clock_use_the_look_back_without_duplicates(
 def test_exhausting_the_current_and_300_earlier_seconds_gives_no_id_available(
     res: Resources,
 ) -> None:
-    claimer = Claimer(res.redis, REGION, res.settings.snowflake_epoch_s)
+    claimer = IdClaimer(res.redis, REGION, res.settings.snowflake_epoch_s)
     now_s = snowflake.seconds_since_epoch(time.time(), res.settings.snowflake_epoch_s) + 60
     capacity = snowflake.SEQUENCE_SIZE * (snowflake.LOOKBACK_S + 1)
     ids = {claimer.claim(now_s).id for _ in range(capacity)}
@@ -118,7 +119,7 @@ def test_exhausting_the_current_and_300_earlier_seconds_gives_no_id_available(
 
 
 def test_look_back_takes_the_newest_earlier_second_with_a_free_value(res: Resources) -> None:
-    claimer = Claimer(res.redis, REGION, res.settings.snowflake_epoch_s)
+    claimer = IdClaimer(res.redis, REGION, res.settings.snowflake_epoch_s)
     now_s = snowflake.seconds_since_epoch(time.time(), res.settings.snowflake_epoch_s) + 60
     first = [claimer.claim(now_s) for _ in range(16)]
     spill = claimer.claim(now_s)
@@ -130,16 +131,16 @@ def test_look_back_takes_the_newest_earlier_second_with_a_free_value(res: Resour
 def test_counter_keys_are_namespaced_and_expire_after_the_look_back_window(
     res: Resources,
 ) -> None:
-    claimer = Claimer(res.redis, REGION, res.settings.snowflake_epoch_s)
+    claimer = IdClaimer(res.redis, REGION, res.settings.snowflake_epoch_s)
     claim = claimer.claim()
-    key = snowflake.counter_key(REGION, claim.seconds)
+    key = snowflake_counter_key(REGION, claim.seconds)
     assert key == f"jira_sync:snowflake:{REGION}:{claim.seconds}"
     assert res.redis.get(key) == b"1"
     assert snowflake.LOOKBACK_S - 2 <= res.redis.ttl(key) <= snowflake.LOOKBACK_S + 2
 
 
 def test_clock_moved_backwards_is_served_from_the_newest_second_seen(res: Resources) -> None:
-    claimer = Claimer(res.redis, REGION, res.settings.snowflake_epoch_s)
+    claimer = IdClaimer(res.redis, REGION, res.settings.snowflake_epoch_s)
     now_s = snowflake.seconds_since_epoch(time.time(), res.settings.snowflake_epoch_s) + 60
     ahead = claimer.claim(now_s + 1000)
     behind = claimer.claim(now_s)
@@ -149,19 +150,19 @@ def test_clock_moved_backwards_is_served_from_the_newest_second_seen(res: Resour
 
 
 def test_clock_moved_back_past_the_window_never_reissues_an_id(res: Resources) -> None:
-    claimer = Claimer(res.redis, REGION, res.settings.snowflake_epoch_s)
+    claimer = IdClaimer(res.redis, REGION, res.settings.snowflake_epoch_s)
     now_s = snowflake.seconds_since_epoch(time.time(), res.settings.snowflake_epoch_s) + 60
     issued = {claimer.claim(now_s).id for _ in range(16)}
     # The counter of that second is gone (it left the window); the clock then jumps back.
     claimer.claim(now_s + snowflake.LOOKBACK_S + 100)
-    res.redis.delete(snowflake.counter_key(REGION, now_s))
+    res.redis.delete(snowflake_counter_key(REGION, now_s))
     again = [claimer.claim(now_s) for _ in range(64)]
     assert not issued & {c.id for c in again}
     assert min(c.seconds for c in again) > now_s
 
 
 def test_claims_are_timed_by_redis_clock(res: Resources) -> None:
-    claimer = Claimer(res.redis, REGION, res.settings.snowflake_epoch_s)
+    claimer = IdClaimer(res.redis, REGION, res.settings.snowflake_epoch_s)
     redis_s = int(res.redis.time()[0]) - res.settings.snowflake_epoch_s
     claim = claimer.claim()
     assert redis_s <= claim.seconds <= redis_s + 1
@@ -169,6 +170,6 @@ def test_claims_are_timed_by_redis_clock(res: Resources) -> None:
 
 
 def test_clock_before_the_epoch_raises_instead_of_a_wrong_id(res: Resources) -> None:
-    claimer = Claimer(res.redis, REGION, int(time.time()) + 3600)
+    claimer = IdClaimer(res.redis, REGION, int(time.time()) + 3600)
     with pytest.raises(ValueError, match="snowflake seconds must be"):
         claimer.claim()

@@ -14,8 +14,8 @@ from tests.conftest import WorkerProcess, wait_for
 from tests.fakejira import FakeJira
 from tests.integration.failure_support import OUTBOUND_KEY, outbound_scene
 from tests.integration.inbound_support import ANN, jira_payload, outcome_of, post
-from worker.db import transaction
-from worker.resources import Resources
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
 
 
 def side_effects_done(res: Resources) -> bool:

@@ -15,8 +15,8 @@ from tests.integration.inbound_support import (
     post,
 )
 from tests.webhooks import delivery_ids_on_broker
-from worker.db import transaction
-from worker.resources import Resources
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
 
 
 def status_of(res: Resources, delivery_id: int) -> str:

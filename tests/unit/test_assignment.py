@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.assignment import (
+from worker.domain.assignment import (
     Assignee,
     Outcome,
     Removal,

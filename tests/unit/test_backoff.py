@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
-import requests
 
-from tasks.base import backoff_s, is_retryable
-from worker.errors import BadPayload, DatabaseUnavailable, JiraRejected, JiraUnavailable
+from tasks.base import backoff_s
 
 
 @pytest.mark.parametrize("retries", range(8))
@@ -25,22 +22,3 @@ def test_backoff_grows_then_stops_at_the_cap() -> None:
 
 def test_backoff_is_jittered() -> None:
     assert len({backoff_s(5, cap_s=60) for _ in range(20)}) > 1
-
-
-@pytest.mark.parametrize(
-    "exc",
-    [
-        JiraUnavailable("500"),
-        DatabaseUnavailable("down"),
-        psycopg.OperationalError("gone"),
-        requests.ConnectionError("refused"),
-        requests.Timeout("slow"),
-    ],
-)
-def test_transient_errors_are_retried(exc: Exception) -> None:
-    assert is_retryable(exc)
-
-
-@pytest.mark.parametrize("exc", [BadPayload("x"), JiraRejected("400"), KeyError("k")])
-def test_permanent_errors_are_not_retried(exc: Exception) -> None:
-    assert not is_retryable(exc)

@@ -17,7 +17,7 @@ GOOD = {
 
 def boot(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.boot", *args],
+        [sys.executable, "-m", "worker.runtime.boot", *args],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
@@ -38,7 +38,7 @@ def test_valid_settings_run_the_module() -> None:
 
 def test_flower_refuses_to_start_without_credentials() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "worker.flower"],
+        [sys.executable, "-m", "worker.runtime.flower"],
         env=GOOD, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode != 0

@@ -49,7 +49,7 @@ def test_every_route_goes_to_a_declared_queue() -> None:
 
 def test_app_without_environment_keeps_failing_instead_of_using_a_default_broker() -> None:
     code = (
-        "from worker.app import app\n"
+        "from worker.runtime.app import app\n"
         "for _ in range(2):\n"
         "    try:\n"
         "        print(app.conf.broker_url)\n"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from worker.assignment import Action, Outcome, decide_change, parse_event
-from worker.errors import BadPayload
+from worker.domain.assignment import Action, Outcome, decide_change, parse_event
+from worker.domain.errors import BadPayload
 
 
 def payload(

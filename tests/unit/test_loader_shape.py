@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from worker.loader import check_shape
+from worker.services.loader import check_shape
 
 EXAMPLE = json.loads((Path(__file__).parents[2] / "examples" / "scene.json").read_text())
 

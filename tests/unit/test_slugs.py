@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from worker import slugs
-from worker.slugs import SlugUnavailable, choose_slug, slug_problem, slugify
+from worker.domain import slugs
+from worker.domain.slugs import SlugUnavailable, choose_slug, slug_problem, slugify
 
 
 def counting_random() -> slugs.RandomText:

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker import snowflake
-from worker.snowflake import decode, encode, seconds_since_epoch
+from worker import cache
+from worker.domain import snowflake
+from worker.domain.snowflake import decode, encode, seconds_since_epoch
 
 EPOCH_S = int(datetime(2022, 8, 8, tzinfo=UTC).timestamp())
 
@@ -103,5 +104,5 @@ def test_issued_at_is_the_utc_second() -> None:
 
 
 def test_keys_are_namespaced_by_region_and_second() -> None:
-    assert snowflake.counter_key(7, 123) == "jira_sync:snowflake:7:123"
-    assert snowflake.high_water_key(7).startswith("jira_sync:snowflake:7:")
+    assert cache.snowflake_counter_key(7, 123) == "jira_sync:snowflake:7:123"
+    assert cache.snowflake_high_water_key(7).startswith("jira_sync:snowflake:7:")

@@ -10,9 +10,16 @@ import sys
 from collections.abc import Sequence
 
 from config.settings import ConfigError, get_settings
-from worker.cli.common import EXIT_CONFIG, EXIT_UNAVAILABLE, CliError
-from worker.errors import DatabaseUnavailable, InvalidInput, NotFound
-from worker.logs import configure_logging
+from worker.cli.common import (
+    EXIT_CONFIG,
+    EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    CliError,
+    unreachable,
+)
+from worker.domain.errors import ErrorKind, NotFound, classify
+from worker.runtime.logs import configure_logging
 
 # Each module adds its subcommands with register(subparsers); each handler returns an exit code.
 COMMAND_MODULES = [
@@ -20,6 +27,8 @@ COMMAND_MODULES = [
     "worker.cli.integrations",
     "worker.cli.deliveries",
     "worker.cli.projects",
+    "worker.cli.snowflake",
+    "worker.cli.cache",
     "worker.cli.failed",
 ]
 
@@ -30,13 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # an area not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -54,10 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"configuration: {exc}", EXIT_CONFIG)
     except CliError as exc:
         return _fail(str(exc), exc.code)
-    except (InvalidInput, NotFound) as exc:
-        return _fail(str(exc), 5 if isinstance(exc, NotFound) else 2)
-    except DatabaseUnavailable as exc:
-        return _fail(f"database unavailable: {exc}", EXIT_UNAVAILABLE)
+    except NotFound as exc:
+        return _fail(str(exc), EXIT_NOT_FOUND)
+    except Exception as exc:
+        kind = classify(exc)
+        if kind is ErrorKind.BAD_INPUT:
+            return _fail(str(exc), EXIT_USAGE)
+        if kind.retryable:
+            return _fail(f"{unreachable(exc)} unavailable: {exc}", EXIT_UNAVAILABLE)
+        raise
     except KeyboardInterrupt:
         return 130
     finally:
@@ -65,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    from worker.logs import scrub
+    from worker.runtime.logs import scrub
 
     sys.stderr.write(f"jira-sync: error: {scrub(message)}\n")
     return code

@@ -6,7 +6,19 @@ import json
 import sys
 from typing import Any
 
-from worker.logs import scrub
+import psycopg
+import redis
+import requests
+from kombu.exceptions import OperationalError as BrokerError
+from psycopg_pool import PoolTimeout
+
+from worker.domain.errors import (
+    BrokerUnavailable,
+    CacheUnavailable,
+    DatabaseUnavailable,
+    JiraUnavailable,
+)
+from worker.runtime.logs import scrub
 
 # Exit codes are part of the interface; the README lists them.
 EXIT_OK = 0  # done, or nothing to do
@@ -15,6 +27,20 @@ EXIT_USAGE = 2  # bad arguments or input (argparse uses 2 too)
 EXIT_CONFIG = 3  # the environment is missing or malformed
 EXIT_UNAVAILABLE = 4  # PostgreSQL, Redis, the broker or Jira cannot be reached
 EXIT_NOT_FOUND = 5  # the thing named does not exist
+
+
+def unreachable(exc: BaseException) -> str:
+    """Which server an unavailable-class error is about, named by the setting that points to
+    it (for the one line the CLI prints before exiting 4)."""
+    if isinstance(exc, CacheUnavailable | redis.RedisError):
+        return "Redis (REDIS_URL)"
+    if isinstance(exc, BrokerUnavailable | BrokerError):
+        return "the broker (BROKER_URL)"
+    if isinstance(exc, JiraUnavailable | requests.RequestException):
+        return "Jira"
+    if isinstance(exc, DatabaseUnavailable | psycopg.Error | PoolTimeout):
+        return "the database (DATABASE_URL)"
+    return "a server"
 
 
 class CliError(Exception):

@@ -7,10 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg_pool import PoolTimeout
+
 from config.settings import get_settings
-from worker import groups, loader, resources
 from worker.cli.common import EXIT_OK, EXIT_UNAVAILABLE, CliError, echo, emit_json, table
-from worker.db import TRANSIENT_ERRORS, migrate
+from worker.domain.errors import classify
+from worker.runtime import resources
+from worker.services import groups, loader
+from worker.store.db import migrate
 
 
 def register(sub: Any) -> None:
@@ -33,7 +38,9 @@ def register(sub: Any) -> None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     try:
         applied = migrate(get_settings().database_url)
-    except TRANSIENT_ERRORS as exc:
+    except (psycopg.Error, PoolTimeout) as exc:
+        if not classify(exc).retryable:
+            raise
         raise CliError(f"cannot reach DATABASE_URL: {exc}", EXIT_UNAVAILABLE) from exc
     echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
     return EXIT_OK

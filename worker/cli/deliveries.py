@@ -6,10 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from worker import inbox, resources
 from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK, CliError, echo, emit_json, table
-from worker.db import transaction
-from worker.queries import deliveries as q
+from worker.runtime import resources
+from worker.store.db import transaction
+from worker.store.queries import deliveries as q
 
 STATUSES = ("received", "queued", "done", "failed")
 LIST_LIMIT = 100
@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     with transaction(resources.current().pool) as conn:
         found = q.list_deliveries(conn, args.status, args.outcome, args.limit)
-    views = [inbox.delivery_view(d) for d in found]
+    views = [delivery_view(d) for d in found]
     if args.json:
         emit_json(views)
         return EXIT_OK
@@ -66,7 +66,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         payload: Any = json.loads(delivery.body)
     except ValueError:
         payload = delivery.body
-    view = {**inbox.delivery_view(delivery), "headers": delivery.headers, "payload": payload}
+    view = {**delivery_view(delivery), "headers": delivery.headers, "payload": payload}
     if args.json:
         emit_json(view)
         return EXIT_OK
@@ -76,3 +76,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     echo("payload:")
     echo(json.dumps(payload, indent=2, ensure_ascii=False))
     return EXIT_OK
+
+
+def delivery_view(d: q.Delivery) -> dict[str, Any]:
+    """The operator's view of a delivery (CLI `deliveries show`, JSON)."""
+    return {
+        "id": d.id,
+        "integration": d.integration_id,
+        "issue_key": d.issue_key,
+        "status": d.status,
+        "outcome": d.outcome,
+        "detail": d.detail,
+        "attempts": d.attempts,
+        "failed_task": d.failed_task_id,
+        "received_at": d.received_at.isoformat(),
+        "queued_at": d.queued_at.isoformat() if d.queued_at else None,
+        "finished_at": d.finished_at.isoformat() if d.finished_at else None,
+    }

@@ -13,7 +13,6 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from worker import replay, resources
 from worker.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -23,9 +22,11 @@ from worker.cli.common import (
     emit_json,
     table,
 )
-from worker.db import transaction
-from worker.queries import failed_tasks as q
-from worker.queries.failed_tasks import FailedTask, Filters
+from worker.runtime import resources
+from worker.services import replay
+from worker.store.db import transaction
+from worker.store.queries import failed_tasks as q
+from worker.store.queries.failed_tasks import FailedTask, Filters
 
 LIST_LIMIT = 50
 MESSAGE_WIDTH = 60
@@ -155,7 +156,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise CliError("give record ids or --all (not both)")
     if args.ids and (args.limit or any(getattr(args, f) for f in Filters.__dataclass_fields__)):
         raise CliError("filters and --limit go with --all, not with ids")
-    from worker.app import app
+    from worker.runtime.app import app
 
     res = resources.current()
     filters = _filters(args)

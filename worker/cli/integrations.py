@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker import linking, resources
 from worker.cli.common import EXIT_OK, EXIT_UNAVAILABLE, CliError, echo, emit_json, table
-from worker.errors import JiraRejected, JiraUnavailable
+from worker.domain.errors import JiraRejected, JiraUnavailable
+from worker.jira import linking
+from worker.runtime import resources
 
 
 def _on_off(value: str) -> bool:

@@ -1,4 +1,4 @@
-"""`jira-sync project create|rename|delete|list`, `snowflake decode` and `cache purge`.
+"""`jira-sync project create|rename|delete|list`.
 
 Saves and deletes run as chains on the workers. `--wait` polls the request row the command
 stored (PostgreSQL) until the chain finished or failed; steps never wait on each other.
@@ -12,8 +12,6 @@ from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
 
-from config.settings import get_settings
-from worker import cache, projects, resources, snowflake
 from worker.cli.common import (
     EXIT_FAILED,
     EXIT_NOT_FOUND,
@@ -24,8 +22,10 @@ from worker.cli.common import (
     emit_json,
     table,
 )
-from worker.db import transaction
-from worker.queries import projects as q
+from worker.runtime import resources
+from worker.services import projects
+from worker.store.db import transaction
+from worker.store.queries import projects as q
 
 WAIT_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.2
@@ -61,22 +61,6 @@ def register(sub: Any) -> None:
     p.add_argument("--organization", required=True, metavar="SLUG")
     p.add_argument("--json", action="store_true", help="print the stable JSON form")
     p.set_defaults(handler=cmd_list)
-
-    flake = sub.add_parser("snowflake", help="inspect snowflake ids")
-    flake_commands = flake.add_subparsers(dest="snowflake_command", required=True)
-    p = flake_commands.add_parser("decode", help="version, time (UTC), region and sequence")
-    p.add_argument("id", type=int)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_snowflake_decode)
-
-    purge = sub.add_parser("cache", help="purge the assignee-exists and owners-debounce caches")
-    purge_commands = purge.add_subparsers(dest="cache_command", required=True)
-    p = purge_commands.add_parser(
-        "purge", help="a project's groups seen in the last 24 h, or one group"
-    )
-    p.add_argument("--project", type=int, required=True, metavar="ID")
-    p.add_argument("--group", type=int, metavar="ID")
-    p.set_defaults(handler=cmd_cache_purge)
 
 
 def _wait_options(p: argparse.ArgumentParser) -> None:
@@ -139,7 +123,7 @@ def cmd_rename(args: argparse.Namespace) -> int:
 def _save(res: resources.Resources, request_id: int, args: argparse.Namespace) -> int:
     """Send a stored create or rename request; with --wait, print the project's id and slug."""
     from tasks import pipeline
-    from worker.app import app
+    from worker.runtime.app import app
 
     _send(res, request_id, lambda: pipeline.start_project_save(app, request_id))
     if not args.wait:
@@ -152,7 +136,7 @@ def _save(res: resources.Resources, request_id: int, args: argparse.Namespace) -
 
 def cmd_delete(args: argparse.Namespace) -> int:
     from tasks import pipeline
-    from worker.app import app
+    from worker.runtime.app import app
 
     res = resources.current()
     with transaction(res.pool) as conn:
@@ -181,41 +165,4 @@ def cmd_list(args: argparse.Namespace) -> int:
         echo(f"no projects in {args.organization}")
         return EXIT_OK
     echo(table([[p.id, p.slug, p.name, p.status] for p in found], ["id", "slug", "name", "status"]))
-    return EXIT_OK
-
-
-def cmd_snowflake_decode(args: argparse.Namespace) -> int:
-    try:
-        fields = snowflake.decode(args.id)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    epoch_s = get_settings().snowflake_epoch_s  # no server needed
-    issued = fields.issued_at(epoch_s).strftime("%Y-%m-%dT%H:%M:%SZ")
-    view = {
-        "id": args.id,
-        "version": fields.version,
-        "time": issued,
-        "seconds": fields.seconds,
-        "region": fields.region,
-        "sequence": fields.sequence,
-    }
-    if args.json:
-        emit_json(view)
-    else:
-        echo(table([[k, v] for k, v in view.items()], ["field", "value"]))
-    return EXIT_OK
-
-
-def cmd_cache_purge(args: argparse.Namespace) -> int:
-    res = resources.current()
-    if args.group is None:
-        count = projects.purge_project_caches(res, args.project)
-        echo(f"purged the caches of {count} group(s) seen in the last 24 h")
-        return EXIT_OK
-    with transaction(res.pool) as conn:
-        if args.group not in q.group_ids_of_project(conn, args.project, [args.group]):
-            raise CliError(f"no group {args.group} in project {args.project}", EXIT_NOT_FOUND)
-    cache.purge_assignee_exists(res.redis, [args.group])
-    cache.purge_owners_debounce(res.redis, [args.group])
-    echo(f"purged the caches of group {args.group}")
     return EXIT_OK

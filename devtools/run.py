@@ -1,0 +1,94 @@
+"""`make run`: start everything locally with one command.
+
+Without DATABASE_URL / REDIS_URL it starts embedded PostgreSQL and Redis under `.state/`,
+generates SECRET_KEY and Flower credentials there once, migrates, and runs the Procfile's
+processes (web, worker, beat, flower) with honcho. Ctrl-C stops them all, then the servers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from config.settings import ConfigError, load_settings
+from devtools.embedded import EmbeddedPostgres, EmbeddedRedis
+from worker.store.db import migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("JIRA_SYNC_STATE_DIR", ROOT / ".state"))
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"jira-sync run: {message}\n")
+    sys.stderr.flush()
+
+
+def _stored_secret(name: str, make: str) -> str:
+    """A value generated once and kept in the state folder (readable by its owner only)."""
+    path = STATE / name
+    if not path.exists():
+        path.write_text(make)
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _read_port(name: str) -> int | None:
+    path = STATE / f"{name}.port"
+    return int(path.read_text()) if path.exists() else None
+
+
+def main() -> int:
+    STATE.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    servers: list[EmbeddedPostgres | EmbeddedRedis] = []
+    if not env.get("DATABASE_URL"):
+        pg = EmbeddedPostgres(STATE / "pg", port=_read_port("pg"))
+        _say(f"starting embedded PostgreSQL on 127.0.0.1:{pg.port} (data in {pg.data_dir})")
+        pg.start()
+        (STATE / "pg.port").write_text(str(pg.port))
+        servers.append(pg)
+        env["DATABASE_URL"] = pg.url
+    if not env.get("REDIS_URL"):
+        rd = EmbeddedRedis(STATE / "redis", port=_read_port("redis"))
+        _say(f"starting embedded Redis on 127.0.0.1:{rd.port}")
+        rd.start()
+        (STATE / "redis.port").write_text(str(rd.port))
+        servers.append(rd)
+        env["REDIS_URL"] = rd.url
+    if servers:
+        env.setdefault("SECRET_KEY", _stored_secret("secret_key", secrets.token_urlsafe(32)))
+        auth = f"admin:{secrets.token_urlsafe(12)}"
+        env.setdefault("FLOWER_BASIC_AUTH", _stored_secret("flower_basic_auth", auth))
+        _say(f"Flower: http://127.0.0.1:5555 (user:password in {STATE / 'flower_basic_auth'})")
+    env.setdefault("BEAT_SCHEDULE_FILE", str(STATE / "celerybeat-schedule"))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    try:
+        settings = load_settings(env)
+        applied = migrate(settings.database_url)
+        _say(f"migrations applied: {', '.join(applied) or 'none needed'}")
+        _say(f"receiver: http://127.0.0.1:{env.get('PORT', '8000')}/healthz")
+        honcho = subprocess.Popen(
+            [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile")],
+            cwd=ROOT,
+            env=env,
+        )
+        try:
+            return honcho.wait()
+        except KeyboardInterrupt:
+            honcho.send_signal(signal.SIGINT)
+            return honcho.wait()
+    except ConfigError as exc:
+        _say(f"configuration: {exc}")
+        return 3
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        _say("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""Pure decisions and shared vocabulary: assignment rules, slugs, the snowflake layout, stored
+codes and the error tree (`errors.classify`).
+
+No I/O: these modules import only the standard library and each other, so every rule here is
+unit-tested without servers.
+"""

@@ -1,0 +1,202 @@
+"""Pure decisions of the inbound pipeline (SPEC 4): what a delivery asks for, which user gets a
+group, whose subscriptions go, whether an event is newer, and what a delivery's outcome is.
+
+Nothing here touches a server: the steps in tasks/ load state by id, call these, and write.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from worker.domain.errors import BadPayload
+
+
+class Outcome(StrEnum):
+    """What became of a delivery (webhook_delivery.outcome) or of one group in it."""
+
+    ASSIGNED = "assigned"
+    UNASSIGNED = "unassigned"
+    NO_ASSIGNEE_CHANGE = "no-assignee-change"
+    MISSING_ASSIGNEE_EMAIL = "missing-assignee-email"
+    NO_AFFECTED_GROUPS = "no-affected-groups"
+    USER_NOT_FOUND = "user-not-found"
+    STALE = "stale"
+    UNCHANGED = "unchanged"
+
+
+class Action(StrEnum):
+    """What the inbound sync asks of one group."""
+
+    ASSIGN = "assign"
+    DEASSIGN = "deassign"
+
+
+# A group step not run yet (delivery_effect.outcome before the group step decides).
+PENDING = "pending"
+
+# The first of these found among a delivery's groups names the delivery's outcome.
+OUTCOME_PRECEDENCE = (
+    Outcome.ASSIGNED,
+    Outcome.UNASSIGNED,
+    Outcome.USER_NOT_FOUND,
+    Outcome.UNCHANGED,
+    Outcome.STALE,
+)
+
+
+@dataclass(frozen=True)
+class IssueEvent:
+    """The fields of a Jira `jira:issue_updated` payload the pipeline reads."""
+
+    event_ts: int
+    changelog_id: int
+    issue_key: str
+    assignee_changed: bool
+    assignee_present: bool
+    assignee_email: str | None
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Events for one issue are applied in (Jira timestamp, changelog id) order."""
+        return (self.event_ts, self.changelog_id)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a delivery asks for: an outcome to record now, or a sync to run."""
+
+    outcome: Outcome | None = None
+    action: Action | None = None
+    email: str | None = None
+
+
+def parse_event(body: str) -> IssueEvent:
+    """Read a stored webhook body; a body without the needed shape is a BadPayload."""
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise BadPayload(f"body is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadPayload("body is not a JSON object")
+    issue = _object(payload.get("issue"), "issue")
+    key = issue.get("key")
+    if not isinstance(key, str) or not key:
+        raise BadPayload("issue.key is missing")
+    fields = _object(issue.get("fields", {}), "issue.fields")
+    assignee = fields.get("assignee")
+    if assignee is not None and not isinstance(assignee, dict):
+        raise BadPayload("issue.fields.assignee is neither null nor an object")
+    email = assignee.get("emailAddress") if assignee else None
+    if email is not None and not isinstance(email, str):
+        raise BadPayload("issue.fields.assignee.emailAddress is not a string")
+    changelog = payload.get("changelog")
+    return IssueEvent(
+        event_ts=_integer(payload.get("timestamp"), "timestamp"),
+        changelog_id=_integer((changelog or {}).get("id", 0), "changelog.id"),
+        issue_key=key,
+        assignee_changed=changelog_has_assignee(changelog),
+        assignee_present=assignee is not None,
+        assignee_email=(email or "").strip() or None,
+    )
+
+
+def changelog_has_assignee(changelog: Any) -> bool:
+    """True when some changelog item changes the `assignee` field (SPEC 4.1)."""
+    if changelog is None:
+        return False
+    items = _object(changelog, "changelog").get("items", [])
+    if not isinstance(items, list):
+        raise BadPayload("changelog.items is not a list")
+    found = False
+    for index, item in enumerate(items):
+        field = _object(item, f"changelog.items[{index}]").get("field")
+        if not isinstance(field, str):
+            raise BadPayload(f"changelog.items[{index}].field is not a string")
+        found = found or field == "assignee"
+    return found
+
+
+def decide_change(event: IssueEvent) -> Change:
+    """The snapshot assignee decides, not the changelog's from/to (SPEC 4.1)."""
+    if not event.assignee_changed:
+        return Change(outcome=Outcome.NO_ASSIGNEE_CHANGE)
+    if not event.assignee_present:
+        return Change(action=Action.DEASSIGN)
+    if event.assignee_email is None:
+        return Change(outcome=Outcome.MISSING_ASSIGNEE_EMAIL)
+    return Change(action=Action.ASSIGN, email=event.assignee_email)
+
+
+def is_newer(event: tuple[int, int], applied: tuple[int, int] | None) -> bool:
+    """Whether an event comes after the newest one applied; an equal one is the same event."""
+    return applied is None or event > applied
+
+
+def choose_user(
+    user_teams: Mapping[int, Collection[int]], project_teams: Collection[int]
+) -> int | None:
+    """The lowest-id user among those who are active members of a team on the project."""
+    eligible = [user for user, teams in user_teams.items() if set(teams) & set(project_teams)]
+    return min(eligible, default=None)
+
+
+@dataclass(frozen=True)
+class Assignee:
+    """A group's assignee: exactly one of a user or a team."""
+
+    user_id: int | None = None
+    team_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Removal:
+    """The `assigned` subscriptions to delete when a group's assignee changes."""
+
+    user_ids: frozenset[int] = frozenset()
+    team_ids: frozenset[int] = frozenset()
+
+
+def subscriptions_to_remove(
+    previous: Assignee, new: Assignee | None, team_members: Mapping[int, Iterable[int]]
+) -> Removal:
+    """Remove old assignees (SPEC 4.5); team_members maps a team id to its members' ids."""
+    if previous.user_id is not None:
+        new_team = new.team_id if new is not None else None
+        if new_team is not None and previous.user_id in set(team_members.get(new_team, ())):
+            return Removal()
+        return Removal(user_ids=frozenset({previous.user_id}))
+    assert previous.team_id is not None
+    members = set(team_members.get(previous.team_id, ()))
+    if new is not None and new.user_id is not None:
+        members.discard(new.user_id)
+    return Removal(user_ids=frozenset(members), team_ids=frozenset({previous.team_id}))
+
+
+def delivery_outcome(group_outcomes: Iterable[str]) -> Outcome:
+    """A delivery's outcome from its groups': the most telling one wins."""
+    seen = set(group_outcomes)
+    for outcome in OUTCOME_PRECEDENCE:
+        if outcome in seen:
+            return outcome
+    return Outcome.NO_AFFECTED_GROUPS
+
+
+def _object(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadPayload(f"{path} is not an object")
+    return value
+
+
+def _integer(value: Any, path: str) -> int:
+    # Jira Server sends changelog.id as a string of digits and timestamp as a number.
+    if isinstance(value, bool):
+        raise BadPayload(f"{path} is not an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise BadPayload(f"{path} is not an integer")

@@ -1,0 +1,290 @@
+"""Jira Server client: OAuth 1.0a (RSA-SHA1) link set-up and the signed REST calls.
+
+Every request carries the OAuth parameters in the Authorization header (requests-oauthlib).
+Failures map onto the error tree: 5xx, timeouts and connection errors are JiraUnavailable
+(retried by steps), 4xx and malformed answers are JiraRejected (not retried).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from oauthlib.oauth1 import SIGNATURE_RSA
+from requests_oauthlib import OAuth1
+
+from worker.domain.errors import InvalidInput, JiraRejected, JiraUnavailable, NotFound
+from worker.store.db import transaction
+from worker.store.queries import integrations as q
+
+if TYPE_CHECKING:
+    from worker.runtime.resources import Resources
+
+log = logging.getLogger(__name__)
+
+REQUEST_TOKEN_PATH = "/plugins/servlet/oauth/request-token"
+AUTHORIZE_PATH = "/plugins/servlet/oauth/authorize"
+ACCESS_TOKEN_PATH = "/plugins/servlet/oauth/access-token"
+WEBHOOK_PATH = "/rest/webhooks/1.0/webhook"
+WEBHOOK_EVENTS = ("jira:issue_created", "jira:issue_updated")
+MAX_CONSUMER_KEY_CHARS = 200
+BAD_KEY_MESSAGE = "private key must be a PEM-encoded RSA private key"
+
+
+@dataclass(frozen=True, repr=False)
+class TokenPair:
+    """An OAuth token and its secret (request or access); the secret never prints."""
+
+    token: str
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"TokenPair(token={self.token[:4]}..., secret=***)"
+
+
+def normalize_base_url(base_url: str) -> str:
+    """Strip the trailing slash; refuse anything but an http(s) URL with a host."""
+    url = base_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"base URL must be an http or https URL, got {base_url!r}")
+    return url
+
+
+def check_consumer_key(consumer_key: str) -> str:
+    key = consumer_key.strip()
+    if not key:
+        raise InvalidInput("consumer key must not be empty")
+    if len(key) > MAX_CONSUMER_KEY_CHARS:
+        raise InvalidInput(f"consumer key must be at most {MAX_CONSUMER_KEY_CHARS} characters")
+    return key
+
+
+def check_private_key(pem: str) -> str:
+    """The PEM text if it loads as an RSA private key; InvalidInput otherwise."""
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError, UnicodeError):
+        raise InvalidInput(BAD_KEY_MESSAGE) from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise InvalidInput(BAD_KEY_MESSAGE)
+    return pem
+
+
+def authorize_url(base_url: str, request_token: str) -> str:
+    """Where the operator approves the link in Jira."""
+    return f"{base_url}{AUTHORIZE_PATH}?{urlencode({'oauth_token': request_token})}"
+
+
+def _send(
+    method: str,
+    url: str,
+    auth: OAuth1,
+    *,
+    verify_ssl: bool,
+    timeout_s: float,
+    session: requests.Session | None = None,
+    **kwargs: Any,
+) -> requests.Response:
+    """One signed request; transport failures and 5xx -> JiraUnavailable, 4xx -> JiraRejected."""
+    what = f"{method} {urlsplit(url).path}"
+    sender: Any = session or requests
+    try:
+        response: requests.Response = sender.request(
+            method, url, auth=auth, verify=verify_ssl, timeout=timeout_s, **kwargs
+        )
+    except requests.Timeout:
+        raise JiraUnavailable(f"Jira did not answer {what} within {timeout_s:g}s") from None
+    except requests.RequestException as exc:
+        raise JiraUnavailable(f"Jira cannot be reached ({what}): {type(exc).__name__}") from None
+    if response.status_code >= 500:
+        raise JiraUnavailable(f"Jira answered {response.status_code} to {what}")
+    if response.status_code >= 400:
+        raise JiraRejected(f"Jira answered {response.status_code} to {what}{_problem(response)}")
+    return response
+
+
+def _problem(response: requests.Response) -> str:
+    """Jira's own reason (oauth_problem, errorMessages), short and secret-free."""
+    text = response.text[:500]
+    problem = parse_qs(text).get("oauth_problem")
+    if problem:
+        return f": oauth_problem={problem[0][:80]}"
+    try:
+        data = response.json()
+    except ValueError:
+        return ""
+    if isinstance(data, dict):
+        messages = [str(m) for m in data.get("errorMessages") or []]
+        errors = data.get("errors")
+        if isinstance(errors, dict):
+            messages += [f"{k}: {v}" for k, v in errors.items()]
+        if messages:
+            return ": " + "; ".join(messages)[:200]
+    return ""
+
+
+def _token_pair(response: requests.Response, what: str) -> TokenPair:
+    fields = parse_qs(response.text, keep_blank_values=False)
+    for name in ("oauth_token", "oauth_token_secret"):
+        if not fields.get(name):
+            raise JiraRejected(f"Jira's {what} answer has no {name}")
+    return TokenPair(fields["oauth_token"][0], fields["oauth_token_secret"][0])
+
+
+def get_request_token(
+    base_url: str,
+    consumer_key: str,
+    private_key_pem: str,
+    callback_url: str,
+    *,
+    verify_ssl: bool = True,
+    timeout_s: float = 10.0,
+) -> TokenPair:
+    """Step 1 of the link: a request token, signed with the consumer key and private key."""
+    auth = OAuth1(
+        consumer_key,
+        signature_method=SIGNATURE_RSA,
+        rsa_key=private_key_pem,
+        callback_uri=callback_url,
+    )
+    response = _send(
+        "POST",
+        base_url + REQUEST_TOKEN_PATH,
+        auth,
+        verify_ssl=verify_ssl,
+        timeout_s=timeout_s,
+    )
+    return _token_pair(response, "request-token")
+
+
+def get_access_token(
+    base_url: str,
+    consumer_key: str,
+    private_key_pem: str,
+    request_token: TokenPair,
+    verifier: str,
+    *,
+    verify_ssl: bool = True,
+    timeout_s: float = 10.0,
+) -> TokenPair:
+    """Step 3: trade the authorized request token (Jira Server: verifier = the token)."""
+    auth = OAuth1(
+        consumer_key,
+        signature_method=SIGNATURE_RSA,
+        rsa_key=private_key_pem,
+        resource_owner_key=request_token.token,
+        resource_owner_secret=request_token.secret,
+        verifier=verifier,
+    )
+    response = _send(
+        "POST",
+        base_url + ACCESS_TOKEN_PATH,
+        auth,
+        verify_ssl=verify_ssl,
+        timeout_s=timeout_s,
+    )
+    return _token_pair(response, "access-token")
+
+
+class JiraClient:
+    """REST calls signed with consumer key, private key, access token and access secret."""
+
+    def __init__(
+        self,
+        base_url: str,
+        consumer_key: str,
+        private_key_pem: str,
+        access_token: str,
+        access_token_secret: str,
+        verify_ssl: bool = True,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.verify_ssl = verify_ssl
+        self.timeout_s = timeout_s
+        self._auth = OAuth1(
+            consumer_key,
+            signature_method=SIGNATURE_RSA,
+            rsa_key=private_key_pem,
+            resource_owner_key=access_token,
+            resource_owner_secret=access_token_secret,
+        )
+        self._session = requests.Session()
+
+    def __repr__(self) -> str:
+        return f"JiraClient({self.base_url!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return _send(
+            method,
+            self.base_url + path,
+            self._auth,
+            verify_ssl=self.verify_ssl,
+            timeout_s=self.timeout_s,
+            session=self._session,
+            **kwargs,
+        )
+
+    def find_assignable_username(self, issue_key: str, email: str) -> str | None:
+        """The Jira username of the assignable user whose email equals `email` (any case)."""
+        response = self._call(
+            "GET",
+            "/rest/api/2/user/assignable/search",
+            params={"issueKey": issue_key, "username": email},
+        )
+        try:
+            users = response.json()
+        except ValueError:
+            raise JiraRejected("Jira's assignable-user search answer is not JSON") from None
+        if not isinstance(users, list):
+            raise JiraRejected("Jira's assignable-user search answer is not a list")
+        wanted = email.casefold()
+        for user in users:
+            if not isinstance(user, dict):
+                continue
+            address, name = user.get("emailAddress"), user.get("name")
+            if isinstance(address, str) and address.casefold() == wanted and name:
+                return str(name)
+        return None
+
+    def set_assignee(self, issue_key: str, name: str | None) -> None:
+        """Assign the issue to a Jira username, or unassign it with None."""
+        self._call(
+            "PUT", f"/rest/api/2/issue/{quote(issue_key, safe='')}/assignee", json={"name": name}
+        )
+
+    def register_webhook(self, name: str, url: str) -> None:
+        """Ask Jira to send issue created/updated events to `url` (it holds the token)."""
+        self._call(
+            "POST",
+            WEBHOOK_PATH,
+            json={"name": name, "url": url, "events": list(WEBHOOK_EVENTS), "excludeBody": False},
+        )
+
+
+def client_for_integration(res: Resources, integration_id: int) -> JiraClient:
+    """A client for a linked instance, with its credentials read and decrypted."""
+    with transaction(res.pool) as conn:
+        integration = q.get_integration(conn, integration_id)
+        creds = q.get_credentials(conn, integration_id)
+    if integration is None or creds is None:
+        raise NotFound(f"integration {integration_id} has no stored credentials")
+    metadata = integration.metadata
+    return JiraClient(
+        base_url=str(metadata["base_url"]),
+        consumer_key=creds.consumer_key,
+        private_key_pem=res.vault.decrypt(creds.private_key_enc),
+        access_token=res.vault.decrypt(creds.access_token_enc),
+        access_token_secret=res.vault.decrypt(creds.access_token_secret_enc),
+        verify_ssl=bool(metadata.get("verify_ssl", True)),
+        timeout_s=res.settings.jira_timeout_s,
+    )

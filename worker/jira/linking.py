@@ -1,0 +1,330 @@
+"""Linking a Jira Server instance (SPEC 2) and managing linked ones.
+
+start()     request token from Jira, pending link stored, authorize URL returned
+complete()  the operator authorized: access token, integration + credentials stored,
+            organizations linked (both syncs off), webhook registered in Jira
+Later:      list, webhook URL, secret rotation (old and new verify until finished),
+            per-organization sync switches, disable.
+
+Nothing is stored when an input or Jira's answer is bad; secrets are stored encrypted and
+never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from config.settings import Settings
+from worker.domain.errors import InvalidInput, JiraSyncError, NotFound
+from worker.jira import api
+from worker.receiver import tokens
+from worker.runtime.resources import Resources
+from worker.store.db import Connection, transaction
+from worker.store.queries import integrations as q
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PREFIX = "/extensions/jira-server/issue-updated/"
+CALLBACK_PATH = "/extensions/jira-server/oauth/callback"
+MAX_EXTERNAL_ID_CHARS = 64
+SYNC_SWITCHES = {
+    "reverse": "sync_reverse_assignment",
+    "forward": "sync_forward_assignment",
+}
+
+
+@dataclass(frozen=True)
+class LinkStarted:
+    """A pending link: the operator opens `authorize_url` in Jira before it expires."""
+
+    pending_id: int
+    authorize_url: str
+    expires_in_s: int
+
+
+@dataclass(frozen=True, repr=False)
+class LinkResult:
+    """A completed link; `webhook_url` holds the token, so it is never logged."""
+
+    integration_id: int
+    external_id: str
+    created: bool
+    organizations: list[str]
+    webhook_url: str
+    webhook_registered: bool
+    webhook_error: str | None
+
+    def __repr__(self) -> str:
+        return f"LinkResult(integration_id={self.integration_id}, {self.external_id!r})"
+
+
+def external_id_for(base_url: str, consumer_key: str) -> str:
+    """`<host>:<consumer key>`, cut to 64 characters as the original integration did."""
+    return f"{urlsplit(base_url).netloc}:{consumer_key}"[:MAX_EXTERNAL_ID_CHARS]
+
+
+def callback_url(settings: Settings) -> str:
+    return settings.public_url + CALLBACK_PATH
+
+
+def webhook_url(settings: Settings, external_id: str, secret: str) -> str:
+    return f"{settings.public_url}{WEBHOOK_PREFIX}{tokens.issue(external_id, secret)}/"
+
+
+def masked(url: str) -> str:
+    """A webhook URL with its token shortened, for output that must not reveal it."""
+    head, _, token = url.rstrip("/").rpartition("/")
+    return f"{head}/{token[:8]}.../"
+
+
+def start(
+    res: Resources,
+    base_url: str,
+    consumer_key: str,
+    private_key_pem: str,
+    organizations: list[str],
+    verify_ssl: bool = True,
+) -> LinkStarted:
+    """Ask Jira for a request token and remember the pending link."""
+    base = api.normalize_base_url(base_url)
+    key = api.check_consumer_key(consumer_key)
+    pem = api.check_private_key(private_key_pem)
+    slugs = sorted(set(organizations))
+    if not slugs:
+        raise InvalidInput("at least one --organization is needed")
+    with transaction(res.pool) as conn:
+        _organization_ids(conn, slugs)
+    request_token = api.get_request_token(
+        base,
+        key,
+        pem,
+        callback_url(res.settings),
+        verify_ssl=verify_ssl,
+        timeout_s=res.settings.jira_timeout_s,
+    )
+    ttl_s = res.settings.pending_link_ttl_s
+    with transaction(res.pool) as conn:
+        q.delete_expired_pending_links(conn)
+        pending_id = q.insert_pending_link(
+            conn,
+            request_token.token,
+            res.vault.encrypt(request_token.secret),
+            base,
+            verify_ssl,
+            key,
+            res.vault.encrypt(pem),
+            slugs,
+            ttl_s,
+        )
+    log.info("link.started", extra={"pending_link": pending_id, "base_url": base})
+    return LinkStarted(pending_id, api.authorize_url(base, request_token.token), ttl_s)
+
+
+def _organization_ids(conn: Connection, slugs: list[str]) -> dict[str, int]:
+    found = q.organization_ids(conn, slugs)
+    missing = [s for s in slugs if s not in found]
+    if missing:
+        raise NotFound(f"no such organization: {', '.join(missing)}")
+    return found
+
+
+def complete(res: Resources, oauth_token: str, register_webhook: bool = True) -> LinkResult:
+    """Trade the authorized request token for an access token and store the integration."""
+    with transaction(res.pool) as conn:
+        found = q.get_pending_link(conn, oauth_token)
+    if found is None:
+        raise NotFound("no pending link for this oauth_token (never started or already completed)")
+    pending, expired = found
+    if expired:
+        with transaction(res.pool) as conn:
+            q.delete_pending_link(conn, pending.id)
+        raise InvalidInput("the pending link has expired: run `jira-sync integration link` again")
+    vault, settings = res.vault, res.settings
+    private_key = vault.decrypt(pending.private_key_enc)
+    request_token = api.TokenPair(oauth_token, vault.decrypt(pending.request_token_secret_enc))
+    access = api.get_access_token(
+        pending.base_url,
+        pending.consumer_key,
+        private_key,
+        request_token,
+        verifier=oauth_token,  # Jira Server hands the request token back as the verifier
+        verify_ssl=pending.verify_ssl,
+        timeout_s=settings.jira_timeout_s,
+    )
+    external_id = external_id_for(pending.base_url, pending.consumer_key)
+    host = urlsplit(pending.base_url).netloc
+    metadata = {"base_url": pending.base_url, "domain_name": host, "verify_ssl": pending.verify_ssl}
+    with transaction(res.pool) as conn:
+        if not q.delete_pending_link(conn, pending.id):
+            raise NotFound("this link was completed meanwhile")
+        org_ids = _organization_ids(conn, pending.organizations)
+        integration_id, created = q.upsert_integration(
+            conn, external_id, host, metadata, vault.encrypt(tokens.new_secret())
+        )
+        q.upsert_credentials(
+            conn,
+            q.Credentials(
+                integration_id=integration_id,
+                consumer_key=pending.consumer_key,
+                private_key_enc=pending.private_key_enc,
+                access_token_enc=vault.encrypt(access.token),
+                access_token_secret_enc=vault.encrypt(access.secret),
+            ),
+        )
+        for org_id in org_ids.values():
+            q.link_organization(conn, org_id, integration_id)
+        integration = q.get_integration(conn, integration_id)
+    assert integration is not None
+    url = webhook_url(settings, external_id, vault.decrypt(integration.webhook_secret_enc))
+    registered, error = False, None
+    if register_webhook:
+        client = api.JiraClient(
+            pending.base_url,
+            pending.consumer_key,
+            private_key,
+            access.token,
+            access.secret,
+            verify_ssl=pending.verify_ssl,
+            timeout_s=settings.jira_timeout_s,
+        )
+        try:
+            client.register_webhook(f"jira-sync ({urlsplit(settings.public_url).netloc})", url)
+            registered = True
+        except JiraSyncError as exc:
+            error = str(exc)
+        finally:
+            client.close()
+    log.info(
+        "integration.linked",
+        extra={
+            "integration_id": integration_id,
+            "external_id": external_id,
+            "new_integration": created,
+            "webhook_registered": registered,
+            "webhook_error": error,
+        },
+    )
+    return LinkResult(integration_id, external_id, created, sorted(org_ids), url, registered, error)
+
+
+def completion_message(result: LinkResult) -> str:
+    """What the operator reads after a link (the callback page, the CLI)."""
+    done = f"Integration {result.integration_id} ({result.external_id}) is linked to "
+    done += f"{', '.join(result.organizations)}; assignee sync is off until configured."
+    if result.webhook_registered:
+        return done + " The webhook is registered in Jira."
+    return (
+        done + f" The webhook could not be registered in Jira ({result.webhook_error}); "
+        f"register the URL from `jira-sync integration webhook-url {result.integration_id}`."
+    )
+
+
+def _integration(conn: Connection, integration_id: int) -> q.Integration:
+    integration = q.get_integration(conn, integration_id)
+    if integration is None:
+        raise NotFound(f"no such integration: {integration_id}")
+    return integration
+
+
+def list_view(res: Resources) -> list[dict[str, Any]]:
+    """Every integration with its organizations and switches; no secret."""
+    with transaction(res.pool) as conn:
+        rows = []
+        for i in q.list_integrations(conn):
+            rows.append(
+                {
+                    "id": i.id,
+                    "external_id": i.external_id,
+                    "name": i.name,
+                    "base_url": i.metadata.get("base_url"),
+                    "verify_ssl": i.metadata.get("verify_ssl", True),
+                    "status": i.status,
+                    "rotation_in_progress": i.previous_webhook_secret_enc is not None,
+                    "organizations": [
+                        {
+                            "organization": link.organization,
+                            "status": link.status,
+                            "reverse_assignment": bool(link.config.get(SYNC_SWITCHES["reverse"])),
+                            "forward_assignment": bool(link.config.get(SYNC_SWITCHES["forward"])),
+                        }
+                        for link in q.organization_links(conn, i.id)
+                    ],
+                }
+            )
+    return rows
+
+
+def get_webhook_url(res: Resources, integration_id: int) -> str:
+    """The full webhook URL (with its token) signed with the current secret."""
+    with transaction(res.pool) as conn:
+        integration = _integration(conn, integration_id)
+    secret = res.vault.decrypt(integration.webhook_secret_enc)
+    return webhook_url(res.settings, integration.external_id, secret)
+
+
+def rotate_secret(res: Resources, integration_id: int) -> str:
+    """Start a rotation: a new secret signs, the old one still verifies. Returns the new URL."""
+    secret = tokens.new_secret()
+    with transaction(res.pool) as conn:
+        integration = _integration(conn, integration_id)
+        if integration.previous_webhook_secret_enc is not None:
+            raise InvalidInput(
+                f"a rotation of integration {integration_id} is in progress: "
+                "finish it with `rotate-secret --finish` first"
+            )
+        q.set_webhook_secrets(
+            conn, integration_id, res.vault.encrypt(secret), integration.webhook_secret_enc
+        )
+    log.info("integration.secret_rotated", extra={"integration_id": integration_id})
+    return webhook_url(res.settings, integration.external_id, secret)
+
+
+def finish_rotation(res: Resources, integration_id: int) -> bool:
+    """The old secret stops verifying. False when no rotation was in progress."""
+    with transaction(res.pool) as conn:
+        integration = _integration(conn, integration_id)
+        if integration.previous_webhook_secret_enc is None:
+            return False
+        q.set_webhook_secrets(conn, integration_id, integration.webhook_secret_enc, None)
+    log.info("integration.rotation_finished", extra={"integration_id": integration_id})
+    return True
+
+
+def configure(
+    res: Resources, integration_id: int, organization: str, switches: dict[str, bool]
+) -> dict[str, Any]:
+    """Turn reverse (inbound) / forward (outbound) assignee sync on or off for one org."""
+    changes = {SYNC_SWITCHES[name]: on for name, on in switches.items()}
+    if not changes:
+        raise InvalidInput(
+            "nothing to configure: give --reverse-assignment or --forward-assignment"
+        )
+    with transaction(res.pool) as conn:
+        _integration(conn, integration_id)
+        org_id = _organization_ids(conn, [organization])[organization]
+        if not q.update_organization_config(conn, integration_id, org_id, changes):
+            raise NotFound(
+                f"organization {organization} is not linked to integration {integration_id}"
+            )
+        link = next(
+            x for x in q.organization_links(conn, integration_id) if x.organization_id == org_id
+        )
+    log.info(
+        "integration.configured",
+        extra={"integration_id": integration_id, "organization": organization, **changes},
+    )
+    return link.config
+
+
+def disable(res: Resources, integration_id: int) -> bool:
+    """Refuse the integration's webhooks from now on. False when already disabled."""
+    with transaction(res.pool) as conn:
+        integration = _integration(conn, integration_id)
+        if integration.status == "disabled":
+            return False
+        q.set_integration_status(conn, integration_id, "disabled")
+    log.info("integration.disabled", extra={"integration_id": integration_id})
+    return True

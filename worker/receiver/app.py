@@ -1,0 +1,324 @@
+"""The ASGI webhook receiver: authenticate, unpack, store durably, enqueue. Nothing else.
+
+    uvicorn worker.receiver.app:app --loop uvloop --http httptools
+
+A 202 is sent only after the delivery's row is committed. Rows are written by a few
+"flusher" coroutines that take whatever requests are waiting and insert them in one
+statement (group commit), so throughput grows with load instead of with connections.
+Publishing to the broker happens after the answer, in the background; if the broker is
+down the rows stay `received` and the beat sweep sends them later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+import redis
+from celery import Celery
+from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from worker.domain.errors import JiraSyncError, classify
+from worker.jira import linking
+from worker.jira.linking import CALLBACK_PATH, WEBHOOK_PREFIX
+from worker.receiver import payload, tokens
+from worker.receiver.intake import AuthCache, DeliveryWriter, Publisher, WebhookAuth
+from worker.runtime.logs import configure_logging
+from worker.runtime.resources import Resources, open_resources
+from worker.store.db import transaction
+from worker.store.queries import deliveries as q
+
+log = logging.getLogger("jira_sync.receiver")
+
+RETRY_AFTER_S = 5
+# A token that fails against a cached entry this old is checked against fresh secrets once.
+AUTH_REFRESH_AFTER_S = 0.5
+
+
+def _json(status: int, data: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(data, separators=(",", ":")).encode()
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+# One answer for every authentication failure: it must not reveal which check failed.
+UNAUTHORIZED = {"error": "unauthorized", "detail": "invalid or unknown webhook token"}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise payload.Refused(413, "payload_too_large", f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise payload.Refused(413, "payload_too_large", f"body larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Gone mid-body (or cut off by the read timeout): nothing stored, nobody to answer.
+        raise payload.Refused(
+            400, "client_disconnected", "the client left before its body"
+        ) from None
+    return b"".join(chunks)
+
+
+class _AnyText(PathConvertor):
+    """Matches any token text, newlines included, so every bad token reaches the 401."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("anytext", _AnyText())
+
+
+# -- the app ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    """What the receiver opens once per process and every request uses."""
+
+    res: Resources
+    celery: Celery
+    auth: AuthCache
+    writer: DeliveryWriter
+    publisher: Publisher
+    broker: redis.Redis
+
+    async def authenticate(self, token: str) -> WebhookAuth | None:
+        """The integration a token belongs to, if it verifies and the integration is active."""
+        try:
+            external_id = tokens.claimed_id(token)
+        except tokens.InvalidToken:
+            return None
+        auth = await self.auth.get(external_id)
+        ok = tokens.verify(token, auth.secrets if auth else ())
+        if not ok and auth is not None and self.auth.age_s(external_id) > AUTH_REFRESH_AFTER_S:
+            auth = await self.auth.get(external_id, refresh=True)  # a rotation may be newer
+            ok = tokens.verify(token, auth.secrets if auth else ())
+        return auth if ok and auth is not None and auth.active else None
+
+    async def accept(self, request: Request, token: str) -> tuple[Response, int | None]:
+        auth = await self.authenticate(token)
+        if auth is None:
+            return _json(401, UNAUTHORIZED), None
+        if not payload.is_json_type(request.headers.get("content-type", "")):
+            raise payload.Refused(
+                415, "unsupported_media_type", "content type must be application/json"
+            )
+        raw = await _read_body(request, self.res.settings.webhook_body_limit_bytes)
+        text, event = payload.parse_body(raw)
+        if not payload.has_changes(event):
+            return _json(200, {"status": "ignored"}), None
+        issue_key, event_ts = payload.issue_key(event), payload.event_ts(event)
+        headers = {
+            k: payload.clean_header(v)
+            for k in payload.KEPT_HEADERS
+            if (v := request.headers.get(k))
+        }
+        identifier = request.headers.get("x-atlassian-webhook-identifier", "").strip()
+        delivery = q.NewDelivery(
+            integration_id=auth.integration_id,
+            dedupe_key=payload.dedupe_key(auth.integration_id, identifier or None, event),
+            body=text,
+            headers=headers,
+            issue_key=issue_key,
+            event_ts=event_ts,
+        )
+        delivery_id = await self.writer.store(delivery)
+        if delivery_id is None:
+            return _json(200, {"status": "duplicate"}), None
+        self.publisher.submit(delivery_id)
+        return _json(202, {"status": "accepted", "delivery": str(delivery_id)}), delivery_id
+
+
+def _receiver(request: Request) -> Receiver:
+    receiver: Receiver = request.app.state.receiver
+    return receiver
+
+
+async def issue_updated(request: Request) -> Response:
+    started = time.perf_counter()
+    token = request.path_params["token"].strip("/")
+    delivery_id = None
+    try:
+        response, delivery_id = await _receiver(request).accept(request, token)
+    except payload.Refused as exc:
+        response = _json(exc.status, {"error": exc.error, "detail": exc.detail})
+    except Exception as exc:
+        if not classify(exc).retryable:
+            raise  # the app's error handler answers 500 and logs it
+        log.warning("payload.store_unavailable", extra={"error": type(exc).__name__})
+        response = _json(
+            503,
+            {"error": "unavailable", "detail": "the delivery store is unreachable; retry later"},
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    log.info(
+        "payload.request",
+        extra={
+            "status": response.status_code,
+            "delivery_id": delivery_id,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )
+    return response
+
+
+async def healthz(request: Request) -> Response:
+    return _json(200, {"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    receiver = _receiver(request)
+
+    def check_database() -> None:
+        with transaction(receiver.res.pool) as conn:
+            conn.execute("SELECT 1")
+
+    checks: dict[str, str] = {}
+    for name, check in (("database", check_database), ("broker", receiver.broker.ping)):
+        try:
+            await anyio.to_thread.run_sync(check)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"unreachable ({type(exc).__name__})"
+    ready = all(v == "ok" for v in checks.values())
+    return _json(200 if ready else 503, {"status": "ready" if ready else "not ready", **checks})
+
+
+CALLBACK_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>jira-sync: {title}</title></head>
+<body><h1>{title}</h1><p>{message}</p></body></html>
+"""
+
+
+async def oauth_callback(request: Request) -> Response:
+    receiver = _receiver(request)
+    oauth_token = request.query_params.get("oauth_token", "")
+    if not oauth_token:
+        title, message, status = "Link failed", "The callback carries no oauth_token.", 400
+    else:
+        try:
+            result = await anyio.to_thread.run_sync(linking.complete, receiver.res, oauth_token)
+        except JiraSyncError as exc:
+            title, message, status = "Link failed", str(exc), 400
+        else:
+            title, status = "Jira linked", 200
+            message = linking.completion_message(result)
+    log.info("link.callback", extra={"status": status})
+    page = CALLBACK_PAGE.format(title=html.escape(title), message=html.escape(message))
+    return HTMLResponse(page, status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+    return _json(status, {"error": "http_error" if status < 500 else "internal", "detail": detail})
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("http.internal_error", extra={"path": request.url.path[:40]})
+    return _json(500, {"error": "internal", "detail": "internal error"})
+
+
+def create_app(
+    res: Resources | None = None,
+    celery: Celery | None = None,
+    configure_logs: bool = True,
+    flushers: int | None = None,
+) -> Starlette:
+    """The receiver app. Resources given by the caller are not closed on shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from config.settings import get_settings
+
+        own = res is None
+        resources = res or open_resources(get_settings())
+        if configure_logs:
+            configure_logging(resources.settings.log_level)
+            _quiet_uvicorn()
+        if celery is None:
+            from worker.runtime.app import app as celery_app
+        else:
+            celery_app = celery
+        count = flushers or max(1, min(4, resources.settings.db_pool_max_size // 2))
+        receiver = Receiver(
+            res=resources,
+            celery=celery_app,
+            auth=AuthCache(resources),
+            writer=DeliveryWriter(resources, count),
+            publisher=Publisher(resources, celery_app),
+            broker=redis.Redis.from_url(
+                resources.settings.broker_url, socket_timeout=2, socket_connect_timeout=2
+            ),
+        )
+        await anyio.to_thread.run_sync(_warm_up, receiver)
+        receiver.writer.start()
+        receiver.publisher.start()
+        app.state.receiver = receiver
+        log.info("receiver.started", extra={"flushers": count})
+        try:
+            yield
+        finally:
+            await receiver.writer.stop()
+            await receiver.publisher.stop()
+            receiver.broker.close()
+            if own:
+                resources.close()
+
+    return Starlette(
+        routes=[
+            Route(WEBHOOK_PREFIX + "{token:anytext}", issue_updated, methods=["POST"]),
+            Route(CALLBACK_PATH, oauth_callback, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        lifespan=lifespan,
+    )
+
+
+def _warm_up(receiver: Receiver) -> None:
+    """Open a database connection and the broker's producer pool before the first request."""
+    with contextlib.suppress(Exception):
+        receiver.res.pool.wait(timeout=5)
+    with contextlib.suppress(Exception), receiver.celery.producer_or_acquire() as producer:
+        producer.connection.ensure_connection(max_retries=1)
+
+
+def _quiet_uvicorn() -> None:
+    # uvicorn's access log would print the token in the URL; we log requests ourselves.
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
+def _json_logs_if_served_by_uvicorn() -> None:
+    # uvicorn sets up its own text logging before importing the app; switching to JSON here
+    # (not only in the lifespan) keeps even its start-up lines one JSON object per line.
+    if logging.getLogger("uvicorn").handlers:
+        from config.settings import get_settings
+
+        configure_logging(get_settings().log_level)
+        _quiet_uvicorn()
+
+
+_json_logs_if_served_by_uvicorn()
+app = create_app()

@@ -1,0 +1,168 @@
+"""What the receiver keeps open between requests: cached webhook secrets, the group-commit
+writer of the inbox, and the background publisher to the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+from celery import Celery
+
+from worker.receiver import relay
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
+from worker.store.queries import deliveries as q
+from worker.store.queries import integrations as iq
+
+log = logging.getLogger("jira_sync.receiver")
+
+AUTH_CACHE_TTL_S = 5.0
+AUTH_CACHE_MAX = 10_000
+BATCH_MAX = 256
+
+
+@dataclass(frozen=True, repr=False)
+class WebhookAuth:
+    """What verifying a token needs: the integration's id, state and plain secrets."""
+
+    integration_id: int
+    active: bool
+    secrets: tuple[str, ...]
+    fetched_at: float
+
+
+class AuthCache:
+    """Integration secrets by external id, kept a few seconds so a delivery costs no lookup."""
+
+    def __init__(self, res: Resources) -> None:
+        self._res = res
+        self._entries: dict[str, WebhookAuth | None] = {}
+        self._fetched: dict[str, float] = {}
+
+    async def get(self, external_id: str, *, refresh: bool = False) -> WebhookAuth | None:
+        now = time.monotonic()
+        if not refresh and now - self._fetched.get(external_id, -1e9) < AUTH_CACHE_TTL_S:
+            return self._entries[external_id]
+        entry = await anyio.to_thread.run_sync(self._load, external_id)
+        if len(self._entries) >= AUTH_CACHE_MAX:
+            self._entries.clear()
+            self._fetched.clear()
+        self._entries[external_id], self._fetched[external_id] = entry, time.monotonic()
+        return entry
+
+    def age_s(self, external_id: str) -> float:
+        return time.monotonic() - self._fetched.get(external_id, -1e9)
+
+    def _load(self, external_id: str) -> WebhookAuth | None:
+        with transaction(self._res.pool) as conn:
+            row = iq.get_webhook_auth(conn, external_id)
+        if row is None:
+            return None
+        vault = self._res.vault
+        secrets = [vault.decrypt(row["webhook_secret_enc"])]
+        if row["previous_webhook_secret_enc"]:
+            secrets.append(vault.decrypt(row["previous_webhook_secret_enc"]))
+        return WebhookAuth(int(row["id"]), row["status"] == "active", tuple(secrets), 0.0)
+
+
+@dataclass
+class _Waiting:
+    delivery: q.NewDelivery
+    done: asyncio.Future[int | None]
+
+
+@dataclass
+class DeliveryWriter:
+    """Group commit: flushers insert every waiting delivery in one statement."""
+
+    res: Resources
+    flushers: int
+    _queue: asyncio.Queue[_Waiting] = field(default_factory=asyncio.Queue)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._flush_forever()) for _ in range(self.flushers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def store(self, delivery: q.NewDelivery) -> int | None:
+        """The new delivery id once committed; None for a duplicate."""
+        waiting = _Waiting(delivery, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(waiting)
+        return await waiting.done
+
+    async def _flush_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH_MAX and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                ids = await anyio.to_thread.run_sync(self._insert, [w.delivery for w in batch])
+            except Exception as exc:
+                for w in batch:
+                    if not w.done.done():
+                        w.done.set_exception(exc)
+                continue
+            for w, delivery_id in zip(batch, ids, strict=True):
+                if not w.done.done():
+                    w.done.set_result(delivery_id)
+
+    def _insert(self, batch: list[q.NewDelivery]) -> list[int | None]:
+        with transaction(self.res.pool) as conn:
+            return q.insert_deliveries(conn, batch)
+
+
+@dataclass
+class Publisher:
+    """Puts stored deliveries on the broker after they were answered, in batches."""
+
+    res: Resources
+    celery: Celery
+    _queue: asyncio.Queue[int] = field(default_factory=asyncio.Queue)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._publish_forever())
+
+    def submit(self, delivery_id: int) -> None:
+        self._queue.put_nowait(delivery_id)
+
+    async def stop(self, drain_timeout_s: float = 5.0) -> None:
+        # Until every submitted delivery was sent (or left for the sweep), in flight included.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_timeout_s):
+                await self._queue.join()
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _publish_forever(self) -> None:
+        while True:
+            ids = [await self._queue.get()]
+            while not self._queue.empty():
+                ids.append(self._queue.get_nowait())
+            try:
+                await anyio.to_thread.run_sync(self._enqueue, ids)
+            finally:
+                for _ in ids:
+                    self._queue.task_done()
+
+    def _enqueue(self, ids: list[int]) -> None:
+        # Anything not sent stays `received`: the beat sweep sends it later.
+        try:
+            with transaction(self.res.pool) as conn:
+                relay.enqueue(self.celery, conn, ids)
+        except Exception as exc:
+            log.warning(
+                "delivery.enqueue_deferred", extra={"count": len(ids), "error": type(exc).__name__}
+            )

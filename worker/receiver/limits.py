@@ -1,0 +1,103 @@
+"""uvicorn's httptools protocol with bounds on the request head and on the time a client
+takes to send its request.
+
+httptools has no head-size bound, and uvicorn's --h11-max-incomplete-event-size applies to
+h11 only: without this a client could send megabytes of header that the server buffers.
+uvicorn has no request-read timeout either: a client trickling its head or body would hold a
+connection (and a slot of --limit-concurrency) for as long as it likes. The Procfile runs the
+receiver with `--http worker.receiver.limits:LimitedHttpToolsProtocol`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MAX_HEAD_BYTES = 64 * 1024
+# Seconds from connecting (or from the first byte of a later request) to the last byte of
+# the request; read once per process. A webhook is a few KiB: honest clients need far less.
+READ_TIMEOUT_ENV = "WEBHOOK_READ_TIMEOUT_S"
+DEFAULT_READ_TIMEOUT_S = 10.0
+
+
+def _refusal(status: str, error: str, detail: str) -> bytes:
+    body = json.dumps({"error": error, "detail": detail}, separators=(",", ":")).encode()
+    head = (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def read_timeout_s() -> float:
+    raw = os.environ.get(READ_TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_READ_TIMEOUT_S
+    except ValueError:
+        raise SystemExit(f"{READ_TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+    if not 0.1 <= value <= 3600:
+        raise SystemExit(f"{READ_TIMEOUT_ENV} must be between 0.1 and 3600, got {value:g}")
+    return value
+
+
+TOO_LARGE = _refusal("431 Request Header Fields Too Large", "headers_too_large", "over 64 KiB")
+TOO_SLOW = _refusal("408 Request Timeout", "request_timeout", "the request was not sent in time")
+READ_TIMEOUT_S = read_timeout_s()
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """Refuses with 431 a request whose head passes MAX_HEAD_BYTES, and with 408 one not
+    received within READ_TIMEOUT_S; either way the connection is closed."""
+
+    _head_bytes = 0
+    _in_head = True
+    _read_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_read_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_read_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Counted after parsing, so a chunk that completes the head (body included) is free.
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse(TOO_LARGE)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_read_timer()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm_read_timer()
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0
+
+    def _arm_read_timer(self) -> None:
+        self._disarm_read_timer()
+        self._read_timer = self.loop.call_later(READ_TIMEOUT_S, self._refuse, TOO_SLOW)
+
+    def _disarm_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _refuse(self, answer: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        # An app that already began its answer (e.g. a 413) keeps it; only the socket goes.
+        if self.cycle is None or not self.cycle.response_started:
+            self.transport.write(answer)
+        self.transport.close()

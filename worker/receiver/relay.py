@@ -1,0 +1,36 @@
+"""Sending stored deliveries to the broker: one round trip per batch, then marked queued.
+
+Used by the receiver's background publisher and by beat's sweep of unqueued deliveries."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from kombu.exceptions import OperationalError as BrokerError
+
+from tasks import pipeline
+from worker.runtime.publish import batch_sender
+from worker.store.db import Connection
+from worker.store.queries import deliveries as q
+
+log = logging.getLogger(__name__)
+
+
+def enqueue(app: Celery, conn: Connection, delivery_ids: list[int]) -> list[int]:
+    """Send the deliveries' first steps in one round trip and mark them queued. Broker down:
+    they stay `received` and the beat sweep sends them later (a delivery sent twice is
+    harmless: the steps are idempotent). Returns the ids sent."""
+    if not delivery_ids:
+        return []
+    try:
+        with batch_sender(app) as send:
+            send(pipeline.delivery_starts(delivery_ids))
+    except (BrokerError, ConnectionError, OSError) as exc:
+        log.warning(
+            "delivery.enqueue_failed",
+            extra={"count": len(delivery_ids), "error": type(exc).__name__},
+        )
+        return []
+    q.mark_queued(conn, delivery_ids)
+    return delivery_ids

@@ -1,0 +1,68 @@
+"""The read model of a group: assignee, subscriptions, activity, history, cache state.
+
+This is the read path of the assignee-exists cache: reading fills it (24 h when an assignee
+exists, 60 s when none), as the original system's readers did.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker import cache
+from worker.domain.errors import NotFound
+from worker.domain.model import ActivityType, HistoryStatus, reason_name
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
+from worker.store.queries import groups as q
+
+
+def assignee_exists(res: Resources, group_id: int) -> bool:
+    """Whether the group has an assignee, answered from the cache when it holds a value."""
+    cached = cache.cached_assignee_exists(res.redis, group_id)
+    if cached is not None:
+        return cached
+    with transaction(res.pool) as conn:
+        exists = q.get_assignee(conn, group_id) is not None
+    cache.fill_assignee_exists(res.redis, group_id, exists)
+    return exists
+
+
+def show_group(res: Resources, group_id: int) -> dict[str, Any]:
+    """The stable JSON of `jira-sync group show`."""
+    with transaction(res.pool) as conn:
+        group = q.get_group(conn, group_id)
+        if group is None:
+            raise NotFound(f"no such group {group_id}")
+        assignee = q.get_assignee(conn, group_id)
+        subscriptions = q.list_subscriptions(conn, group_id)
+        activity = q.list_activity(conn, group_id)
+        history = q.list_history(conn, group_id)
+    cached_before = cache.cached_assignee_exists(res.redis, group_id)
+    if cached_before is None:
+        cache.fill_assignee_exists(res.redis, group_id, assignee is not None)
+    return {
+        "id": group["id"],
+        "project": group["project_id"],
+        "assignee": _assignee(assignee),
+        "subscriptions": [{**_actor(s), "reason": reason_name(s["reason"])} for s in subscriptions],
+        "activity": [
+            {"type": ActivityType(a["type"]).name, "user": a["user_id"], "data": a["data"]}
+            for a in activity
+        ],
+        "history": [
+            {"status": HistoryStatus(h["status"]).name, "actor": h["actor_id"]} for h in history
+        ],
+        "assignee_exists_cache": cached_before,
+    }
+
+
+def _assignee(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    if row["user_id"] is not None:
+        return {"type": "user", "id": row["user_id"]}
+    return {"type": "team", "id": row["team_id"]}
+
+
+def _actor(row: dict[str, Any]) -> dict[str, Any]:
+    return {"user": row["user_id"]} if row["user_id"] is not None else {"team": row["team_id"]}

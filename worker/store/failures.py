@@ -1,0 +1,115 @@
+"""The failed-task store: record a step that gave up; spool to Redis while PostgreSQL is down."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from worker.domain.errors import DatabaseUnavailable
+from worker.runtime.logs import scrub
+from worker.store.db import transaction
+from worker.store.queries import failed_tasks as q_failed
+
+if TYPE_CHECKING:
+    from worker.runtime.resources import Resources
+
+log = logging.getLogger(__name__)
+
+SPOOL_KEY = "jira_sync:failure_spool"
+# Spooled entries that cannot be read back are set aside here rather than block the spool.
+SPOOL_UNREADABLE_KEY = "jira_sync:failure_spool:unreadable"
+SPOOL_LOCK_KEY = "jira_sync:failure_spool:lock"
+SPOOL_LOCK_TTL_S = 120
+
+
+@dataclass
+class FailureRecord:
+    """One failed attempt of a step, as the store keeps it."""
+
+    task_name: str
+    task_id: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    error_type: str
+    message: str
+    traceback: str
+    attempts: int
+    chain: list[dict[str, Any]] = field(default_factory=list)
+    # When it failed (ISO 8601): a spooled record keeps its real time, not the flush time.
+    failed_at: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Same step, same arguments: the same record, whatever the task id."""
+        ident = json.dumps([self.task_name, self.args, self.kwargs], sort_keys=True, default=str)
+        return hashlib.sha256(ident.encode()).hexdigest()
+
+
+def record(res: Resources, rec: FailureRecord) -> int | None:
+    """Store the failure (and point its delivery at it); spool it if PostgreSQL is down."""
+    rec.message = scrub(rec.message)
+    rec.traceback = scrub(rec.traceback)
+    if rec.failed_at is None:
+        rec.failed_at = datetime.now(UTC).isoformat()
+    try:
+        return write(res, rec)
+    except DatabaseUnavailable:
+        try:
+            res.redis.rpush(SPOOL_KEY, json.dumps(asdict(rec), default=str))
+            log.warning("failure.spooled", extra={"task": rec.task_name})
+        except redis.RedisError:
+            log.error("failure.unrecorded", extra={"task": rec.task_name, "record": asdict(rec)})
+        return None
+
+
+def write(res: Resources, rec: FailureRecord) -> int:
+    with transaction(res.pool) as conn:
+        failed_id = q_failed.upsert_failed_task(conn, rec.fingerprint, asdict(rec))
+        delivery_id = rec.kwargs.get("delivery_id")
+        if isinstance(delivery_id, int) and not isinstance(delivery_id, bool):
+            q_failed.point_delivery_at_failure(conn, delivery_id, failed_id)
+    return failed_id
+
+
+def flush_spool(res: Resources, limit: int = 1000) -> int:
+    """Write spooled records into PostgreSQL; each leaves the spool only once written.
+    PostgreSQL still down: stop quietly, the next beat run tries again (a failure of the
+    flush itself is not worth a record of its own)."""
+    # One flusher at a time, so no record is written twice (its attempts would double).
+    lock = res.redis.lock(SPOOL_LOCK_KEY, timeout=SPOOL_LOCK_TTL_S, blocking=False)
+    if not lock.acquire():
+        return 0
+    try:
+        return _flush(res, limit)
+    except DatabaseUnavailable as exc:
+        log.warning("failure.spool_flush_deferred", extra={"error": str(exc)})
+        return 0
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            lock.release()
+
+
+def _flush(res: Resources, limit: int) -> int:
+    written = 0
+    for _ in range(limit):
+        raw = res.redis.lindex(SPOOL_KEY, 0)
+        if raw is None:
+            break
+        try:
+            rec = FailureRecord(**json.loads(raw))
+        except (ValueError, TypeError):
+            res.redis.lmove(SPOOL_KEY, SPOOL_UNREADABLE_KEY, "LEFT", "RIGHT")
+            log.error("failure.spool_unreadable", extra={"key": SPOOL_UNREADABLE_KEY})
+            continue
+        write(res, rec)
+        # Only the entry just written leaves (LREM by value, not a blind LPOP).
+        res.redis.lrem(SPOOL_KEY, 1, raw.decode() if isinstance(raw, bytes) else raw)
+        written += 1
+    return written

@@ -1,0 +1,178 @@
+"""SQL for the webhook inbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from worker.store.db import Connection
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One accepted webhook delivery as the inbox holds it."""
+
+    id: int
+    integration_id: int
+    dedupe_key: str
+    body: str
+    headers: dict[str, Any]
+    issue_key: str | None
+    event_ts: int | None
+    status: str
+    outcome: str | None
+    detail: dict[str, Any]
+    attempts: int
+    failed_task_id: int | None
+    received_at: datetime
+    queued_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+INSERT_DELIVERY = """
+INSERT INTO webhook_delivery (integration_id, dedupe_key, body, headers, issue_key, event_ts)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (integration_id, dedupe_key) DO NOTHING
+RETURNING id
+"""
+
+
+def insert_delivery(
+    conn: Connection,
+    integration_id: int,
+    dedupe_key: str,
+    body: str,
+    headers: dict[str, str],
+    issue_key: str | None,
+    event_ts: int | None,
+) -> int | None:
+    """Store a delivery; None when the same delivery is already stored."""
+    row = conn.execute(
+        INSERT_DELIVERY, (integration_id, dedupe_key, body, Jsonb(headers), issue_key, event_ts)
+    ).fetchone()
+    return None if row is None else int(row["id"])
+
+
+# queued_at is when the first step was last put on the broker (a re-send moves it).
+MARK_QUEUED = """
+UPDATE webhook_delivery SET status = 'queued', queued_at = now(), updated_at = now()
+WHERE id = ANY(%s) AND status IN ('received', 'queued')
+"""
+
+
+def mark_queued(conn: Connection, delivery_ids: list[int]) -> None:
+    conn.execute(MARK_QUEUED, (delivery_ids,))
+
+
+SELECT_UNQUEUED = """
+SELECT id FROM webhook_delivery
+WHERE status = 'received' AND received_at < now() - make_interval(secs => %s)
+ORDER BY id LIMIT %s
+"""
+
+
+def unqueued_delivery_ids(conn: Connection, older_than_s: float, limit: int) -> list[int]:
+    """Deliveries stored but never put on the broker (the broker was down at the time)."""
+    return [int(r["id"]) for r in conn.execute(SELECT_UNQUEUED, (older_than_s, limit))]
+
+
+SELECT_STALLED = """
+SELECT id FROM webhook_delivery
+WHERE status = 'queued' AND queued_at < now() - make_interval(secs => %s)
+ORDER BY queued_at LIMIT %s
+"""
+
+
+def stalled_delivery_ids(conn: Connection, older_than_s: float, limit: int) -> list[int]:
+    """Deliveries sent to the broker long ago and still not finished: their messages may
+    have been lost (the broker restarted without its data)."""
+    return [int(r["id"]) for r in conn.execute(SELECT_STALLED, (older_than_s, limit))]
+
+
+SELECT_DELIVERY = "SELECT * FROM webhook_delivery WHERE id = %s"
+
+
+def get_delivery(conn: Connection, delivery_id: int) -> Delivery | None:
+    row = conn.execute(SELECT_DELIVERY, (delivery_id,)).fetchone()
+    return None if row is None else Delivery(**row)
+
+
+FINISH_DELIVERY = """
+UPDATE webhook_delivery
+SET status = 'done', outcome = %s, detail = %s, finished_at = now(), updated_at = now(),
+    attempts = attempts + 1
+WHERE id = %s
+"""
+
+
+def finish_delivery(
+    conn: Connection, delivery_id: int, outcome: str, detail: dict[str, Any] | None = None
+) -> None:
+    """Mark a delivery done with its outcome (also after a replay of a failed one)."""
+    conn.execute(FINISH_DELIVERY, (outcome, Jsonb(detail or {}), delivery_id))
+
+
+LIST_DELIVERIES = """
+SELECT * FROM webhook_delivery
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(outcome)s::text IS NULL OR outcome = %(outcome)s)
+ORDER BY id DESC LIMIT %(limit)s
+"""
+
+
+def list_deliveries(
+    conn: Connection, status: str | None, outcome: str | None, limit: int
+) -> list[Delivery]:
+    rows = conn.execute(LIST_DELIVERIES, {"status": status, "outcome": outcome, "limit": limit})
+    return [Delivery(**r) for r in rows]
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A delivery the receiver accepted, not stored yet."""
+
+    integration_id: int
+    dedupe_key: str
+    body: str
+    headers: dict[str, str]
+    issue_key: str | None
+    event_ts: int | None
+
+
+INSERT_DELIVERIES = """
+INSERT INTO webhook_delivery (integration_id, dedupe_key, body, headers, issue_key, event_ts)
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::jsonb[], %s::text[], %s::bigint[])
+ON CONFLICT (integration_id, dedupe_key) DO NOTHING
+RETURNING id, integration_id, dedupe_key
+"""
+
+
+def insert_deliveries(conn: Connection, batch: list[NewDelivery]) -> list[int | None]:
+    """Store many deliveries in one statement (the receiver's group commit). Returns, per
+    item, the new id or None when it duplicates a stored delivery or an earlier item."""
+    first: dict[tuple[int, str], int] = {}
+    for index, d in enumerate(batch):
+        first.setdefault((d.integration_id, d.dedupe_key), index)
+    unique = [batch[i] for i in first.values()]
+    rows = conn.execute(
+        INSERT_DELIVERIES,
+        (
+            [d.integration_id for d in unique],
+            [d.dedupe_key for d in unique],
+            [d.body for d in unique],
+            [Jsonb(d.headers) for d in unique],
+            [d.issue_key for d in unique],
+            [d.event_ts for d in unique],
+        ),
+    ).fetchall()
+    stored = {(int(r["integration_id"]), str(r["dedupe_key"])): int(r["id"]) for r in rows}
+    return [
+        stored.get((d.integration_id, d.dedupe_key))
+        if first[(d.integration_id, d.dedupe_key)] == i
+        else None
+        for i, d in enumerate(batch)
+    ]

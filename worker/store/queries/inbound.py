@@ -1,0 +1,431 @@
+"""SQL for the inbound pipeline: issues and groups to sync, assignees, subscriptions, activity,
+history, per-group effects of a delivery and the outbound calls made for it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from worker.domain.assignment import Assignee
+from worker.domain.model import ActivityType, HistoryStatus, SubscriptionReason
+from worker.store.db import Connection
+
+REASON_ASSIGNED = int(SubscriptionReason.ASSIGNED)
+
+
+@dataclass(frozen=True)
+class ExternalIssue:
+    """An external issue row of the integration a delivery came from, locked for ordering."""
+
+    id: int
+    organization_id: int
+    last_event_ts: int | None
+    last_changelog_id: int | None
+
+    @property
+    def applied(self) -> tuple[int, int] | None:
+        if self.last_event_ts is None:
+            return None
+        return (self.last_event_ts, self.last_changelog_id or 0)
+
+
+@dataclass(frozen=True)
+class GroupRef:
+    id: int
+    project_id: int
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What the inbound sync decided for one group of a delivery, and what became of it."""
+
+    delivery_id: int
+    group_id: int
+    action: str | None
+    user_id: int | None
+    outcome: str
+
+
+@dataclass(frozen=True)
+class OutboundTarget:
+    """Another external issue linked to a group, on an integration with forward sync on."""
+
+    external_issue_id: int
+    integration_id: int
+    key: str
+
+
+# FOR NO KEY UPDATE serializes writers of a row without blocking inserts that only reference
+# it through a foreign key (activity, group_link, outbound_call take FOR KEY SHARE).
+LOCK_DELIVERY = "SELECT id FROM webhook_delivery WHERE id = %s FOR NO KEY UPDATE"
+
+
+def lock_delivery(conn: Connection, delivery_id: int) -> bool:
+    """Serialize the steps of one delivery that decide whether it is finished."""
+    return conn.execute(LOCK_DELIVERY, (delivery_id,)).fetchone() is not None
+
+
+LOCK_SYNCED_EXTERNAL_ISSUES = """
+SELECT ei.id, ei.organization_id, ei.last_event_ts, ei.last_changelog_id
+FROM external_issue ei
+JOIN organization_integration oi
+  ON oi.organization_id = ei.organization_id AND oi.integration_id = ei.integration_id
+JOIN organization o ON o.id = ei.organization_id
+WHERE ei.integration_id = %s AND ei.key = %s
+  AND oi.status = 'active'
+  AND coalesce((oi.config ->> 'sync_reverse_assignment')::boolean, false)
+  AND o.issue_sync_enabled
+ORDER BY ei.id
+FOR NO KEY UPDATE OF ei
+"""
+
+
+def lock_synced_external_issues(
+    conn: Connection, integration_id: int, key: str
+) -> list[ExternalIssue]:
+    """The issue's rows in organizations with inbound sync on (SPEC 4.2), locked in id order."""
+    rows = conn.execute(LOCK_SYNCED_EXTERNAL_ISSUES, (integration_id, key))
+    return [ExternalIssue(**r) for r in rows]
+
+
+MARK_ISSUE_EVENT = """
+UPDATE external_issue SET last_event_ts = %s, last_changelog_id = %s WHERE id = ANY(%s)
+"""
+
+
+def mark_issue_event(conn: Connection, issue_ids: list[int], order: tuple[int, int]) -> None:
+    conn.execute(MARK_ISSUE_EVENT, (order[0], order[1], issue_ids))
+
+
+SELECT_AFFECTED_GROUPS = """
+SELECT DISTINCT g.id, g.project_id
+FROM group_link gl
+JOIN issue_group g ON g.id = gl.group_id
+JOIN project p ON p.id = g.project_id
+WHERE gl.external_issue_id = ANY(%s) AND p.organization_id = ANY(%s)
+ORDER BY g.id
+"""
+
+
+def affected_groups(
+    conn: Connection, issue_ids: list[int], organization_ids: list[int]
+) -> list[GroupRef]:
+    rows = conn.execute(SELECT_AFFECTED_GROUPS, (issue_ids, organization_ids))
+    return [GroupRef(**r) for r in rows]
+
+
+SELECT_USER_TEAMS_BY_EMAIL = """
+SELECT DISTINCT u.id AS user_id, tm.team_id
+FROM app_user u
+JOIN user_email e ON e.user_id = u.id
+LEFT JOIN team_member tm ON tm.user_id = u.id AND tm.is_active
+WHERE u.is_active AND e.is_verified AND lower(e.email) = lower(%s)
+"""
+
+
+def user_teams_by_email(conn: Connection, email: str) -> dict[int, set[int]]:
+    """Active users with this verified email, each with the teams they are active members of."""
+    teams: dict[int, set[int]] = {}
+    for row in conn.execute(SELECT_USER_TEAMS_BY_EMAIL, (email,)):
+        member_of = teams.setdefault(int(row["user_id"]), set())
+        if row["team_id"] is not None:
+            member_of.add(int(row["team_id"]))
+    return teams
+
+
+SELECT_PROJECT_TEAMS = "SELECT project_id, team_id FROM project_team WHERE project_id = ANY(%s)"
+
+
+def project_teams(conn: Connection, project_ids: list[int]) -> dict[int, set[int]]:
+    teams: dict[int, set[int]] = defaultdict(set)
+    for row in conn.execute(SELECT_PROJECT_TEAMS, (project_ids,)):
+        teams[int(row["project_id"])].add(int(row["team_id"]))
+    return teams
+
+
+INSERT_EFFECT = """
+INSERT INTO delivery_effect (delivery_id, group_id, action, user_id, outcome)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (delivery_id, group_id) DO NOTHING
+"""
+
+
+def insert_effect(
+    conn: Connection,
+    delivery_id: int,
+    group_id: int,
+    action: str | None,
+    user_id: int | None,
+    outcome: str,
+) -> None:
+    conn.execute(INSERT_EFFECT, (delivery_id, group_id, action, user_id, outcome))
+
+
+SELECT_EFFECTS = """
+SELECT delivery_id, group_id, action, user_id, outcome FROM delivery_effect
+WHERE delivery_id = %s ORDER BY group_id
+"""
+
+
+def effects(conn: Connection, delivery_id: int) -> list[Effect]:
+    return [Effect(**r) for r in conn.execute(SELECT_EFFECTS, (delivery_id,))]
+
+
+SELECT_EFFECT = """
+SELECT delivery_id, group_id, action, user_id, outcome FROM delivery_effect
+WHERE delivery_id = %s AND group_id = %s
+"""
+
+
+def effect(conn: Connection, delivery_id: int, group_id: int) -> Effect | None:
+    row = conn.execute(SELECT_EFFECT, (delivery_id, group_id)).fetchone()
+    return None if row is None else Effect(**row)
+
+
+SET_EFFECT_OUTCOME = """
+UPDATE delivery_effect SET outcome = %s, updated_at = now()
+WHERE delivery_id = %s AND group_id = %s
+"""
+
+
+def set_effect_outcome(conn: Connection, delivery_id: int, group_id: int, outcome: str) -> None:
+    conn.execute(SET_EFFECT_OUTCOME, (outcome, delivery_id, group_id))
+
+
+LOCK_GROUP = "SELECT id, project_id FROM issue_group WHERE id = %s FOR NO KEY UPDATE"
+
+
+def lock_group(conn: Connection, group_id: int) -> GroupRef | None:
+    """Every change to a group's assignee holds this lock, so they apply one at a time."""
+    row = conn.execute(LOCK_GROUP, (group_id,)).fetchone()
+    return None if row is None else GroupRef(**row)
+
+
+SELECT_GROUP_APPLIED_EVENT = (
+    "SELECT event_ts, changelog_id FROM group_applied_event WHERE group_id = %s"
+)
+
+
+def group_applied_event(conn: Connection, group_id: int) -> tuple[int, int] | None:
+    row = conn.execute(SELECT_GROUP_APPLIED_EVENT, (group_id,)).fetchone()
+    return None if row is None else (int(row["event_ts"]), int(row["changelog_id"]))
+
+
+UPSERT_GROUP_APPLIED_EVENT = """
+INSERT INTO group_applied_event (group_id, event_ts, changelog_id, delivery_id)
+VALUES (%s, %s, %s, %s)
+ON CONFLICT (group_id) DO UPDATE SET
+    event_ts = EXCLUDED.event_ts, changelog_id = EXCLUDED.changelog_id,
+    delivery_id = EXCLUDED.delivery_id, applied_at = now()
+"""
+
+
+def set_group_applied_event(
+    conn: Connection, group_id: int, order: tuple[int, int], delivery_id: int
+) -> None:
+    conn.execute(UPSERT_GROUP_APPLIED_EVENT, (group_id, order[0], order[1], delivery_id))
+
+
+SELECT_ASSIGNEE = "SELECT user_id, team_id FROM group_assignee WHERE group_id = %s"
+
+
+def assignee(conn: Connection, group_id: int) -> Assignee | None:
+    row = conn.execute(SELECT_ASSIGNEE, (group_id,)).fetchone()
+    return None if row is None else Assignee(user_id=row["user_id"], team_id=row["team_id"])
+
+
+SUBSCRIBE_USER = """
+INSERT INTO group_subscription (group_id, project_id, user_id, reason)
+VALUES (%s, %s, %s, %s)
+ON CONFLICT (group_id, user_id) DO NOTHING
+"""
+
+
+def subscribe_user(conn: Connection, group: GroupRef, user_id: int) -> None:
+    """Subscribe with reason `assigned`; an existing subscription of any reason is kept."""
+    conn.execute(SUBSCRIBE_USER, (group.id, group.project_id, user_id, REASON_ASSIGNED))
+
+
+UPSERT_USER_ASSIGNEE = """
+INSERT INTO group_assignee (group_id, project_id, user_id, team_id)
+VALUES (%s, %s, %s, NULL)
+ON CONFLICT (group_id) DO UPDATE SET
+    user_id = EXCLUDED.user_id, team_id = NULL, created_at = now()
+"""
+
+
+def set_user_assignee(conn: Connection, group: GroupRef, user_id: int) -> None:
+    conn.execute(UPSERT_USER_ASSIGNEE, (group.id, group.project_id, user_id))
+
+
+DELETE_ASSIGNEE = "DELETE FROM group_assignee WHERE group_id = %s"
+
+
+def delete_assignee(conn: Connection, group_id: int) -> None:
+    conn.execute(DELETE_ASSIGNEE, (group_id,))
+
+
+INSERT_ACTIVITY = """
+INSERT INTO activity (group_id, project_id, type, user_id, data, delivery_id)
+VALUES (%s, %s, %s, NULL, %s, %s)
+ON CONFLICT (delivery_id, group_id) WHERE delivery_id IS NOT NULL DO NOTHING
+"""
+
+
+def insert_activity(
+    conn: Connection,
+    group: GroupRef,
+    type_: ActivityType,
+    data: dict[str, Any],
+    delivery_id: int,
+) -> None:
+    """Activity by the system (no acting user); one per delivery and group at most."""
+    conn.execute(
+        INSERT_ACTIVITY, (group.id, group.project_id, int(type_), Jsonb(data), delivery_id)
+    )
+
+
+INSERT_HISTORY = """
+INSERT INTO group_history (group_id, project_id, status, actor_id, delivery_id)
+VALUES (%s, %s, %s, NULL, %s)
+ON CONFLICT (delivery_id, group_id) WHERE delivery_id IS NOT NULL DO NOTHING
+"""
+
+
+def insert_history(
+    conn: Connection, group: GroupRef, status: HistoryStatus, delivery_id: int
+) -> None:
+    conn.execute(INSERT_HISTORY, (group.id, group.project_id, int(status), delivery_id))
+
+
+SELECT_TEAM_MEMBERS = "SELECT team_id, user_id FROM team_member WHERE team_id = ANY(%s)"
+
+
+def team_members(conn: Connection, team_ids: Collection[int]) -> dict[int, set[int]]:
+    members: dict[int, set[int]] = defaultdict(set)
+    for row in conn.execute(SELECT_TEAM_MEMBERS, (list(team_ids),)):
+        members[int(row["team_id"])].add(int(row["user_id"]))
+    return members
+
+
+DELETE_ASSIGNED_SUBSCRIPTIONS = """
+DELETE FROM group_subscription
+WHERE group_id = %s AND reason = %s AND (user_id = ANY(%s) OR team_id = ANY(%s))
+"""
+
+
+def delete_assigned_subscriptions(
+    conn: Connection, group_id: int, user_ids: Collection[int], team_ids: Collection[int]
+) -> None:
+    """Only `assigned` subscriptions go; comment, bookmark and others stay (SPEC 4.5)."""
+    conn.execute(
+        DELETE_ASSIGNED_SUBSCRIPTIONS, (group_id, REASON_ASSIGNED, list(user_ids), list(team_ids))
+    )
+
+
+SELECT_OUTBOUND_TARGETS = """
+SELECT ei.id AS external_issue_id, ei.integration_id, ei.key
+FROM group_link gl
+JOIN external_issue ei ON ei.id = gl.external_issue_id
+JOIN organization_integration oi
+  ON oi.organization_id = ei.organization_id AND oi.integration_id = ei.integration_id
+JOIN integration i ON i.id = ei.integration_id
+WHERE gl.group_id = %s AND ei.integration_id <> %s
+  AND oi.status = 'active' AND i.status = 'active'
+  AND coalesce((oi.config ->> 'sync_forward_assignment')::boolean, false)
+ORDER BY ei.id
+"""
+
+
+def outbound_targets(
+    conn: Connection, group_id: int, source_integration_id: int
+) -> list[OutboundTarget]:
+    """Issues to push a group's assignee to: never one on the integration the change came from."""
+    rows = conn.execute(SELECT_OUTBOUND_TARGETS, (group_id, source_integration_id))
+    return [OutboundTarget(**r) for r in rows]
+
+
+MARK_SIDE_EFFECTS_DONE = """
+UPDATE delivery_effect SET side_effects_done_at = now()
+WHERE delivery_id = %s AND group_id = %s AND side_effects_done_at IS NULL
+"""
+
+
+def mark_side_effects_done(conn: Connection, delivery_id: int, group_id: int) -> None:
+    conn.execute(MARK_SIDE_EFFECTS_DONE, (delivery_id, group_id))
+
+
+SELECT_SIDE_EFFECTS_STALLED = """
+SELECT e.delivery_id, e.group_id, e.action FROM delivery_effect e
+WHERE e.side_effects_done_at IS NULL AND e.outcome IN ('assigned', 'unassigned')
+  AND e.updated_at < now() - make_interval(secs => %s)
+  -- A step that gave up is the failed-task store's to replay, not the sweep's.
+  AND NOT EXISTS (
+      SELECT 1 FROM failed_task f
+      WHERE f.delivery_id = e.delivery_id AND f.status IN ('failed', 'parked')
+        AND f.kwargs ->> 'group_id' = e.group_id::text)
+ORDER BY e.updated_at LIMIT %s
+"""
+
+
+def side_effects_stalled(
+    conn: Connection, older_than_s: float, limit: int
+) -> list[tuple[int, int, str]]:
+    """Changed groups whose side effects have not finished long after the change: their
+    messages may have been lost with the broker's data. (delivery, group, action)."""
+    rows = conn.execute(SELECT_SIDE_EFFECTS_STALLED, (older_than_s, limit))
+    return [(int(r["delivery_id"]), int(r["group_id"]), str(r["action"])) for r in rows]
+
+
+TOUCH_EFFECT = """
+UPDATE delivery_effect SET updated_at = now() WHERE delivery_id = %s AND group_id = %s
+"""
+
+
+def touch_effects(conn: Connection, pairs: list[tuple[int, int]]) -> None:
+    """Restart the stall clock of effects whose side effects were just sent again."""
+    for delivery_id, group_id in pairs:
+        conn.execute(TOUCH_EFFECT, (delivery_id, group_id))
+
+
+SELECT_OUTBOUND_CALLED = """
+SELECT external_issue_id FROM outbound_call WHERE delivery_id = %s AND group_id = %s
+"""
+
+
+def outbound_called(conn: Connection, delivery_id: int, group_id: int) -> set[int]:
+    """External issues already called (or given up on) for this delivery and group."""
+    rows = conn.execute(SELECT_OUTBOUND_CALLED, (delivery_id, group_id))
+    return {int(r["external_issue_id"]) for r in rows}
+
+
+INSERT_OUTBOUND_CALL = """
+INSERT INTO outbound_call (delivery_id, group_id, external_issue_id, status, detail)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (delivery_id, group_id, external_issue_id) DO NOTHING
+"""
+
+
+def record_outbound_call(
+    conn: Connection,
+    delivery_id: int,
+    group_id: int,
+    external_issue_id: int,
+    status: str,
+    detail: str = "",
+) -> None:
+    conn.execute(INSERT_OUTBOUND_CALL, (delivery_id, group_id, external_issue_id, status, detail))
+
+
+SELECT_USER_EMAILS = """
+SELECT email FROM user_email WHERE user_id = %s ORDER BY is_verified DESC, id
+"""
+
+
+def user_emails(conn: Connection, user_id: int) -> list[str]:
+    """A user's emails, verified ones first: what the Jira user search is asked for."""
+    return [str(r["email"]) for r in conn.execute(SELECT_USER_EMAILS, (user_id,))]

@@ -1,0 +1,295 @@
+"""SQL for linked Jira Server instances: integrations, credentials, pending links."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from worker.store.db import Connection
+
+
+@dataclass(frozen=True, repr=False)
+class Integration:
+    """A linked Jira Server instance; the webhook secrets stay encrypted here."""
+
+    id: int
+    provider: str
+    external_id: str
+    name: str
+    metadata: dict[str, Any]
+    webhook_secret_enc: str
+    previous_webhook_secret_enc: str | None
+    status: str
+    created_at: datetime
+
+    def __repr__(self) -> str:
+        return f"Integration(id={self.id}, external_id={self.external_id!r}, status={self.status})"
+
+
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    """The OAuth credentials of an integration, encrypted at rest."""
+
+    integration_id: int
+    consumer_key: str
+    private_key_enc: str
+    access_token_enc: str
+    access_token_secret_enc: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(integration_id={self.integration_id}, ***)"
+
+
+@dataclass(frozen=True, repr=False)
+class PendingLink:
+    """A request token waiting for the operator to authorize it in Jira."""
+
+    id: int
+    request_token: str
+    request_token_secret_enc: str
+    base_url: str
+    verify_ssl: bool
+    consumer_key: str
+    private_key_enc: str
+    organizations: list[str]
+    created_at: datetime
+    expires_at: datetime
+
+    def __repr__(self) -> str:
+        return f"PendingLink(id={self.id}, base_url={self.base_url!r})"
+
+
+@dataclass(frozen=True)
+class OrganizationLink:
+    """One organization linked to an integration, with its sync switches."""
+
+    organization_id: int
+    organization: str
+    status: str
+    config: dict[str, Any]
+
+
+SELECT_INTEGRATION = "SELECT * FROM integration WHERE id = %s"
+
+
+def get_integration(conn: Connection, integration_id: int) -> Integration | None:
+    row = conn.execute(SELECT_INTEGRATION, (integration_id,)).fetchone()
+    return None if row is None else Integration(**row)
+
+
+SELECT_INTEGRATION_BY_EXTERNAL_ID = "SELECT * FROM integration WHERE external_id = %s"
+
+
+def get_integration_by_external_id(conn: Connection, external_id: str) -> Integration | None:
+    row = conn.execute(SELECT_INTEGRATION_BY_EXTERNAL_ID, (external_id,)).fetchone()
+    return None if row is None else Integration(**row)
+
+
+LIST_INTEGRATIONS = "SELECT * FROM integration ORDER BY id"
+
+
+def list_integrations(conn: Connection) -> list[Integration]:
+    return [Integration(**r) for r in conn.execute(LIST_INTEGRATIONS)]
+
+
+SELECT_CREDENTIALS = "SELECT * FROM integration_credential WHERE integration_id = %s"
+
+
+def get_credentials(conn: Connection, integration_id: int) -> Credentials | None:
+    row = conn.execute(SELECT_CREDENTIALS, (integration_id,)).fetchone()
+    return None if row is None else Credentials(**row)
+
+
+UPSERT_INTEGRATION = """
+INSERT INTO integration (external_id, name, metadata, webhook_secret_enc, status)
+VALUES (%s, %s, %s, %s, 'active')
+ON CONFLICT (external_id) DO UPDATE
+SET name = EXCLUDED.name, metadata = EXCLUDED.metadata, status = 'active'
+RETURNING id, (xmax = 0) AS created
+"""
+
+
+def upsert_integration(
+    conn: Connection,
+    external_id: str,
+    name: str,
+    metadata: dict[str, Any],
+    webhook_secret_enc: str,
+) -> tuple[int, bool]:
+    """Store a linked instance; a re-link keeps its webhook secret. Returns (id, created)."""
+    row = conn.execute(
+        UPSERT_INTEGRATION, (external_id, name, Jsonb(metadata), webhook_secret_enc)
+    ).fetchone()
+    assert row is not None
+    return int(row["id"]), bool(row["created"])
+
+
+UPSERT_CREDENTIALS = """
+INSERT INTO integration_credential
+    (integration_id, consumer_key, private_key_enc, access_token_enc, access_token_secret_enc)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (integration_id) DO UPDATE
+SET consumer_key = EXCLUDED.consumer_key, private_key_enc = EXCLUDED.private_key_enc,
+    access_token_enc = EXCLUDED.access_token_enc,
+    access_token_secret_enc = EXCLUDED.access_token_secret_enc
+"""
+
+
+def upsert_credentials(conn: Connection, creds: Credentials) -> None:
+    conn.execute(
+        UPSERT_CREDENTIALS,
+        (
+            creds.integration_id,
+            creds.consumer_key,
+            creds.private_key_enc,
+            creds.access_token_enc,
+            creds.access_token_secret_enc,
+        ),
+    )
+
+
+SET_WEBHOOK_SECRETS = """
+UPDATE integration SET webhook_secret_enc = %s, previous_webhook_secret_enc = %s WHERE id = %s
+"""
+
+
+def set_webhook_secrets(
+    conn: Connection, integration_id: int, current_enc: str, previous_enc: str | None
+) -> None:
+    conn.execute(SET_WEBHOOK_SECRETS, (current_enc, previous_enc, integration_id))
+
+
+SET_INTEGRATION_STATUS = "UPDATE integration SET status = %s WHERE id = %s"
+
+
+def set_integration_status(conn: Connection, integration_id: int, status: str) -> None:
+    conn.execute(SET_INTEGRATION_STATUS, (status, integration_id))
+
+
+LINK_ORGANIZATION = """
+INSERT INTO organization_integration (organization_id, integration_id)
+VALUES (%s, %s)
+ON CONFLICT (organization_id, integration_id) DO UPDATE SET status = 'active'
+"""
+
+
+def link_organization(conn: Connection, organization_id: int, integration_id: int) -> None:
+    """Link (or re-activate) an organization; a new link starts with both syncs off."""
+    conn.execute(LINK_ORGANIZATION, (organization_id, integration_id))
+
+
+SELECT_ORGANIZATION_LINKS = """
+SELECT oi.organization_id, o.slug AS organization, oi.status, oi.config
+FROM organization_integration oi JOIN organization o ON o.id = oi.organization_id
+WHERE oi.integration_id = %s ORDER BY o.slug
+"""
+
+
+def organization_links(conn: Connection, integration_id: int) -> list[OrganizationLink]:
+    return [
+        OrganizationLink(**r) for r in conn.execute(SELECT_ORGANIZATION_LINKS, (integration_id,))
+    ]
+
+
+UPDATE_ORGANIZATION_CONFIG = """
+UPDATE organization_integration SET config = config || %s
+WHERE integration_id = %s AND organization_id = %s
+"""
+
+
+def update_organization_config(
+    conn: Connection, integration_id: int, organization_id: int, changes: dict[str, Any]
+) -> bool:
+    """Merge `changes` into the link's config; False when the organization is not linked."""
+    cur = conn.execute(
+        UPDATE_ORGANIZATION_CONFIG, (Jsonb(changes), integration_id, organization_id)
+    )
+    return cur.rowcount == 1
+
+
+SELECT_ORGANIZATION_IDS = "SELECT id, slug FROM organization WHERE slug = ANY(%s)"
+
+
+def organization_ids(conn: Connection, slugs: list[str]) -> dict[str, int]:
+    """slug -> id for the slugs that exist."""
+    return {r["slug"]: int(r["id"]) for r in conn.execute(SELECT_ORGANIZATION_IDS, (slugs,))}
+
+
+INSERT_PENDING_LINK = """
+INSERT INTO pending_link (request_token, request_token_secret_enc, base_url, verify_ssl,
+                          consumer_key, private_key_enc, organizations, expires_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))
+RETURNING id
+"""
+
+
+def insert_pending_link(
+    conn: Connection,
+    request_token: str,
+    request_token_secret_enc: str,
+    base_url: str,
+    verify_ssl: bool,
+    consumer_key: str,
+    private_key_enc: str,
+    organizations: list[str],
+    ttl_s: int,
+) -> int:
+    row = conn.execute(
+        INSERT_PENDING_LINK,
+        (
+            request_token,
+            request_token_secret_enc,
+            base_url,
+            verify_ssl,
+            consumer_key,
+            private_key_enc,
+            Jsonb(organizations),
+            ttl_s,
+        ),
+    ).fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+SELECT_PENDING_LINK = """
+SELECT *, expires_at <= now() AS expired FROM pending_link WHERE request_token = %s
+"""
+
+
+def get_pending_link(conn: Connection, request_token: str) -> tuple[PendingLink, bool] | None:
+    """The pending link of a request token and whether it has expired."""
+    row = conn.execute(SELECT_PENDING_LINK, (request_token,)).fetchone()
+    if row is None:
+        return None
+    expired = bool(row.pop("expired"))
+    return PendingLink(**row), expired
+
+
+DELETE_PENDING_LINK = "DELETE FROM pending_link WHERE id = %s RETURNING id"
+
+
+def delete_pending_link(conn: Connection, pending_id: int) -> bool:
+    """Consume a pending link; False when another completion consumed it first."""
+    return conn.execute(DELETE_PENDING_LINK, (pending_id,)).fetchone() is not None
+
+
+DELETE_EXPIRED_PENDING_LINKS = "DELETE FROM pending_link WHERE expires_at <= now()"
+
+
+def delete_expired_pending_links(conn: Connection) -> int:
+    return conn.execute(DELETE_EXPIRED_PENDING_LINKS).rowcount
+
+
+SELECT_WEBHOOK_AUTH = """
+SELECT id, status, webhook_secret_enc, previous_webhook_secret_enc
+FROM integration WHERE external_id = %s
+"""
+
+
+def get_webhook_auth(conn: Connection, external_id: str) -> dict[str, Any] | None:
+    """What the receiver needs to verify a token: id, status and the encrypted secrets."""
+    row: dict[str, Any] | None = conn.execute(SELECT_WEBHOOK_AUTH, (external_id,)).fetchone()
+    return row
