@@ -30,6 +30,7 @@ class Settings:
     snowflake_region_id: int
     snowflake_epoch_s: int
     webhook_body_limit_bytes: int
+    webhook_read_timeout_s: float
     flower_basic_auth: str
     log_level: str
     broker_visibility_timeout_s: int
@@ -77,6 +78,19 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
     return value
 
 
@@ -141,6 +155,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         snowflake_region_id=_int(env, "SNOWFLAKE_REGION_ID", 0, 0, 4095),
         snowflake_epoch_s=_epoch(env),
         webhook_body_limit_bytes=_int(env, "WEBHOOK_BODY_LIMIT_BYTES", 1 << 20, 1024, 64 << 20),
+        webhook_read_timeout_s=_float(env, "WEBHOOK_READ_TIMEOUT_S", 10.0, 0.1, 3600.0),
         flower_basic_auth=flower_auth,
         log_level=log_level,
         broker_visibility_timeout_s=visibility,

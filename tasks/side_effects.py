@@ -1,8 +1,10 @@
 """Steps after a group's assignee changed: cache purges (SPEC 4.7) and outbound sync (4.6).
 
-Outbound sync pushes the group's assignee as it is now (not as the delivery had it), holding
-the group lock, so pushes for one group go out one at a time and the last one carries the
-newest state. Each target issue is called at most once per delivery (outbound_call).
+Outbound sync pushes the group's assignee as it is now (not as the delivery had it). Jira is
+called with no transaction open; afterwards, holding the group lock (which every assignment
+change takes), the step checks that the assignee is still the one it pushed and pushes again
+if it changed meanwhile, so the last push to land always carries the newest state. Each
+target issue is recorded once per delivery (outbound_call).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import logging
 from tasks import pipeline
 from tasks.base import Step
 from worker import cache
-from worker.domain.errors import JiraRejected, NotFound
+from worker.domain.assignment import Assignee
+from worker.domain.errors import JiraRejected, NotFound, RetryableError
 from worker.jira.api import JiraClient, client_for_integration
 from worker.runtime.app import app
-from worker.store.db import transaction
+from worker.runtime.resources import Resources
+from worker.store.db import Connection, transaction
 from worker.store.queries import deliveries as q_deliveries
 from worker.store.queries import inbound as q
 
@@ -54,6 +58,10 @@ def outbound_sync(self: Step, *, delivery_id: int, group_id: int) -> int:
     return called
 
 
+# Pushes of one issue in one step when the assignee keeps changing while Jira is called.
+MAX_PUSHES = 3
+
+
 def _push(
     step: Step,
     delivery_id: int,
@@ -61,41 +69,66 @@ def _push(
     target: q.OutboundTarget,
     clients: dict[int, JiraClient],
 ) -> int:
-    """Push the group's assignee to one issue, once per delivery; its own transaction, so a
-    retry after a 5xx elsewhere does not call this issue again."""
+    """Push the group's assignee to one issue, once per delivery; recorded in its own short
+    transaction, so a retry after a 5xx elsewhere does not call this issue again."""
     res = step.resources
+    context = {
+        "delivery_id": delivery_id,
+        "group_id": group_id,
+        "issue_key": target.key,
+        "integration_id": target.integration_id,
+    }
     with transaction(res.pool) as conn:
-        group = q.lock_group(conn, group_id)
-        if group is None or target.external_issue_id in q.outbound_called(
-            conn, delivery_id, group_id
-        ):
+        if target.external_issue_id in q.outbound_called(conn, delivery_id, group_id):
             return 0
-        current = q.assignee(conn, group_id)
-        if current is not None and current.user_id is None:
+        wanted, emails = _wanted(conn, group_id)
+    for _ in range(MAX_PUSHES):
+        if wanted is not None and wanted.user_id is None:
             return 0  # a team assignee has no Jira counterpart
-        emails = q.user_emails(conn, current.user_id) if current and current.user_id else []
-        context = {
-            "delivery_id": delivery_id,
-            "group_id": group_id,
-            "issue_key": target.key,
-            "integration_id": target.integration_id,
-        }
+        refused: JiraRejected | NotFound | None = None
+        name: str | None = None
         try:
-            if target.integration_id not in clients:
-                clients[target.integration_id] = client_for_integration(res, target.integration_id)
-            client = clients[target.integration_id]
-            name = _jira_username(client, target.key, emails) if current else None
+            client = _client(res, clients, target.integration_id)
+            name = _jira_username(client, target.key, emails) if wanted else None
             client.set_assignee(target.key, name)
         except (JiraRejected, NotFound) as exc:
-            # Permanent for this issue only: recorded, and the other issues still get theirs.
-            q.record_outbound_call(
-                conn, delivery_id, group_id, target.external_issue_id, "failed", str(exc)
-            )
-            log.warning("outbound.failed", extra={**context, "error": type(exc).__name__})
-            return 0
-        q.record_outbound_call(conn, delivery_id, group_id, target.external_issue_id, "done")
-        log.info("outbound.synced", extra={**context, "assigned": name is not None})
-        return 1
+            refused = exc  # permanent for this issue only: the other issues still get theirs
+        with transaction(res.pool) as conn:
+            if q.lock_group(conn, group_id) is None:
+                return 0
+            now, now_emails = _wanted(conn, group_id)
+            if now == wanted:
+                status, detail = ("failed", str(refused)) if refused else ("done", "")
+                q.record_outbound_call(
+                    conn, delivery_id, group_id, target.external_issue_id, status, detail
+                )
+        if now == wanted:
+            break
+        wanted, emails = now, now_emails  # changed while Jira was called: push the newer one
+    else:
+        raise GroupBusy(f"group {group_id}'s assignee changed during {MAX_PUSHES} pushes")
+    if refused is not None:
+        log.warning("outbound.failed", extra={**context, "error": type(refused).__name__})
+        return 0
+    log.info("outbound.synced", extra={**context, "assigned": name is not None})
+    return 1
+
+
+class GroupBusy(RetryableError):
+    """Raised when a group's assignee kept changing while its outbound pushes were sent."""
+
+
+def _wanted(conn: Connection, group_id: int) -> tuple[Assignee | None, list[str]]:
+    """The group's assignee now, and the emails to look its Jira user up by."""
+    current = q.assignee(conn, group_id)
+    emails = q.user_emails(conn, current.user_id) if current and current.user_id else []
+    return current, emails
+
+
+def _client(res: Resources, clients: dict[int, JiraClient], integration_id: int) -> JiraClient:
+    if integration_id not in clients:
+        clients[integration_id] = client_for_integration(res, integration_id)
+    return clients[integration_id]
 
 
 def _jira_username(client: JiraClient, issue_key: str, emails: list[str]) -> str:

@@ -138,16 +138,30 @@ def dedupe_key(payload: dict[str, Any]) -> str:
 
 def store(res: Resources, payload: dict[str, Any], integration_id: int = JIRA) -> int | None:
     """Store a delivery as the receiver does; None when it is a duplicate."""
+    return store_raw(
+        res,
+        integration_id,
+        dedupe_key(payload),
+        json.dumps(payload),
+        payload["issue"]["key"],
+        payload["timestamp"],
+        {"Content-Type": "application/json"},
+    )
+
+
+def store_raw(
+    res: Resources,
+    integration_id: int,
+    key: str,
+    body: str,
+    issue_key: str | None,
+    event_ts: int | None,
+    headers: dict[str, str] | None = None,
+) -> int | None:
+    """Store any body as a delivery (even one the receiver would refuse); None if a duplicate."""
+    new = q_deliveries.NewDelivery(integration_id, key, body, headers or {}, issue_key, event_ts)
     with transaction(res.pool) as conn:
-        return q_deliveries.insert_delivery(
-            conn,
-            integration_id,
-            dedupe_key(payload),
-            json.dumps(payload),
-            {"Content-Type": "application/json"},
-            payload["issue"]["key"],
-            payload["timestamp"],
-        )
+        return q_deliveries.insert_deliveries(conn, [new])[0]
 
 
 def enqueue(res: Resources, delivery_ids: list[int]) -> None:

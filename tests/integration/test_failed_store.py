@@ -11,14 +11,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import Servers, WorkerProcess, wait_for
-from tests.integration.inbound_support import ISSUE_KEY, base_scene, jira_payload
+from tests.integration.inbound_support import ISSUE_KEY, base_scene, jira_payload, store_raw
 from worker.cli import main
 from worker.cli.common import EXIT_OK
 from worker.runtime.app import app
 from worker.runtime.resources import Resources
 from worker.store import failures
 from worker.store.db import transaction
-from worker.store.queries import deliveries as q_deliveries
 
 CHECK_CHANGELOG = "jira_sync.inbound.check_changelog"
 FLUSH_SPOOL = "jira_sync.maintenance.flush_failure_spool"
@@ -32,8 +31,7 @@ def acme(scene: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
 
 
 def store_body(res: Resources, body: str, key: str = "d1") -> int:
-    with transaction(res.pool) as conn:
-        delivery_id = q_deliveries.insert_delivery(conn, 1, key, body, {}, ISSUE_KEY, 1000)
+    delivery_id = store_raw(res, 1, key, body, ISSUE_KEY, 1000)
     assert delivery_id is not None
     return delivery_id
 

@@ -25,11 +25,11 @@ from tests.integration.inbound_support import (
     enqueue,
     jira_payload,
     post,
+    store_raw,
     wait_finished,
 )
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
-from worker.store.queries import deliveries as q_deliveries
 
 FLOWER_PASSWORD = "flower-pw-" + "q8z1k"
 
@@ -80,8 +80,7 @@ def run(
     wait_for(lambda: fake_jira.assignees, 30, "the outbound call")
     fake_jira.fail_status = 500
     second = post(res, jira_payload(BOB, ts=2000, changelog_id=2))
-    with transaction(res.pool) as conn:
-        bad = q_deliveries.insert_delivery(conn, 1, "bad", "{not json", {}, "APP-1", 3000)
+    bad = store_raw(res, 1, "bad", "{not json", "APP-1", 3000)
     assert bad is not None
     enqueue(res, [bad])
     wait_for(lambda: len(failed_records(res)) == 2, 60, "two failures to be recorded")

@@ -156,6 +156,27 @@ def test_jira_5xx_is_retried_until_the_push_lands(
     assert len([c for c in puts(other_jira, "OPS-9") if c.status == 204]) == 1
 
 
+
+def test_a_slow_jira_holds_no_group_lock_and_the_newest_state_lands_last(
+    res: Resources, two_jiras: dict[str, Any], other_jira: FakeJira
+) -> None:
+    other_jira.delay_s = 5.0  # every request to the other Jira takes 5 s
+    first = post(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    assert outcome_of(res, first) == "assigned"
+    wait_for(lambda: other_jira.calls, 15, "the push for Ann to reach the slow Jira")
+    # While that push is in flight, the group changes again: its step does not wait for Jira.
+    second = post(res, jira_payload(None, ts=2000, changelog_id=2))
+    assert outcome_of(res, second) == "unassigned"
+    assert other_jira.calls[0].status == 0, "the first call to Jira is still in flight"
+    other_jira.delay_s = 0.0
+    wait_for(
+        lambda: count(res, "SELECT count(*) FROM outbound_call WHERE status = 'done'") == 2,
+        30,
+        "both deliveries' pushes to finish",
+    )
+    assert other_jira.assignees["OPS-9"] is None  # the newest state, whatever the order
+    assert puts(other_jira, "OPS-9")[-1].json() == {"name": None}
+
 def test_user_unknown_to_one_jira_fails_that_issue_only(
     res: Resources,
     scene: Callable[[dict[str, Any]], None],

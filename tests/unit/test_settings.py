@@ -20,6 +20,7 @@ def test_defaults_are_applied() -> None:
     s = load_settings(BASE)
     assert s.snowflake_region_id == 0
     assert s.webhook_body_limit_bytes == 1 << 20
+    assert s.webhook_read_timeout_s == 10.0
     assert s.snowflake_epoch_s == 1659916800  # 2022-08-08T00:00:00Z
     assert s.log_level == "INFO"
 
@@ -36,6 +37,8 @@ def test_broker_defaults_to_the_next_redis_database() -> None:
         ("SNOWFLAKE_REGION_ID", "5000"),
         ("SNOWFLAKE_REGION_ID", "abc"),
         ("WEBHOOK_BODY_LIMIT_BYTES", "-1"),
+        ("WEBHOOK_READ_TIMEOUT_S", "soon"),
+        ("WEBHOOK_READ_TIMEOUT_S", "0.01"),
         ("SNOWFLAKE_EPOCH", "yesterday"),
         ("LOG_LEVEL", "LOUD"),
         ("DATABASE_URL", "mysql://x"),

@@ -34,7 +34,6 @@ def cmd_cache_purge(args: argparse.Namespace) -> int:
     with transaction(res.pool) as conn:
         if args.group not in q.group_ids_of_project(conn, args.project, [args.group]):
             raise CliError(f"no group {args.group} in project {args.project}", EXIT_NOT_FOUND)
-    cache.purge_assignee_exists(res.redis, [args.group])
-    cache.purge_owners_debounce(res.redis, [args.group])
+    cache.purge_group_caches(res.redis, [args.group])
     echo(f"purged the caches of group {args.group}")
     return EXIT_OK

@@ -6,20 +6,21 @@ import argparse
 import json
 from typing import Any
 
-from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK, CliError, echo, emit_json, table
+from worker.cli.common import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    CliError,
+    echo,
+    emit_json,
+    positive_int,
+    table,
+)
 from worker.runtime import resources
 from worker.store.db import transaction
 from worker.store.queries import deliveries as q
 
 STATUSES = ("received", "queued", "done", "failed")
 LIST_LIMIT = 100
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return number
 
 
 def register(sub: Any) -> None:
@@ -29,12 +30,12 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("list", help="newest deliveries first")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--outcome", help="e.g. missing-assignee-email, stale, user-not-found")
-    p.add_argument("--limit", type=_positive_int, default=LIST_LIMIT)
+    p.add_argument("--limit", type=positive_int, default=LIST_LIMIT)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_list)
 
     p = cmds.add_parser("show", help="one delivery: payload, status, outcome, timestamps")
-    p.add_argument("id", type=_positive_int)
+    p.add_argument("id", type=positive_int)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_show)
 

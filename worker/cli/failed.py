@@ -20,6 +20,7 @@ from worker.cli.common import (
     CliError,
     echo,
     emit_json,
+    positive_int,
     table,
 )
 from worker.runtime import resources
@@ -42,26 +43,26 @@ def register(sub: Any) -> None:
 
     p = cmds.add_parser("list", help="list failed-task records, with counts per error type")
     _add_filters(p)
-    p.add_argument("--limit", type=_positive_int, default=LIST_LIMIT, help="rows shown")
+    p.add_argument("--limit", type=positive_int, default=LIST_LIMIT, help="rows shown")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_list)
 
     p = cmds.add_parser("show", help="one record: arguments, rest of chain, traceback")
-    p.add_argument("id", type=_positive_int)
+    p.add_argument("id", type=positive_int)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_show)
 
     p = cmds.add_parser("replay", help="send failed steps again, continuing their chains")
-    p.add_argument("ids", nargs="*", type=_positive_int, metavar="ID")
+    p.add_argument("ids", nargs="*", type=positive_int, metavar="ID")
     p.add_argument("--all", action="store_true", help="every record the filters match")
     _add_filters(p, status_help="status to replay with --all (default: failed)")
-    p.add_argument("--limit", type=_positive_int, help="replay at most this many")
+    p.add_argument("--limit", type=positive_int, help="replay at most this many")
     p.add_argument("--dry-run", action="store_true", help="show what would be sent, send none")
     p.add_argument("--force", action="store_true", help="also replay records already replayed")
     p.set_defaults(handler=cmd_replay)
 
     p = cmds.add_parser("park", help="set records aside: replay --all skips them")
-    p.add_argument("ids", nargs="+", type=_positive_int, metavar="ID")
+    p.add_argument("ids", nargs="+", type=positive_int, metavar="ID")
     p.set_defaults(handler=cmd_park)
 
     p = cmds.add_parser("purge", help="delete records (default: replayed ones)")
@@ -288,16 +289,6 @@ def parse_time(text: str) -> datetime:
             f"{text!r} is neither an ISO time (2024-05-01T12:00) nor an age (2h, 7d)"
         ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return value
 
 
 def _view(r: FailedTask, full: bool = False) -> dict[str, Any]:

@@ -32,7 +32,6 @@ class WebhookAuth:
     integration_id: int
     active: bool
     secrets: tuple[str, ...]
-    fetched_at: float
 
 
 class AuthCache:
@@ -66,7 +65,7 @@ class AuthCache:
         secrets = [vault.decrypt(row["webhook_secret_enc"])]
         if row["previous_webhook_secret_enc"]:
             secrets.append(vault.decrypt(row["previous_webhook_secret_enc"]))
-        return WebhookAuth(int(row["id"]), row["status"] == "active", tuple(secrets), 0.0)
+        return WebhookAuth(int(row["id"]), row["status"] == "active", tuple(secrets))
 
 
 @dataclass

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from config.settings import get_settings
+
 MAX_HEAD_BYTES = 64 * 1024
-# Seconds from connecting (or from the first byte of a later request) to the last byte of
-# the request; read once per process. A webhook is a few KiB: honest clients need far less.
-READ_TIMEOUT_ENV = "WEBHOOK_READ_TIMEOUT_S"
-DEFAULT_READ_TIMEOUT_S = 10.0
 
 
 def _refusal(status: str, error: str, detail: str) -> bytes:
@@ -32,25 +29,15 @@ def _refusal(status: str, error: str, detail: str) -> bytes:
     return head.encode() + body
 
 
-def read_timeout_s() -> float:
-    raw = os.environ.get(READ_TIMEOUT_ENV, "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_READ_TIMEOUT_S
-    except ValueError:
-        raise SystemExit(f"{READ_TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
-    if not 0.1 <= value <= 3600:
-        raise SystemExit(f"{READ_TIMEOUT_ENV} must be between 0.1 and 3600, got {value:g}")
-    return value
-
-
 TOO_LARGE = _refusal("431 Request Header Fields Too Large", "headers_too_large", "over 64 KiB")
 TOO_SLOW = _refusal("408 Request Timeout", "request_timeout", "the request was not sent in time")
-READ_TIMEOUT_S = read_timeout_s()
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """Refuses with 431 a request whose head passes MAX_HEAD_BYTES, and with 408 one not
-    received within READ_TIMEOUT_S; either way the connection is closed."""
+    received within WEBHOOK_READ_TIMEOUT_S (seconds from connecting, or from the first byte of
+    a later request, to the last byte of the request; a webhook is a few KiB and honest
+    clients need far less); either way the connection is closed."""
 
     _head_bytes = 0
     _in_head = True
@@ -87,7 +74,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _arm_read_timer(self) -> None:
         self._disarm_read_timer()
-        self._read_timer = self.loop.call_later(READ_TIMEOUT_S, self._refuse, TOO_SLOW)
+        timeout_s = get_settings().webhook_read_timeout_s
+        self._read_timer = self.loop.call_later(timeout_s, self._refuse, TOO_SLOW)
 
     def _disarm_read_timer(self) -> None:
         if self._read_timer is not None:

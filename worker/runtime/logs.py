@@ -7,8 +7,6 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -68,16 +66,6 @@ def bind(**fields: Any) -> None:
 
 def clear_context() -> None:
     _context.set(None)
-
-
-@contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
-    """Fields on every line logged inside the block (a CLI command, a request)."""
-    token = _context.set({**(_context.get() or {}), **fields})
-    try:
-        yield
-    finally:
-        _context.reset(token)
 
 
 class JsonFormatter(logging.Formatter):

@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from worker import cache
+from worker.domain.assignment import Assignee
 from worker.domain.errors import NotFound
 from worker.domain.model import ActivityType, HistoryStatus, reason_name
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import groups as q
+from worker.store.queries import inbound as q_inbound
 
 
 def assignee_exists(res: Resources, group_id: int) -> bool:
@@ -22,7 +24,7 @@ def assignee_exists(res: Resources, group_id: int) -> bool:
     if cached is not None:
         return cached
     with transaction(res.pool) as conn:
-        exists = q.get_assignee(conn, group_id) is not None
+        exists = q_inbound.assignee(conn, group_id) is not None
     cache.fill_assignee_exists(res.redis, group_id, exists)
     return exists
 
@@ -33,7 +35,7 @@ def show_group(res: Resources, group_id: int) -> dict[str, Any]:
         group = q.get_group(conn, group_id)
         if group is None:
             raise NotFound(f"no such group {group_id}")
-        assignee = q.get_assignee(conn, group_id)
+        assignee = q_inbound.assignee(conn, group_id)
         subscriptions = q.list_subscriptions(conn, group_id)
         activity = q.list_activity(conn, group_id)
         history = q.list_history(conn, group_id)
@@ -56,12 +58,12 @@ def show_group(res: Resources, group_id: int) -> dict[str, Any]:
     }
 
 
-def _assignee(row: dict[str, Any] | None) -> dict[str, Any] | None:
-    if row is None:
+def _assignee(assignee: Assignee | None) -> dict[str, Any] | None:
+    if assignee is None:
         return None
-    if row["user_id"] is not None:
-        return {"type": "user", "id": row["user_id"]}
-    return {"type": "team", "id": row["team_id"]}
+    if assignee.user_id is not None:
+        return {"type": "user", "id": assignee.user_id}
+    return {"type": "team", "id": assignee.team_id}
 
 
 def _actor(row: dict[str, Any]) -> dict[str, Any]:

@@ -272,8 +272,7 @@ def purge_caches(res: Resources, project_id: int, request_id: int) -> int:
     if req is None:
         return 0
     group_ids = req.purge_group_ids or []
-    cache.purge_assignee_exists(res.redis, group_ids)
-    cache.purge_owners_debounce(res.redis, group_ids)
+    cache.purge_group_caches(res.redis, group_ids)
     with transaction(res.pool) as conn:
         q.finish_request(conn, request_id, "missing" if req.purge_group_ids is None else "deleted")
     return len(group_ids)
@@ -284,7 +283,6 @@ def purge_project_caches(res: Resources, project_id: int) -> int:
     purged = 0
     with transaction(res.pool) as conn:
         for page in recent_group_ids(conn, project_id):
-            cache.purge_assignee_exists(res.redis, page)
-            cache.purge_owners_debounce(res.redis, page)
+            cache.purge_group_caches(res.redis, page)
             purged += len(page)
     return purged

@@ -33,30 +33,6 @@ class Delivery:
     updated_at: datetime
 
 
-INSERT_DELIVERY = """
-INSERT INTO webhook_delivery (integration_id, dedupe_key, body, headers, issue_key, event_ts)
-VALUES (%s, %s, %s, %s, %s, %s)
-ON CONFLICT (integration_id, dedupe_key) DO NOTHING
-RETURNING id
-"""
-
-
-def insert_delivery(
-    conn: Connection,
-    integration_id: int,
-    dedupe_key: str,
-    body: str,
-    headers: dict[str, str],
-    issue_key: str | None,
-    event_ts: int | None,
-) -> int | None:
-    """Store a delivery; None when the same delivery is already stored."""
-    row = conn.execute(
-        INSERT_DELIVERY, (integration_id, dedupe_key, body, Jsonb(headers), issue_key, event_ts)
-    ).fetchone()
-    return None if row is None else int(row["id"])
-
-
 # queued_at is when the first step was last put on the broker (a re-send moves it).
 MARK_QUEUED = """
 UPDATE webhook_delivery SET status = 'queued', queued_at = now(), updated_at = now()

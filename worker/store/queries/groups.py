@@ -7,7 +7,6 @@ from typing import Any
 from worker.store.db import Connection
 
 SELECT_GROUP = "SELECT id, project_id, title, last_seen FROM issue_group WHERE id = %s"
-SELECT_ASSIGNEE = "SELECT user_id, team_id FROM group_assignee WHERE group_id = %s"
 SELECT_SUBSCRIPTIONS = """
 SELECT user_id, team_id, reason FROM group_subscription
 WHERE group_id = %s ORDER BY user_id NULLS LAST, team_id
@@ -22,10 +21,6 @@ SELECT status, actor_id FROM group_history WHERE group_id = %s ORDER BY created_
 
 def get_group(conn: Connection, group_id: int) -> dict[str, Any] | None:
     return conn.execute(SELECT_GROUP, (group_id,)).fetchone()
-
-
-def get_assignee(conn: Connection, group_id: int) -> dict[str, Any] | None:
-    return conn.execute(SELECT_ASSIGNEE, (group_id,)).fetchone()
 
 
 def list_subscriptions(conn: Connection, group_id: int) -> list[dict[str, Any]]:

@@ -80,14 +80,6 @@ def get_integration(conn: Connection, integration_id: int) -> Integration | None
     return None if row is None else Integration(**row)
 
 
-SELECT_INTEGRATION_BY_EXTERNAL_ID = "SELECT * FROM integration WHERE external_id = %s"
-
-
-def get_integration_by_external_id(conn: Connection, external_id: str) -> Integration | None:
-    row = conn.execute(SELECT_INTEGRATION_BY_EXTERNAL_ID, (external_id,)).fetchone()
-    return None if row is None else Integration(**row)
-
-
 LIST_INTEGRATIONS = "SELECT * FROM integration ORDER BY id"
 
 
