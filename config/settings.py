@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -68,27 +69,20 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: N, low: N, high: N) -> N:
+    """The variable as a number of default's type, within low..high; unset: default."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    kind = type(default)
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
     return value
@@ -136,8 +130,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     flower_auth = env.get("FLOWER_BASIC_AUTH", "").strip()
     if flower_auth and ":" not in flower_auth:
         raise ConfigError("FLOWER_BASIC_AUTH must look like user:password")
-    visibility = _int(env, "BROKER_VISIBILITY_TIMEOUT_S", 300, 10, 86400)
-    backoff_max = _int(env, "RETRY_BACKOFF_MAX_S", 60, 1, 3600)
+    visibility = _number(env, "BROKER_VISIBILITY_TIMEOUT_S", 300, 10, 86400)
+    backoff_max = _number(env, "RETRY_BACKOFF_MAX_S", 60, 1, 3600)
     if backoff_max * 2 >= visibility:
         raise ConfigError(
             "BROKER_VISIBILITY_TIMEOUT_S must be more than twice RETRY_BACKOFF_MAX_S "
@@ -152,18 +146,18 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         broker_url=broker_url,
         secret_key=secret_key,
         public_url=public_url,
-        snowflake_region_id=_int(env, "SNOWFLAKE_REGION_ID", 0, 0, 4095),
+        snowflake_region_id=_number(env, "SNOWFLAKE_REGION_ID", 0, 0, 4095),
         snowflake_epoch_s=_epoch(env),
-        webhook_body_limit_bytes=_int(env, "WEBHOOK_BODY_LIMIT_BYTES", 1 << 20, 1024, 64 << 20),
-        webhook_read_timeout_s=_float(env, "WEBHOOK_READ_TIMEOUT_S", 10.0, 0.1, 3600.0),
+        webhook_body_limit_bytes=_number(env, "WEBHOOK_BODY_LIMIT_BYTES", 1 << 20, 1024, 64 << 20),
+        webhook_read_timeout_s=_number(env, "WEBHOOK_READ_TIMEOUT_S", 10.0, 0.1, 3600.0),
         flower_basic_auth=flower_auth,
         log_level=log_level,
         broker_visibility_timeout_s=visibility,
-        retry_max_attempts=_int(env, "RETRY_MAX_ATTEMPTS", 5, 0, 50),
+        retry_max_attempts=_number(env, "RETRY_MAX_ATTEMPTS", 5, 0, 50),
         retry_backoff_max_s=backoff_max,
-        pending_link_ttl_s=_int(env, "PENDING_LINK_TTL_S", 600, 30, 86400),
-        jira_timeout_s=float(_int(env, "JIRA_TIMEOUT_S", 10, 1, 300)),
-        db_pool_max_size=_int(env, "DB_POOL_MAX_SIZE", 10, 1, 200),
+        pending_link_ttl_s=_number(env, "PENDING_LINK_TTL_S", 600, 30, 86400),
+        jira_timeout_s=float(_number(env, "JIRA_TIMEOUT_S", 10, 1, 300)),
+        db_pool_max_size=_number(env, "DB_POOL_MAX_SIZE", 10, 1, 200),
     )
 
 

@@ -179,23 +179,31 @@ class LocalServers:
     pg: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
 
-    def stop(self) -> None:
+    def stop(self, pg_mode: str = "immediate") -> None:
         if self.redis is not None:
             self.redis.stop()
         if self.pg is not None:
-            self.pg.stop("immediate")
+            self.pg.stop(pg_mode)
 
 
-def start_missing(state: Path, admin_url: str | None, redis_url: str | None) -> LocalServers:
-    """Start an embedded server, under the state folder, for each URL not given."""
+def start_missing(
+    state: Path,
+    admin_url: str | None,
+    redis_url: str | None,
+    *,
+    pg_port: int | None = None,
+    redis_port: int | None = None,
+) -> LocalServers:
+    """Start an embedded server, under the state folder, for each URL not given (on the port
+    given, else a free one)."""
     found = LocalServers(admin_url or "", redis_url or "")
     try:
         if not admin_url:
-            found.pg = EmbeddedPostgres(state / "pg")
+            found.pg = EmbeddedPostgres(state / "pg", port=pg_port)
             found.pg.start()
             found.admin_url = found.pg.url
         if not redis_url:
-            found.redis = EmbeddedRedis(state / "redis")
+            found.redis = EmbeddedRedis(state / "redis", port=redis_port)
             found.redis.start()
             found.redis_url = found.redis.url
     except BaseException:

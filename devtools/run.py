@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from config.settings import ConfigError, load_settings
-from devtools.embedded import EmbeddedPostgres, EmbeddedRedis
+from devtools.embedded import start_missing
 from worker.store.db import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,22 +44,22 @@ def _read_port(name: str) -> int | None:
 def main() -> int:
     STATE.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    servers: list[EmbeddedPostgres | EmbeddedRedis] = []
-    if not env.get("DATABASE_URL"):
-        pg = EmbeddedPostgres(STATE / "pg", port=_read_port("pg"))
-        _say(f"starting embedded PostgreSQL on 127.0.0.1:{pg.port} (data in {pg.data_dir})")
-        pg.start()
-        (STATE / "pg.port").write_text(str(pg.port))
-        servers.append(pg)
-        env["DATABASE_URL"] = pg.url
-    if not env.get("REDIS_URL"):
-        rd = EmbeddedRedis(STATE / "redis", port=_read_port("redis"))
-        _say(f"starting embedded Redis on 127.0.0.1:{rd.port}")
-        rd.start()
-        (STATE / "redis.port").write_text(str(rd.port))
-        servers.append(rd)
-        env["REDIS_URL"] = rd.url
-    if servers:
+    if not (env.get("DATABASE_URL") and env.get("REDIS_URL")):
+        _say(f"starting the embedded servers not given by URL (data in {STATE})")
+    servers = start_missing(
+        STATE,
+        env.get("DATABASE_URL"),
+        env.get("REDIS_URL"),
+        pg_port=_read_port("pg"),
+        redis_port=_read_port("redis"),
+    )
+    env["DATABASE_URL"], env["REDIS_URL"] = servers.admin_url, servers.redis_url
+    # Kept for the next run: the same ports, so URLs copied from this one stay valid.
+    for name, server in (("pg", servers.pg), ("redis", servers.redis)):
+        if server is not None:
+            (STATE / f"{name}.port").write_text(str(server.port))
+            _say(f"embedded {name} on 127.0.0.1:{server.port}")
+    if servers.pg or servers.redis:
         env.setdefault("SECRET_KEY", _stored_secret("secret_key", secrets.token_urlsafe(32)))
         auth = f"admin:{secrets.token_urlsafe(12)}"
         env.setdefault("FLOWER_BASIC_AUTH", _stored_secret("flower_basic_auth", auth))
@@ -85,8 +85,7 @@ def main() -> int:
         _say(f"configuration: {exc}")
         return 3
     finally:
-        for server in reversed(servers):
-            server.stop()
+        servers.stop(pg_mode="fast")
         _say("stopped")
 
 

@@ -156,7 +156,6 @@ def test_jira_5xx_is_retried_until_the_push_lands(
     assert len([c for c in puts(other_jira, "OPS-9") if c.status == 204]) == 1
 
 
-
 def test_a_slow_jira_holds_no_group_lock_and_the_newest_state_lands_last(
     res: Resources, two_jiras: dict[str, Any], other_jira: FakeJira
 ) -> None:
@@ -176,6 +175,7 @@ def test_a_slow_jira_holds_no_group_lock_and_the_newest_state_lands_last(
     )
     assert other_jira.assignees["OPS-9"] is None  # the newest state, whatever the order
     assert puts(other_jira, "OPS-9")[-1].json() == {"name": None}
+
 
 def test_user_unknown_to_one_jira_fails_that_issue_only(
     res: Resources,

@@ -147,20 +147,10 @@ def get_request_token(
     timeout_s: float = 10.0,
 ) -> TokenPair:
     """Step 1 of the link: a request token, signed with the consumer key and private key."""
-    auth = OAuth1(
-        consumer_key,
-        signature_method=SIGNATURE_RSA,
-        rsa_key=private_key_pem,
-        callback_uri=callback_url,
+    oauth = {"callback_uri": callback_url}
+    return _token_request(
+        base_url, REQUEST_TOKEN_PATH, consumer_key, private_key_pem, oauth, verify_ssl, timeout_s
     )
-    response = _send(
-        "POST",
-        base_url + REQUEST_TOKEN_PATH,
-        auth,
-        verify_ssl=verify_ssl,
-        timeout_s=timeout_s,
-    )
-    return _token_pair(response, "request-token")
 
 
 def get_access_token(
@@ -174,22 +164,29 @@ def get_access_token(
     timeout_s: float = 10.0,
 ) -> TokenPair:
     """Step 3: trade the authorized request token (Jira Server: verifier = the token)."""
-    auth = OAuth1(
-        consumer_key,
-        signature_method=SIGNATURE_RSA,
-        rsa_key=private_key_pem,
-        resource_owner_key=request_token.token,
-        resource_owner_secret=request_token.secret,
-        verifier=verifier,
+    oauth = {
+        "resource_owner_key": request_token.token,
+        "resource_owner_secret": request_token.secret,
+        "verifier": verifier,
+    }
+    return _token_request(
+        base_url, ACCESS_TOKEN_PATH, consumer_key, private_key_pem, oauth, verify_ssl, timeout_s
     )
-    response = _send(
-        "POST",
-        base_url + ACCESS_TOKEN_PATH,
-        auth,
-        verify_ssl=verify_ssl,
-        timeout_s=timeout_s,
-    )
-    return _token_pair(response, "access-token")
+
+
+def _token_request(
+    base_url: str,
+    path: str,
+    consumer_key: str,
+    private_key_pem: str,
+    oauth: dict[str, str],
+    verify_ssl: bool,
+    timeout_s: float,
+) -> TokenPair:
+    """POST to one of Jira's OAuth token endpoints, RSA-SHA1 signed; the token pair it gives."""
+    auth = OAuth1(consumer_key, signature_method=SIGNATURE_RSA, rsa_key=private_key_pem, **oauth)
+    response = _send("POST", base_url + path, auth, verify_ssl=verify_ssl, timeout_s=timeout_s)
+    return _token_pair(response, path.rsplit("/", 1)[-1])  # "request-token", "access-token"
 
 
 class JiraClient:

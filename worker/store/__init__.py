@@ -2,6 +2,7 @@
 statement (`queries/`, one typed function each), credential encryption at rest and the
 failed-task store.
 
-May import `worker.domain` and `worker.runtime.logs` (a leaf: log scrubbing); never the
-receiver, the Jira client, the CLI or the steps.
+May import `worker.domain`, `worker.runtime.logs` (a leaf: log scrubbing) and, for type
+hints only, `worker.runtime.resources`; never the receiver, the Jira client, the CLI or the
+steps.
 """

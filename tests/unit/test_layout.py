@@ -1,0 +1,72 @@
+"""The layout's rules, read from the source: what each package may import (its docstring says
+the same) and that the runtime never needs the dev tools."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNTIME_DIRS = ("worker", "tasks", "config")
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from worker import cache` is worker.cache; `from a.b import f` is a.b.f.
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def modules(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+def ours(imported: set[str]) -> set[str]:
+    return {m for m in imported if m.split(".")[0] in ("worker", "tasks", "config", "devtools")}
+
+
+@pytest.mark.parametrize("folder", RUNTIME_DIRS)
+def test_the_runtime_never_imports_dev_tools_or_tests(folder: str) -> None:
+    for path in modules(folder):
+        bad = {m for m in imports_of(path) if m.split(".")[0] in ("devtools", "tests", "bench")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize(
+    ("package", "allowed"),
+    [
+        ("worker/domain", ("worker.domain",)),
+        ("worker/store", ("worker.domain", "worker.store", "worker.runtime.logs",
+                          "worker.runtime.resources")),
+        ("worker/jira", ("config", "worker.domain", "worker.store", "worker.jira",
+                         "worker.runtime.resources", "worker.receiver.tokens")),
+        ("worker/services", ("worker.domain", "worker.store", "worker.cache",
+                             "worker.runtime", "worker.services")),
+    ],
+)  # fmt: skip
+def test_each_package_imports_only_what_its_docstring_allows(
+    package: str, allowed: tuple[str, ...]
+) -> None:
+    for path in modules(package):
+        for module in ours(imports_of(path)):
+            assert any(module == a or module.startswith(a + ".") for a in allowed), (
+                f"{path.relative_to(ROOT)} imports {module}"
+            )
+
+
+def test_worker_top_level_holds_only_packages_and_small_entry_points() -> None:
+    loose = sorted(p.name for p in (ROOT / "worker").glob("*.py"))
+    assert loose == ["__init__.py", "cache.py"]
+
+
+def test_every_package_says_what_it_holds() -> None:
+    for init in (ROOT / "worker").rglob("__init__.py"):
+        tree = ast.parse(init.read_text())
+        assert ast.get_docstring(tree), f"{init.relative_to(ROOT)} has no docstring"
