@@ -6,8 +6,9 @@ import logging
 
 from tasks import pipeline
 from tasks.base import Step
-from worker.domain.assignment import decide_change, parse_event
+from worker.domain.assignment import decide_change
 from worker.domain.errors import NotFound
+from worker.domain.event import parse_event
 from worker.runtime.app import app
 from worker.store.db import transaction
 from worker.store.queries import deliveries as q_deliveries

@@ -22,16 +22,15 @@ from worker.domain.assignment import (
     PENDING,
     Action,
     Assignee,
-    IssueEvent,
     Outcome,
     choose_user,
     decide_change,
     delivery_outcome,
     is_newer,
-    parse_event,
     subscriptions_to_remove,
 )
 from worker.domain.errors import NotFound
+from worker.domain.event import IssueEvent, parse_event
 from worker.domain.model import ActivityType, HistoryStatus
 from worker.runtime.app import app
 from worker.store.db import Connection, transaction

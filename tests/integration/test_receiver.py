@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import Servers, wait_for
+from tests.conftest import ROOT, Servers, wait_for
 from tests.webhooks import (
     EXTERNAL_ID,
     JSON,
@@ -135,6 +135,27 @@ BAD_BODIES = {
     ),
     "changelog not an object": (body({"changelog": "yes"}), "changelog"),
     "timestamp not a number": (body({**payload(), "timestamp": "soon"}), "timestamp"),
+    "changelog without timestamp": (
+        body({k: v for k, v in payload().items() if k != "timestamp"}),
+        "timestamp",
+    ),
+    "assignee item without issue.fields": (
+        body({**payload(), "issue": {"id": "10001", "key": "APP-1"}}),
+        "issue.fields",
+    ),
+    "assignee item without an assignee key": (
+        body({**payload(), "issue": {"id": "10001", "key": "APP-1", "fields": {"x": 1}}}),
+        "issue.fields.assignee",
+    ),
+    "changelog.id not a number": (
+        body({**payload(), "changelog": {"id": "ten", "items": [{"field": "assignee"}]}}),
+        "changelog.id",
+    ),
+    "changelog item not an object": (
+        body({**payload(), "changelog": {"id": "1", "items": ["assignee"]}}),
+        "changelog.items[0]",
+    ),
+    "changelog a list of items": (body({**payload(), "changelog": [{"field": "x"}]}), "changelog"),
 }
 
 
@@ -191,6 +212,9 @@ IGNORED = {
     "null changelog": {"issue": {"key": "APP-1"}, "changelog": None},
     "empty changelog": {"issue": {"key": "APP-1"}, "changelog": {"id": "1", "items": []}},
     "changelog without items": {"changelog": {"id": "1"}},
+    "changelog an empty list": {"issue": {"key": "APP-1"}, "changelog": []},
+    "changelog an empty object": {"issue": {"key": "APP-1"}, "changelog": {}},
+    "changelog with an empty item list": {"issue": {"key": "APP-1"}, "changelog": {"items": []}},
 }
 
 
@@ -279,3 +303,32 @@ def test_unknown_route_and_method_answer_json(client: TestClient) -> None:
     response = client.get(url())
     assert response.status_code == 405
     assert response.headers["content-type"] == "application/json"
+
+
+# Real bodies Jira sent once (../shared/jira-payloads/SOURCES.md): the answer each must get.
+JIRA_PAYLOADS = ROOT.parent / "shared" / "jira-payloads"
+REAL_BODIES = {
+    "server_mm_assigned_on_server.json": (202, None),
+    "server_zulip_reassigned_v1.json": (202, None),
+    "server_mm_status_resolved_unassigned.json": (202, None),
+    "server_mm_status_in_progress.json": (202, None),
+    "server_jenkins_status_updated.json": (202, None),
+    "server_crystal_status_and_story_points.json": (202, None),
+    "server_mm_commented_no_changelog.json": (200, None),
+    "server_jenkins_with_comment_no_changelog.json": (200, None),
+    "cloud_mm_assigned.json": (202, None),
+    "cloud_mm_assigned_nobody.json": (202, None),
+    "cloud_mobitel_assigned_no_email.json": (400, "timestamp"),
+}
+
+
+@pytest.mark.parametrize(("name", "expected"), REAL_BODIES.items(), ids=REAL_BODIES.keys())
+def test_real_jira_bodies_get_the_answer_the_spec_asks(
+    client: TestClient, res: Resources, name: str, expected: tuple[int, str | None]
+) -> None:
+    status, named = expected
+    response = post(client, content=(JIRA_PAYLOADS / name).read_bytes())
+    assert response.status_code == status, response.json()
+    if named is not None:
+        assert named in response.json()["detail"]
+    assert len(stored(res)) == (1 if status == 202 else 0)

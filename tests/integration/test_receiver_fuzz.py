@@ -4,6 +4,7 @@ what the SPEC accepts is stored (and so enqueued)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -79,6 +80,8 @@ def mutated_payload(draw: st.DrawFn) -> Any:
                     ("changelog",),
                     ("changelog", "items"),
                     ("changelog", "id"),
+                    ("issue", "fields"),
+                    ("issue", "fields", "assignee"),
                 ]
             )
         )
@@ -125,14 +128,34 @@ def acceptable(content_type: str, raw: bytes) -> bool:
         return False
     if not isinstance(data, dict) or not isinstance(data.get("changelog"), dict):
         return False
-    items = data["changelog"].get("items")
+    changelog = data["changelog"]
+    items = changelog.get("items")
     if not isinstance(items, list) or not items:
+        return False
+    if not all(isinstance(i, dict) and isinstance(i.get("field"), str) for i in items):
         return False
     issue = data.get("issue")
     key = issue.get("key") if isinstance(issue, dict) else None
+    if not (isinstance(key, str) and key and key.isprintable() and len(key) <= 255):
+        return False
     ts = data.get("timestamp")
-    good_ts = ts is None or (type(ts) is int and 0 <= ts < 2**63)
-    return isinstance(key, str) and bool(key) and key.isprintable() and len(key) <= 255 and good_ts
+    if not (type(ts) is int and 0 <= ts < 2**63):
+        return False
+    cid = changelog.get("id", 0)
+    digits = isinstance(cid, str) and re.fullmatch(r"[0-9]{1,18}", cid)
+    if not ((type(cid) is int and 0 <= cid < 2**63) or digits):
+        return False
+    if any(i["field"] == "assignee" for i in items):
+        assert isinstance(issue, dict)
+        fields = issue.get("fields")
+        if not isinstance(fields, dict) or "assignee" not in fields:
+            return False
+        assignee = fields["assignee"]
+        if assignee is not None and not isinstance(assignee, dict):
+            return False
+        email = assignee.get("emailAddress") if assignee else None
+        return email is None or isinstance(email, str)
+    return True
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from worker.domain.assignment import Action, Outcome, decide_change, parse_event
+from worker.domain.assignment import Action, Outcome, decide_change
 from worker.domain.errors import BadPayload
+from worker.domain.event import parse_event, read_event
 
 
 def payload(
@@ -63,10 +64,60 @@ def test_changelog_without_assignee_item_is_no_assignee_change() -> None:
     assert decide(payload(assignee=ANN, items=items)).outcome is Outcome.NO_ASSIGNEE_CHANGE
 
 
-def test_missing_changelog_is_no_assignee_change() -> None:
+@pytest.mark.parametrize("changelog", [None, [], {}, {"items": []}, {"id": "5"}])
+def test_missing_or_empty_changelog_is_no_event(changelog: Any) -> None:
     body = payload(assignee=ANN)
+    body["changelog"] = changelog
+    assert read_event(body) is None
     del body["changelog"]
-    assert decide(body).outcome is Outcome.NO_ASSIGNEE_CHANGE
+    assert read_event(body) is None
+
+
+@pytest.mark.parametrize(
+    ("mutate", "named"),
+    [
+        (lambda b: b["issue"]["fields"].pop("assignee"), "issue.fields.assignee"),
+        (lambda b: b["issue"].pop("fields"), "issue.fields"),
+        (lambda b: b["issue"].update(fields=[]), "issue.fields"),
+    ],
+)
+def test_assignee_item_without_assignee_key_is_malformed_not_an_unassignment(
+    mutate: Any, named: str
+) -> None:
+    body = payload(assignee=None)
+    mutate(body)
+    with pytest.raises(BadPayload, match=named.replace(".", r"\.")):
+        read_event(body)
+
+
+def test_other_changes_need_no_assignee_key() -> None:
+    body = payload(items=[{"field": "status", "from": "1", "to": "3"}])
+    del body["issue"]["fields"]
+    event = read_event(body)
+    assert event is not None and not event.assignee_changed
+
+
+@pytest.mark.parametrize(
+    ("mutate", "named"),
+    [
+        (lambda b: b.pop("timestamp"), "timestamp"),
+        (lambda b: b.update(timestamp="6/13/2019, 12:51:58 PM,687"), "timestamp"),
+        (lambda b: b.update(timestamp=1.5), "timestamp"),
+        (lambda b: b.update(timestamp=True), "timestamp"),
+        (lambda b: b["issue"].pop("key"), "issue.key"),
+        (lambda b: b.pop("issue"), "issue"),
+        (lambda b: b["changelog"].update(id="ten"), "changelog.id"),
+        (lambda b: b["changelog"].update(id=None), "changelog.id"),
+        (lambda b: b["changelog"].update(items=[1]), "changelog.items[0]"),
+        (lambda b: b["changelog"].update(items={"field": "assignee"}), "changelog.items"),
+        (lambda b: b.update(changelog=[{"field": "assignee"}]), "changelog"),
+    ],
+)
+def test_each_field_the_pipeline_needs_is_named_when_bad(mutate: Any, named: str) -> None:
+    body = payload(assignee=ANN)
+    mutate(body)
+    with pytest.raises(BadPayload, match=named.replace(".", r"\.").replace("[", r"\[")):
+        read_event(body)
 
 
 def test_assignee_without_email_is_missing_assignee_email() -> None:

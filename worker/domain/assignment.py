@@ -1,4 +1,4 @@
-"""Pure decisions of the inbound pipeline (SPEC 4): what a delivery asks for, which user gets a
+"""Pure decisions of the inbound pipeline (SPEC 4): what an event asks for, which user gets a
 group, whose subscriptions go, whether an event is newer, and what a delivery's outcome is.
 
 Nothing here touches a server: the steps in tasks/ load state by id, call these, and write.
@@ -6,13 +6,11 @@ Nothing here touches a server: the steps in tasks/ load state by id, call these,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
-from worker.domain.errors import BadPayload
+from worker.domain.event import IssueEvent
 
 
 class Outcome(StrEnum):
@@ -49,75 +47,12 @@ OUTCOME_PRECEDENCE = (
 
 
 @dataclass(frozen=True)
-class IssueEvent:
-    """The fields of a Jira `jira:issue_updated` payload the pipeline reads."""
-
-    event_ts: int
-    changelog_id: int
-    issue_key: str
-    assignee_changed: bool
-    assignee_present: bool
-    assignee_email: str | None
-
-    @property
-    def order(self) -> tuple[int, int]:
-        """Events for one issue are applied in (Jira timestamp, changelog id) order."""
-        return (self.event_ts, self.changelog_id)
-
-
-@dataclass(frozen=True)
 class Change:
     """What a delivery asks for: an outcome to record now, or a sync to run."""
 
     outcome: Outcome | None = None
     action: Action | None = None
     email: str | None = None
-
-
-def parse_event(body: str) -> IssueEvent:
-    """Read a stored webhook body; a body without the needed shape is a BadPayload."""
-    try:
-        payload = json.loads(body)
-    except ValueError as exc:
-        raise BadPayload(f"body is not JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise BadPayload("body is not a JSON object")
-    issue = _object(payload.get("issue"), "issue")
-    key = issue.get("key")
-    if not isinstance(key, str) or not key:
-        raise BadPayload("issue.key is missing")
-    fields = _object(issue.get("fields", {}), "issue.fields")
-    assignee = fields.get("assignee")
-    if assignee is not None and not isinstance(assignee, dict):
-        raise BadPayload("issue.fields.assignee is neither null nor an object")
-    email = assignee.get("emailAddress") if assignee else None
-    if email is not None and not isinstance(email, str):
-        raise BadPayload("issue.fields.assignee.emailAddress is not a string")
-    changelog = payload.get("changelog")
-    return IssueEvent(
-        event_ts=_integer(payload.get("timestamp"), "timestamp"),
-        changelog_id=_integer((changelog or {}).get("id", 0), "changelog.id"),
-        issue_key=key,
-        assignee_changed=changelog_has_assignee(changelog),
-        assignee_present=assignee is not None,
-        assignee_email=(email or "").strip() or None,
-    )
-
-
-def changelog_has_assignee(changelog: Any) -> bool:
-    """True when some changelog item changes the `assignee` field (SPEC 4.1)."""
-    if changelog is None:
-        return False
-    items = _object(changelog, "changelog").get("items", [])
-    if not isinstance(items, list):
-        raise BadPayload("changelog.items is not a list")
-    found = False
-    for index, item in enumerate(items):
-        field = _object(item, f"changelog.items[{index}]").get("field")
-        if not isinstance(field, str):
-            raise BadPayload(f"changelog.items[{index}].field is not a string")
-        found = found or field == "assignee"
-    return found
 
 
 def decide_change(event: IssueEvent) -> Change:
@@ -183,20 +118,3 @@ def delivery_outcome(group_outcomes: Iterable[str]) -> Outcome:
         if outcome in seen:
             return outcome
     return Outcome.NO_AFFECTED_GROUPS
-
-
-def _object(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BadPayload(f"{path} is not an object")
-    return value
-
-
-def _integer(value: Any, path: str) -> int:
-    # Jira Server sends changelog.id as a string of digits and timestamp as a number.
-    if isinstance(value, bool):
-        raise BadPayload(f"{path} is not an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    raise BadPayload(f"{path} is not an integer")

@@ -30,7 +30,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from worker.domain.errors import JiraSyncError, classify
+from worker.domain.errors import BadPayload, JiraSyncError, classify
+from worker.domain.event import read_event
 from worker.jira import linking
 from worker.jira.linking import CALLBACK_PATH, WEBHOOK_PREFIX
 from worker.receiver import payload, tokens
@@ -120,10 +121,13 @@ class Receiver:
                 415, "unsupported_media_type", "content type must be application/json"
             )
         raw = await _read_body(request, self.res.settings.webhook_body_limit_bytes)
-        text, event = payload.parse_body(raw)
-        if not payload.has_changes(event):
+        text, body = payload.parse_body(raw)
+        try:
+            event = read_event(body)
+        except BadPayload as exc:
+            raise payload.Refused(400, "bad_request", str(exc)) from None
+        if event is None:
             return _json(200, {"status": "ignored"}), None
-        issue_key, event_ts = payload.issue_key(event), payload.event_ts(event)
         headers = {
             k: payload.clean_header(v)
             for k in payload.KEPT_HEADERS
@@ -132,11 +136,11 @@ class Receiver:
         identifier = request.headers.get("x-atlassian-webhook-identifier", "").strip()
         delivery = q.NewDelivery(
             integration_id=auth.integration_id,
-            dedupe_key=payload.dedupe_key(auth.integration_id, identifier or None, event),
+            dedupe_key=payload.dedupe_key(auth.integration_id, identifier or None, body),
             body=text,
             headers=headers,
-            issue_key=issue_key,
-            event_ts=event_ts,
+            issue_key=event.issue_key,
+            event_ts=event.event_ts,
         )
         delivery_id = await self.writer.store(delivery)
         if delivery_id is None:

@@ -1,5 +1,6 @@
-"""Reading a Jira Server webhook delivery (pure): what the receiver checks before it stores
-one, and the dedupe key that makes a delivery stored once."""
+"""Reading a webhook request (pure): content type, JSON body, the headers kept, and the dedupe
+key that makes a delivery stored once. What the event inside must carry is
+`worker.domain.event.read_event`."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from typing import Any
 
 KEPT_HEADERS = ("x-atlassian-webhook-identifier", "user-agent", "content-type")
 MAX_HEADER_CHARS = 256
-MAX_ISSUE_KEY_CHARS = 255
 MAX_IDENTIFIER_CHARS = 200
-BIGINT_MAX = (1 << 63) - 1
 
 
 class Refused(Exception):
@@ -44,39 +43,6 @@ def parse_body(raw: bytes) -> tuple[str, dict[str, Any]]:
     if not isinstance(payload, dict):
         raise Refused(400, "bad_request", "body must be a JSON object")
     return text, payload
-
-
-def has_changes(payload: dict[str, Any]) -> bool:
-    changelog = payload.get("changelog")
-    if changelog is None:
-        return False
-    if not isinstance(changelog, dict):
-        raise Refused(400, "bad_request", "changelog must be an object")
-    items = changelog.get("items")
-    if items is None:
-        return False
-    if not isinstance(items, list):
-        raise Refused(400, "bad_request", "changelog.items must be a list")
-    return bool(items)
-
-
-def issue_key(payload: dict[str, Any]) -> str:
-    issue = payload.get("issue")
-    key = issue.get("key") if isinstance(issue, dict) else None
-    if not isinstance(key, str) or not key:
-        raise Refused(400, "bad_request", "issue.key is missing")
-    if len(key) > MAX_ISSUE_KEY_CHARS or not key.isprintable():
-        raise Refused(400, "bad_request", "issue.key is not a valid issue key")
-    return key
-
-
-def event_ts(payload: dict[str, Any]) -> int | None:
-    ts = payload.get("timestamp")
-    if ts is None:
-        return None
-    if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= BIGINT_MAX:
-        raise Refused(400, "bad_request", "timestamp must be an integer (epoch milliseconds)")
-    return ts
 
 
 def clean_header(value: str) -> str:
