@@ -138,6 +138,31 @@ def test_link_with_a_bad_key_file_is_a_usage_error(
     assert "private key must be a PEM-encoded RSA private key" in err
 
 
+
+@pytest.mark.parametrize(
+    ("base_url", "named"),
+    [
+        ("http://admin:hunter2@jira.acme.test", "user:password@"),
+        ("https://admin@jira.acme.test", "user:password@"),
+        ("ftp://jira.acme.test", "http or https"),
+        ("jira.acme.test", "http or https"),
+        ("http://", "with a host"),
+        ("http://jira.acme.test:99999", "with a host"),
+        ("https://jira.acme.test/?next=x", "query"),
+    ],
+)
+def test_link_refuses_a_base_url_it_cannot_sign_or_store(
+    run: Run, orgs: None, fake_jira: FakeJira, key_file: Path, base_url: str, named: str
+) -> None:
+    code, _, err = run(
+        "integration", "link", "--base-url", base_url, "--consumer-key", "k",
+        "--private-key-file", str(key_file), "--organization", "acme",
+    )  # fmt: skip
+    assert code == EXIT_USAGE
+    assert named in err
+    assert "hunter2" not in err
+    assert fake_jira.calls == []
+
 def test_link_with_jira_unreachable_exits_unavailable(run: Run, orgs: None, key_file: Path) -> None:
     code, _, err = run(
         "integration", "link", "--base-url", "http://127.0.0.1:9", "--consumer-key", "k",

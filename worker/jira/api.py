@@ -48,11 +48,20 @@ class TokenPair:
 
 
 def normalize_base_url(base_url: str) -> str:
-    """Strip the trailing slash; refuse anything but an http(s) URL with a host."""
+    """Strip the trailing slash; refuse anything but an http(s) URL with a host and a valid
+    port, without credentials (a password in a URL ends up in logs), query or fragment."""
     url = base_url.strip().rstrip("/")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"base URL must be an http or https URL, got {base_url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput("base URL must not carry user:password@ (OAuth signs every request)")
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise InvalidInput(f"base URL must be an http or https URL with a host, got {url!r}")
+    if parts.query or parts.fragment:
+        raise InvalidInput(f"base URL must not have a query or fragment, got {url!r}")
     return url
 
 
