@@ -59,8 +59,18 @@ class Step(Task):  # type: ignore[misc]
             self._record_failure(exc, args, kwargs, attempts=retries + 1)
             raise
 
+    def record_item_failure(self, exc: Exception, kwargs: dict[str, Any], message: str) -> None:
+        """A permanent failure of one item of this step while the others went on: a record of
+        its own, whose kwargs make `failed replay` run the step for that item alone."""
+        self._record_failure(exc, (), kwargs, attempts=1, message=message)
+
     def _record_failure(
-        self, exc: Exception, args: tuple[Any, ...], kwargs: dict[str, Any], attempts: int
+        self,
+        exc: Exception,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        attempts: int,
+        message: str | None = None,
     ) -> None:
         record = failures.FailureRecord(
             task_name=self.name,
@@ -69,7 +79,7 @@ class Step(Task):  # type: ignore[misc]
             kwargs=dict(kwargs),
             chain=_rest_of_chain(self.request),
             error_type=type(exc).__name__,
-            message=str(exc),
+            message=str(exc) if message is None else message,
             traceback="".join(traceback.format_exception(exc)),
             attempts=attempts,
         )

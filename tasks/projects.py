@@ -26,9 +26,14 @@ class ProjectStep(Step):
     abstract = True
 
     def _record_failure(
-        self, exc: Exception, args: tuple[Any, ...], kwargs: dict[str, Any], attempts: int
+        self,
+        exc: Exception,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        attempts: int,
+        message: str | None = None,
     ) -> None:
-        super()._record_failure(exc, args, kwargs, attempts)
+        super()._record_failure(exc, args, kwargs, attempts, message)
         request_id = kwargs.get("request_id")
         if not isinstance(request_id, int):
             return

@@ -15,7 +15,7 @@ from tasks import pipeline
 from tasks.base import Step
 from worker import cache
 from worker.domain.assignment import Assignee
-from worker.domain.errors import JiraRejected, NotFound, RetryableError
+from worker.domain.errors import JiraRejected, JiraUserNotFound, NotFound, RetryableError
 from worker.jira.api import JiraClient, client_for_integration
 from worker.runtime.app import app
 from worker.runtime.resources import Resources
@@ -37,18 +37,39 @@ def purge_owners_debounce(self: Step, *, delivery_id: int, group_id: int) -> int
 
 
 @app.task(base=Step, bind=True, name=pipeline.OUTBOUND_SYNC)
-def outbound_sync(self: Step, *, delivery_id: int, group_id: int) -> int:
+def outbound_sync(
+    self: Step, *, delivery_id: int, group_id: int, external_issue_id: int | None = None
+) -> int:
+    """Push the group's assignee to its other linked issues; with external_issue_id, to that
+    issue alone (the replay of its recorded failure). A Jira refusal (4xx, no assignable user)
+    fails that issue only: recorded in outbound_call and in the failed-task store."""
     res = self.resources
     with transaction(res.pool) as conn:
         delivery = q_deliveries.get_delivery(conn, delivery_id)
         if delivery is None:
             raise NotFound(f"delivery {delivery_id} does not exist")
         targets = q.outbound_targets(conn, group_id, delivery.integration_id)
+    if external_issue_id is not None:
+        targets = [t for t in targets if t.external_issue_id == external_issue_id]
     clients: dict[int, JiraClient] = {}
     called = 0
     try:
         for target in targets:
-            called += _push(self, delivery_id, group_id, target, clients)
+            refused = _push(self, delivery_id, group_id, target, clients, external_issue_id)
+            if refused is None:
+                called += 1
+                continue
+            code = getattr(refused, "status", None)
+            status = f" (Jira status {code})" if code else ""
+            self.record_item_failure(
+                refused,
+                {
+                    "delivery_id": delivery_id,
+                    "group_id": group_id,
+                    "external_issue_id": target.external_issue_id,
+                },
+                f"{target.key} on integration {target.integration_id}: {refused}{status}",
+            )
     finally:
         for client in clients.values():
             client.close()
@@ -68,9 +89,11 @@ def _push(
     group_id: int,
     target: q.OutboundTarget,
     clients: dict[int, JiraClient],
-) -> int:
-    """Push the group's assignee to one issue, once per delivery; recorded in its own short
-    transaction, so a retry after a 5xx elsewhere does not call this issue again."""
+    replaying: int | None,
+) -> JiraRejected | NotFound | None:
+    """Push the group's assignee to one issue, once per delivery, recorded in its own short
+    transaction so a retry after a 5xx elsewhere does not call this issue again. Returns
+    Jira's refusal, if it refused; an issue with nothing to push counts as pushed."""
     res = step.resources
     context = {
         "delivery_id": delivery_id,
@@ -79,12 +102,14 @@ def _push(
         "integration_id": target.integration_id,
     }
     with transaction(res.pool) as conn:
-        if target.external_issue_id in q.outbound_called(conn, delivery_id, group_id):
-            return 0
+        called = q.outbound_called(conn, delivery_id, group_id).get(target.external_issue_id)
         wanted, emails = _wanted(conn, group_id)
+    # A failed call is tried again only by the replay of its record.
+    if called == "done" or (called == "failed" and replaying != target.external_issue_id):
+        return None
     for _ in range(MAX_PUSHES):
         if wanted is not None and wanted.user_id is None:
-            return 0  # a team assignee has no Jira counterpart
+            return None  # a team assignee has no Jira counterpart
         refused: JiraRejected | NotFound | None = None
         name: str | None = None
         try:
@@ -95,7 +120,7 @@ def _push(
             refused = exc  # permanent for this issue only: the other issues still get theirs
         with transaction(res.pool) as conn:
             if q.lock_group(conn, group_id) is None:
-                return 0
+                return None
             now, now_emails = _wanted(conn, group_id)
             if now == wanted:
                 status, detail = ("failed", str(refused)) if refused else ("done", "")
@@ -109,9 +134,9 @@ def _push(
         raise GroupBusy(f"group {group_id}'s assignee changed during {MAX_PUSHES} pushes")
     if refused is not None:
         log.warning("outbound.failed", extra={**context, "error": type(refused).__name__})
-        return 0
+        return refused
     log.info("outbound.synced", extra={**context, "assigned": name is not None})
-    return 1
+    return None
 
 
 class GroupBusy(RetryableError):
@@ -136,4 +161,4 @@ def _jira_username(client: JiraClient, issue_key: str, emails: list[str]) -> str
         name = client.find_assignable_username(issue_key, email)
         if name is not None:
             return name
-    raise JiraRejected(f"no assignable Jira user on {issue_key} has the assignee's email")
+    raise JiraUserNotFound(f"no assignable Jira user on {issue_key} has the assignee's email")

@@ -138,7 +138,6 @@ def test_link_with_a_bad_key_file_is_a_usage_error(
     assert "private key must be a PEM-encoded RSA private key" in err
 
 
-
 @pytest.mark.parametrize(
     ("base_url", "named"),
     [
@@ -162,6 +161,7 @@ def test_link_refuses_a_base_url_it_cannot_sign_or_store(
     assert named in err
     assert "hunter2" not in err
     assert fake_jira.calls == []
+
 
 def test_link_with_jira_unreachable_exits_unavailable(run: Run, orgs: None, key_file: Path) -> None:
     code, _, err = run(

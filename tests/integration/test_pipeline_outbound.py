@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tasks.pipeline import OUTBOUND_SYNC
 from tests.conftest import WorkerProcess, wait_for
 from tests.fakejira import FakeJira, FakeJiraServer
 from tests.integration.inbound_support import (
@@ -23,6 +24,8 @@ from tests.integration.inbound_support import (
     outcome_of,
     post,
 )
+from worker.cli import main
+from worker.cli.common import EXIT_OK
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 
@@ -89,6 +92,17 @@ def two_jiras(
     scene(data)
     start_worker(concurrency=2)
     return data
+
+
+def failed_records(res: Resources) -> list[dict[str, Any]]:
+    with transaction(res.pool) as conn:
+        return conn.execute("SELECT * FROM failed_task ORDER BY id").fetchall()
+
+
+def delivery_status(res: Resources, delivery_id: int) -> str:
+    with transaction(res.pool) as conn:
+        row = conn.execute("SELECT status FROM webhook_delivery WHERE id = %s", (delivery_id,))
+        return str(row.fetchone()["status"])  # type: ignore[index]
 
 
 def puts(fake: FakeJira, key: str) -> list[Any]:
@@ -179,6 +193,7 @@ def test_a_slow_jira_holds_no_group_lock_and_the_newest_state_lands_last(
 
 def test_user_unknown_to_one_jira_fails_that_issue_only(
     res: Resources,
+    capsys: pytest.CaptureFixture[str],
     scene: Callable[[dict[str, Any]], None],
     start_worker: Callable[..., WorkerProcess],
     source_jira: FakeJira,
@@ -210,7 +225,43 @@ def test_user_unknown_to_one_jira_fails_that_issue_only(
     assert [(r["external_issue_id"], r["status"]) for r in rows] == [(8, "done"), (9, "failed")]
     assert other_jira.assignees == {"OPS-9": "ann"}
     assert puts(third_jira, "OLD-3") == []
-    assert count(res, "SELECT count(*) FROM failed_task") == 0
+    # Never silent: a failed-task record for that issue alone, the delivery reads failed.
+    [record] = failed_records(res)
+    assert record["task_name"] == OUTBOUND_SYNC
+    assert record["error_type"] == "JiraUserNotFound"
+    assert "OLD-3" in record["message"]
+    assert record["kwargs"] == {"delivery_id": delivery, "group_id": GROUP, "external_issue_id": 9}
+    assert delivery_status(res, delivery) == "failed"
+    assert main(["failed", "list"]) == EXIT_OK
+    assert "JiraUserNotFound" in capsys.readouterr().out
+    assert main(["deliveries", "show", str(delivery)]) == EXIT_OK
+    shown = capsys.readouterr().out
+    assert "OPS-9" in shown and "OLD-3" in shown and "no assignable Jira user" in shown
+    # Once the user exists in that Jira, a replay pushes to that issue alone.
+    third_jira.add_user("ann.l", "ann@acme.test")
+    assert main(["failed", "replay", "--all"]) == EXIT_OK
+    wait_for(lambda: third_jira.assignees.get("OLD-3") == "ann.l", 15, "the replayed push")
+    wait_for(
+        lambda: count(res, "SELECT count(*) FROM outbound_call WHERE status = 'done'") == 2,
+        10,
+        "the replayed call to be recorded done",
+    )
+    assert len(puts(other_jira, "OPS-9")) == 1
+    assert delivery_status(res, delivery) == "done"
+
+
+def test_jira_4xx_on_the_push_is_a_failed_record_naming_status_and_issue(
+    res: Resources, two_jiras: dict[str, Any], other_jira: FakeJira
+) -> None:
+    path = ASSIGNEE_PATH.format(key="OPS-9")
+    other_jira.overrides[path] = (403, '{"errorMessages": ["no permission"]}', "application/json")
+    delivery = post(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    assert outcome_of(res, delivery) == "assigned"
+    wait_for(lambda: failed_records(res), 15, "the refusal to be recorded")
+    [record] = failed_records(res)
+    assert (record["task_name"], record["error_type"]) == (OUTBOUND_SYNC, "JiraRejected")
+    assert "OPS-9" in record["message"] and "403" in record["message"]
+    assert count(res, "SELECT count(*) FROM outbound_call WHERE status = 'failed'") == 1
 
 
 def test_forward_sync_off_pushes_nothing(

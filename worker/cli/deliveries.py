@@ -61,19 +61,43 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     with transaction(resources.current().pool) as conn:
         delivery = q.get_delivery(conn, args.id)
+        calls = q.outbound_calls(conn, args.id)
     if delivery is None:
         raise CliError(f"no such delivery: {args.id}", EXIT_NOT_FOUND)
     try:
         payload: Any = json.loads(delivery.body)
     except ValueError:
         payload = delivery.body
-    view = {**delivery_view(delivery), "headers": delivery.headers, "payload": payload}
+    outbound = [
+        {
+            "group": c.group_id,
+            "integration": c.integration_id,
+            "issue_key": c.issue_key,
+            "status": c.status,
+            "detail": c.detail,
+            "at": c.created_at.isoformat(),
+        }
+        for c in calls
+    ]
+    view = {
+        **delivery_view(delivery),
+        "headers": delivery.headers,
+        "outbound": outbound,
+        "payload": payload,
+    }
     if args.json:
         emit_json(view)
         return EXIT_OK
     for key, value in view.items():
-        if key != "payload":
+        if key not in ("payload", "outbound"):
             echo(f"{key + ':':<14}{json.dumps(value) if isinstance(value, dict) else value}")
+    echo("outbound:" + ("" if outbound else " (none)"))
+    if outbound:
+        rows = [
+            [o["group"], o["integration"], o["issue_key"], o["status"], o["detail"]]
+            for o in outbound
+        ]
+        echo(table(rows, ["GROUP", "INTEGRATION", "ISSUE", "RESULT", "DETAIL"]))
     echo("payload:")
     echo(json.dumps(payload, indent=2, ensure_ascii=False))
     return EXIT_OK

@@ -14,6 +14,7 @@ JiraSyncError
     |- BadPayload                 a stored webhook body lacks what is needed  -> BAD_INPUT
     |- NotFound                                                               -> PERMANENT
     |- JiraRejected                                                           -> PERMANENT
+    |   '- JiraUserNotFound
     |- NoIdAvailable                                                          -> PERMANENT
     '- IdSpaceExhausted                                                       -> PERMANENT
 
@@ -92,7 +93,15 @@ class NotFound(PermanentError):
 
 
 class JiraRejected(PermanentError):
-    """Raised when Jira answers 4xx or does not know the user we look for."""
+    """Raised when Jira answers 4xx (`status`) or an answer we cannot use (`status` None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class JiraUserNotFound(JiraRejected):
+    """Raised when no assignable Jira user on an issue has the assignee's email."""
 
 
 class NoIdAvailable(PermanentError):

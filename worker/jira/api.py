@@ -114,7 +114,10 @@ def _send(
     if response.status_code >= 500:
         raise JiraUnavailable(f"Jira answered {response.status_code} to {what}")
     if response.status_code >= 400:
-        raise JiraRejected(f"Jira answered {response.status_code} to {what}{_problem(response)}")
+        raise JiraRejected(
+            f"Jira answered {response.status_code} to {what}{_problem(response)}",
+            status=response.status_code,
+        )
     return response
 
 

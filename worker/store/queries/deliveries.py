@@ -152,3 +152,28 @@ def insert_deliveries(conn: Connection, batch: list[NewDelivery]) -> list[int | 
         else None
         for i, d in enumerate(batch)
     ]
+
+
+@dataclass(frozen=True)
+class OutboundCall:
+    """One push of a delivery's change to another linked Jira issue, and its result."""
+
+    group_id: int
+    integration_id: int
+    issue_key: str
+    status: str
+    detail: str
+    created_at: datetime
+
+
+SELECT_OUTBOUND_CALLS = """
+SELECT oc.group_id, ei.integration_id, ei.key AS issue_key, oc.status, oc.detail, oc.created_at
+FROM outbound_call oc
+JOIN external_issue ei ON ei.id = oc.external_issue_id
+WHERE oc.delivery_id = %s
+ORDER BY oc.group_id, ei.integration_id, ei.key
+"""
+
+
+def outbound_calls(conn: Connection, delivery_id: int) -> list[OutboundCall]:
+    return [OutboundCall(**r) for r in conn.execute(SELECT_OUTBOUND_CALLS, (delivery_id,))]

@@ -393,20 +393,23 @@ def touch_effects(conn: Connection, pairs: list[tuple[int, int]]) -> None:
 
 
 SELECT_OUTBOUND_CALLED = """
-SELECT external_issue_id FROM outbound_call WHERE delivery_id = %s AND group_id = %s
+SELECT external_issue_id, status FROM outbound_call WHERE delivery_id = %s AND group_id = %s
 """
 
 
-def outbound_called(conn: Connection, delivery_id: int, group_id: int) -> set[int]:
-    """External issues already called (or given up on) for this delivery and group."""
+def outbound_called(conn: Connection, delivery_id: int, group_id: int) -> dict[int, str]:
+    """External issues already called (`done`) or given up on (`failed`) for this delivery and
+    group, with that status."""
     rows = conn.execute(SELECT_OUTBOUND_CALLED, (delivery_id, group_id))
-    return {int(r["external_issue_id"]) for r in rows}
+    return {int(r["external_issue_id"]): str(r["status"]) for r in rows}
 
 
+# A replay of a failed call records its new result over the old one.
 INSERT_OUTBOUND_CALL = """
 INSERT INTO outbound_call (delivery_id, group_id, external_issue_id, status, detail)
 VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT (delivery_id, group_id, external_issue_id) DO NOTHING
+ON CONFLICT (delivery_id, group_id, external_issue_id) DO UPDATE
+SET status = EXCLUDED.status, detail = EXCLUDED.detail, created_at = now()
 """
 
 
