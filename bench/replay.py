@@ -26,7 +26,7 @@ TRACEBACK = (
 ) * 4
 
 COPY = (
-    "COPY failed_task (task_name, task_id, args, kwargs, chain, error_type, message, "
+    "COPY failed_task (task_name, task_id, args, kwargs, error_type, message, "
     "traceback, attempts, status, delivery_id, fingerprint) FROM STDIN"
 )
 
@@ -39,7 +39,7 @@ def store_failures(srv: Servers, count: int) -> None:
             for n in range(1, count + 1):
                 copy.write_row(
                     (
-                        TASK, str(uuid.uuid4()), "[]", json.dumps({"delivery_id": n}), "[]",
+                        TASK, str(uuid.uuid4()), "[]", json.dumps({"delivery_id": n}),
                         "DatabaseUnavailable", "OperationalError: connection refused",
                         TRACEBACK, 6, "failed", n, f"bench-{n}",
                     )

@@ -77,7 +77,6 @@ class Step(Task):  # type: ignore[misc]
             task_id=str(self.request.id or ""),
             args=list(args),
             kwargs=dict(kwargs),
-            chain=_rest_of_chain(self.request),
             error_type=type(exc).__name__,
             message=str(exc) if message is None else message,
             traceback="".join(traceback.format_exception(exc)),
@@ -101,11 +100,6 @@ def _is_celery_control(exc: BaseException) -> bool:
     from celery.exceptions import Ignore, Reject, Retry
 
     return isinstance(exc, Retry | Ignore | Reject)
-
-
-def _rest_of_chain(request: Any) -> list[dict[str, Any]]:
-    chain = getattr(request, "chain", None) or []
-    return [dict(sig) for sig in chain]
 
 
 def _context(kwargs: dict[str, Any]) -> dict[str, Any]:

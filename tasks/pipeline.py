@@ -77,6 +77,23 @@ PROJECT_SAVE_STEPS = (PROJECT_CHOOSE_SLUG, PROJECT_CLAIM_ID, PROJECT_INSERT)
 PROJECT_DELETE_STEPS = (PROJECT_DELETE_SETTINGS, PROJECT_DELETE, PROJECT_PURGE_CACHES)
 
 
+def rest_of_chain(step: str) -> list[str]:
+    """What runs after `step` for the same delivery or project request, in order (what a
+    replay of its failure runs): alternatives joined by " | ", steps side by side by " + "."""
+    if step == CHECK_CHANGELOG:
+        return [SYNC, *rest_of_chain(SYNC)]
+    if step == SYNC:
+        every_effect = dict.fromkeys(name for names in SIDE_EFFECTS.values() for name in names)
+        return [" | ".join(GROUP_STEPS.values()), " + ".join(every_effect)]
+    for action, name in GROUP_STEPS.items():
+        if step == name:
+            return [" + ".join(SIDE_EFFECTS[action])]
+    for steps in (PROJECT_SAVE_STEPS, PROJECT_DELETE_STEPS):
+        if step in steps:
+            return list(steps[steps.index(step) + 1 :])
+    return []
+
+
 def start_project_save(app: Celery, request_id: int) -> None:
     """Run a stored create or rename request: slug, id, insert."""
     app.send_task(PROJECT_SAVE_STEPS[0], kwargs={"request_id": request_id})

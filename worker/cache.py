@@ -83,7 +83,7 @@ def purge_group_caches(client: redis.Redis, group_ids: Iterable[int]) -> int:
     one Redis call per 500 groups; returns the number of keys deleted."""
     return sum(
         int(client.delete(*[key for g in batch for key in group_cache_keys(g)]))
-        for batch in _batches(group_ids, PURGE_BATCH // 2)
+        for batch in _batches(group_ids, max(1, PURGE_BATCH // 2))
     )
 
 

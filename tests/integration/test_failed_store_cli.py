@@ -92,15 +92,16 @@ def test_same_step_failing_again_updates_its_record(
     assert row["first_failed_at"] <= row["last_failed_at"]
 
 
-def test_show_prints_arguments_rest_of_chain_and_traceback(
+def test_show_prints_arguments_what_a_replay_runs_and_traceback(
     failed_record: RecordFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    chain = [{"task": "jira_sync.effects.outbound_sync"}, {"task": "jira_sync.inbound.sync"}]
-    failed_id = failed_record(kwargs={"delivery_id": 42}, chain=chain)
+    failed_id = failed_record(kwargs={"delivery_id": 42})
     assert main(["failed", "show", str(failed_id)]) == EXIT_OK
     out = capsys.readouterr().out
     assert "{'delivery_id': 42}" in out
-    assert "jira_sync.inbound.sync -> jira_sync.effects.outbound_sync" in out
+    assert "then runs:" in out
+    assert "jira_sync.inbound.sync -> jira_sync.inbound.assign | jira_sync.inbound.deassign" in out
+    assert "(nothing after it)" not in out
     assert "BadPayload: not JSON" in out
     assert main(["failed", "show", str(failed_id), "--json"]) == EXIT_OK
     shown = json.loads(capsys.readouterr().out)

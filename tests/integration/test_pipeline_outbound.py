@@ -12,6 +12,7 @@ import pytest
 from tasks.pipeline import OUTBOUND_SYNC
 from tests.conftest import WorkerProcess, wait_for
 from tests.fakejira import FakeJira, FakeJiraServer
+from tests.integration.failure_support import failed_records
 from tests.integration.inbound_support import (
     ANN,
     GROUP,
@@ -92,11 +93,6 @@ def two_jiras(
     scene(data)
     start_worker(concurrency=2)
     return data
-
-
-def failed_records(res: Resources) -> list[dict[str, Any]]:
-    with transaction(res.pool) as conn:
-        return conn.execute("SELECT * FROM failed_task ORDER BY id").fetchall()
 
 
 def delivery_status(res: Resources, delivery_id: int) -> str:

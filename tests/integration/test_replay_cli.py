@@ -14,7 +14,7 @@ import pytest
 import redis as redis_lib
 from psycopg.types.json import Jsonb
 
-from config.celery import QUEUE_INBOUND, QUEUE_SIDE_EFFECTS
+from config.celery import QUEUE_INBOUND
 from tests.integration.conftest import RecordFactory
 from worker.cli import main
 from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
@@ -57,23 +57,6 @@ def test_replay_sends_the_failed_step_by_name_with_its_arguments(
          "kwargs": {"delivery_id": 42}, "chain": None}
     ]  # fmt: skip
     assert statuses(res) == {failed_id: "replayed"}
-
-
-def test_replay_continues_the_rest_of_the_chain(
-    res: Resources, broker: redis_lib.Redis, failed_record: RecordFactory
-) -> None:
-    rest = [{"task": "jira_sync.effects.outbound_sync", "args": [],
-             "kwargs": {"delivery_id": 3, "group_id": 9}, "options": {}, "subtask_type": None,
-             "immutable": True}]  # fmt: skip
-    failed_record(
-        task_name="jira_sync.effects.purge_assignee_exists",
-        kwargs={"delivery_id": 3, "group_id": 9},
-        chain=rest,
-    )
-    assert main(["failed", "replay", "--all"]) == EXIT_OK
-    [message] = queued(broker, QUEUE_SIDE_EFFECTS)
-    assert message["task"] == "jira_sync.effects.purge_assignee_exists"
-    assert [sig["task"] for sig in message["chain"]] == ["jira_sync.effects.outbound_sync"]
 
 
 @pytest.fixture

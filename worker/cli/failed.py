@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tasks import pipeline
 from worker.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -47,7 +48,7 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_list)
 
-    p = cmds.add_parser("show", help="one record: arguments, rest of chain, traceback")
+    p = cmds.add_parser("show", help="one record: arguments, what a replay runs, traceback")
     p.add_argument("id", type=positive_int)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_show)
@@ -146,7 +147,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             echo(f"{key + ':':<17}{view[key]}")
     echo(f"{'args:':<17}{view['args']}")
     echo(f"{'kwargs:':<17}{view['kwargs']}")
-    echo(f"{'rest of chain:':<17}{' -> '.join(view['rest_of_chain']) or '(none)'}")
+    echo(f"{'then runs:':<17}{' -> '.join(view['rest_of_chain']) or '(nothing after it)'}")
     echo()
     echo(rec.traceback.rstrip() or "(no traceback)")
     return EXIT_OK
@@ -309,8 +310,7 @@ def _view(r: FailedTask, full: bool = False) -> dict[str, Any]:
     if full:
         view["args"] = r.args
         view["kwargs"] = r.kwargs
-        # Celery keeps the rest of a chain last-step-first; operators read it in order.
-        view["rest_of_chain"] = [str(sig.get("task", "?")) for sig in reversed(r.chain)]
+        view["rest_of_chain"] = pipeline.rest_of_chain(r.task_name)
         view["traceback"] = r.traceback
     return view
 

@@ -24,7 +24,6 @@ class StepCall:
     name: str
     kwargs: dict[str, Any]
     args: list[Any] = field(default_factory=list)
-    chain: list[dict[str, Any]] | None = None
 
 
 Send = Callable[[Iterable[StepCall]], None]
@@ -43,7 +42,6 @@ def batch_sender(app: Celery) -> Iterator[Send]:
                         call.name,
                         args=call.args,
                         kwargs=call.kwargs,
-                        chain=call.chain or None,
                         producer=producer,
                     )
 

@@ -1,6 +1,7 @@
 """Replay failed steps: send each again by its stable name with its recorded arguments.
 
-A replayed step carries the rest of its chain, so the work continues from the failed step;
+A replayed step sends what follows it as it always does (tasks/pipeline.py), so the work
+continues from the failed step;
 its kwargs (the delivery or project id) are the idempotency key the steps dedupe on, so
 replaying twice changes nothing. Records are taken in batches, each in one transaction:
 lock the rows, publish every step on one producer, mark the batch `replayed` with one
@@ -160,6 +161,4 @@ def _producer(app: Celery, dry_run: bool) -> Iterator[Publish]:
         yield lambda batch: None
         return
     with batch_sender(app) as send:
-        yield lambda batch: send(
-            StepCall(r.task_name, r.kwargs, r.args, r.chain or None) for r in batch
-        )
+        yield lambda batch: send(StepCall(r.task_name, r.kwargs, r.args) for r in batch)

@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,6 @@ class FailureRecord:
     message: str
     traceback: str
     attempts: int
-    chain: list[dict[str, Any]] = field(default_factory=list)
     # When it failed (ISO 8601): a spooled record keeps its real time, not the flush time.
     failed_at: str | None = None
 
@@ -50,6 +49,9 @@ class FailureRecord:
         """Same step, same arguments: the same record, whatever the task id."""
         ident = json.dumps([self.task_name, self.args, self.kwargs], sort_keys=True, default=str)
         return hashlib.sha256(ident.encode()).hexdigest()
+
+
+RECORD_FIELDS = frozenset(f.name for f in fields(FailureRecord))
 
 
 def record(res: Resources, rec: FailureRecord) -> int | None:
@@ -103,7 +105,9 @@ def _flush(res: Resources, limit: int) -> int:
         if raw is None:
             break
         try:
-            rec = FailureRecord(**json.loads(raw))
+            spooled = json.loads(raw)
+            # Keys of an older version's record (e.g. `chain`) are left behind.
+            rec = FailureRecord(**{k: v for k, v in spooled.items() if k in RECORD_FIELDS})
         except (ValueError, TypeError):
             res.redis.lmove(SPOOL_KEY, SPOOL_UNREADABLE_KEY, "LEFT", "RIGHT")
             log.error("failure.spool_unreadable", extra={"key": SPOOL_UNREADABLE_KEY})

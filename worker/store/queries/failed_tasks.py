@@ -23,7 +23,6 @@ class FailedTask:
     task_id: str
     args: list[Any]
     kwargs: dict[str, Any]
-    chain: list[dict[str, Any]]
     error_type: str
     message: str
     traceback: str
@@ -49,15 +48,15 @@ class Filters:
 
 
 UPSERT_FAILED_TASK = """
-INSERT INTO failed_task (task_name, task_id, args, kwargs, chain, error_type, message,
+INSERT INTO failed_task (task_name, task_id, args, kwargs, error_type, message,
                          traceback, attempts, delivery_id, project_id, fingerprint,
                          first_failed_at, last_failed_at)
-VALUES (%(task_name)s, %(task_id)s, %(args)s, %(kwargs)s, %(chain)s, %(error_type)s,
+VALUES (%(task_name)s, %(task_id)s, %(args)s, %(kwargs)s, %(error_type)s,
         %(message)s, %(traceback)s, %(attempts)s, %(delivery_id)s, %(project_id)s,
         %(fingerprint)s, coalesce(%(failed_at)s::timestamptz, now()),
         coalesce(%(failed_at)s::timestamptz, now()))
 ON CONFLICT (fingerprint) DO UPDATE SET
-    task_id = EXCLUDED.task_id, chain = EXCLUDED.chain, error_type = EXCLUDED.error_type,
+    task_id = EXCLUDED.task_id, error_type = EXCLUDED.error_type,
     message = EXCLUDED.message, traceback = EXCLUDED.traceback,
     attempts = failed_task.attempts + EXCLUDED.attempts,
     last_failed_at = greatest(failed_task.last_failed_at, EXCLUDED.last_failed_at),
@@ -75,7 +74,6 @@ def upsert_failed_task(conn: Connection, fingerprint: str, rec: dict[str, Any]) 
             **rec,
             "args": Jsonb(rec["args"]),
             "kwargs": Jsonb(kwargs),
-            "chain": Jsonb(rec["chain"]),
             "delivery_id": _int_or_none(kwargs.get("delivery_id")),
             "project_id": _int_or_none(kwargs.get("project_id")),
             "fingerprint": fingerprint,

@@ -1,0 +1,33 @@
+"""What a replay of a failed step runs next, as `failed show` prints it (tasks/pipeline.py)."""
+
+from __future__ import annotations
+
+from tasks import pipeline
+
+
+def test_a_failed_first_step_runs_the_whole_inbound_chain_again() -> None:
+    assert pipeline.rest_of_chain(pipeline.CHECK_CHANGELOG) == [
+        pipeline.SYNC,
+        f"{pipeline.ASSIGN} | {pipeline.DEASSIGN}",
+        f"{pipeline.PURGE_ASSIGNEE_EXISTS} + {pipeline.OUTBOUND_SYNC} + "
+        f"{pipeline.PURGE_OWNERS_DEBOUNCE}",
+    ]
+
+
+def test_a_group_step_is_followed_by_its_own_side_effects() -> None:
+    assert pipeline.rest_of_chain(pipeline.DEASSIGN) == [
+        f"{pipeline.PURGE_ASSIGNEE_EXISTS} + {pipeline.PURGE_OWNERS_DEBOUNCE} + "
+        f"{pipeline.OUTBOUND_SYNC}"
+    ]
+
+
+def test_side_effects_and_last_project_steps_have_nothing_after_them() -> None:
+    for step in (pipeline.OUTBOUND_SYNC, pipeline.PROJECT_INSERT, pipeline.PROJECT_PURGE_CACHES):
+        assert pipeline.rest_of_chain(step) == []
+
+
+def test_a_project_step_is_followed_by_the_rest_of_its_sequence() -> None:
+    assert pipeline.rest_of_chain(pipeline.PROJECT_CHOOSE_SLUG) == [
+        pipeline.PROJECT_CLAIM_ID,
+        pipeline.PROJECT_INSERT,
+    ]
