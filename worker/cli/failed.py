@@ -23,6 +23,7 @@ from worker.cli.common import (
     emit_json,
     positive_int,
     table,
+    unreachable,
 )
 from worker.runtime import resources
 from worker.services import replay
@@ -188,7 +189,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if bar:
             bar.close()
         echo(f"replayed {exc.result.count} before stopping")
-        raise CliError(f"replay stopped: {exc.cause}", EXIT_UNAVAILABLE) from exc
+        what = unreachable(exc.cause)
+        raise CliError(
+            f"replay stopped: {what} unavailable: {exc.cause}", EXIT_UNAVAILABLE
+        ) from exc
     if bar:
         bar.close()
     return _report_replay(result, args.dry_run)

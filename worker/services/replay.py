@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from celery import Celery
 
-from worker.domain.errors import ErrorKind, classify
+from worker.domain.errors import BrokerUnavailable, ErrorKind, classify
 from worker.runtime.publish import StepCall, batch_sender
 from worker.store.db import Connection, transaction
 from worker.store.queries import failed_tasks as q
@@ -161,4 +161,13 @@ def _producer(app: Celery, dry_run: bool) -> Iterator[Publish]:
         yield lambda batch: None
         return
     with batch_sender(app) as send:
-        yield lambda batch: send(StepCall(r.task_name, r.kwargs, r.args) for r in batch)
+
+        def publish(batch: list[FailedTask]) -> None:
+            try:
+                send(StepCall(r.task_name, r.kwargs, r.args) for r in batch)
+            except Exception as exc:
+                if not classify(exc).retryable:
+                    raise
+                raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+        yield publish
