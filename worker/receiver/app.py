@@ -11,6 +11,7 @@ down the rows stay `received` and the beat sweep sends them later.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import json
@@ -272,6 +273,10 @@ def create_app(
             ),
         )
         await anyio.to_thread.run_sync(_warm_up, receiver)
+        listener = asyncio.create_task(receiver.auth.listen())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await receiver.auth.listening.wait()
         receiver.writer.start()
         receiver.publisher.start()
         app.state.receiver = receiver
@@ -281,6 +286,9 @@ def create_app(
         finally:
             await receiver.writer.stop()
             await receiver.publisher.stop()
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
             receiver.broker.close()
             if own:
                 resources.close()

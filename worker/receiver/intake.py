@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 import anyio.to_thread
+import psycopg
 from celery import Celery
 
 from worker.receiver import relay
@@ -21,6 +22,9 @@ from worker.store.queries import integrations as iq
 log = logging.getLogger("jira_sync.receiver")
 
 AUTH_CACHE_TTL_S = 5.0
+INTEGRATION_CHANNEL = "jira_sync_integration"
+LISTEN_RETRY_MIN_S = 0.5
+LISTEN_RETRY_MAX_S = 10.0
 AUTH_CACHE_MAX = 10_000
 BATCH_MAX = 256
 
@@ -35,12 +39,50 @@ class WebhookAuth:
 
 
 class AuthCache:
-    """Integration secrets by external id, kept a few seconds so a delivery costs no lookup."""
+    """Integration secrets by external id, kept a few seconds so a delivery costs no lookup.
+
+    `listen` keeps a PostgreSQL connection on the channel the integration table's trigger
+    notifies (migration 0008): a disable, a rotation or a re-link drops the cached entry in
+    every receiver process as the change commits. Whenever that connection is (re)opened the
+    whole cache is dropped, since changes made while nobody listened were not heard; while it
+    is down, entries still expire after AUTH_CACHE_TTL_S.
+    """
 
     def __init__(self, res: Resources) -> None:
         self._res = res
         self._entries: dict[str, WebhookAuth | None] = {}
         self._fetched: dict[str, float] = {}
+        self.listening = asyncio.Event()
+
+    def forget(self, external_id: str | None = None) -> None:
+        """Drop one integration's entry, or every entry."""
+        if external_id is None:
+            self._entries.clear()
+            self._fetched.clear()
+        else:
+            self._entries.pop(external_id, None)
+            self._fetched.pop(external_id, None)
+
+    async def listen(self) -> None:
+        """Forget entries as their integrations change, until cancelled; reconnects."""
+        delay_s = LISTEN_RETRY_MIN_S
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._res.settings.database_url, autocommit=True, connect_timeout=5
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {INTEGRATION_CHANNEL}")
+                    self.forget()
+                    self.listening.set()
+                    delay_s = LISTEN_RETRY_MIN_S
+                    async for notice in conn.notifies():
+                        self.forget(notice.payload)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("receiver.listen_lost", extra={"error": type(exc).__name__})
+            self.listening.clear()
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, LISTEN_RETRY_MAX_S)
 
     async def get(self, external_id: str, *, refresh: bool = False) -> WebhookAuth | None:
         now = time.monotonic()
@@ -48,8 +90,7 @@ class AuthCache:
             return self._entries[external_id]
         entry = await anyio.to_thread.run_sync(self._load, external_id)
         if len(self._entries) >= AUTH_CACHE_MAX:
-            self._entries.clear()
-            self._fetched.clear()
+            self.forget()
         self._entries[external_id], self._fetched[external_id] = entry, time.monotonic()
         return entry
 

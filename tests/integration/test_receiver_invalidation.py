@@ -1,0 +1,97 @@
+"""Security state changes take effect at once in every receiver process (SPEC 8): two uvicorn
+worker processes, each with warm secret caches; `integration disable` and `rotate-secret
+--finish` are honoured by the first requests after the command returns."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devtools.embedded import free_port
+from tests.conftest import ROOT, wait_for
+from tests.integration.failure_support import jira_sync
+from tests.webhooks import EXTERNAL_ID, JSON, SECRET, body, load_integrations, payload, url
+from worker.receiver import tokens
+from worker.runtime.resources import Resources
+
+REQUESTS = 24  # new connections, spread over both processes
+
+
+@pytest.fixture
+def two_receivers(settings_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """The Procfile's web process with WEB_CONCURRENCY=2; yields its base URL."""
+    port = free_port()
+    log_path = tmp_path / "receiver.log"
+    cmd = [
+        sys.executable, "-m", "uvicorn", "worker.receiver.app:app", "--host", "127.0.0.1",
+        "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--workers", "2",
+    ]  # fmt: skip
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=settings_env, stdout=out, stderr=out)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"receiver exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            return httpx.get(base + "/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, 30, "the receiver to be ready")
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def answers(base: str, token: str) -> set[int]:
+    """The status codes of REQUESTS deliveries, each on a connection of its own."""
+    codes = set()
+    for n in range(REQUESTS):
+        data = body(payload(f"APP-{n}"))
+        with httpx.Client(base_url=base, timeout=10) as client:
+            codes.add(client.post(url(token), content=data, headers=JSON).status_code)
+    return codes
+
+
+def test_disable_is_refused_by_every_process_at_once(
+    res: Resources,
+    scene: Callable[[dict[str, Any]], None],
+    settings_env: dict[str, str],
+    two_receivers: str,
+) -> None:
+    load_integrations(scene)
+    token = tokens.issue(EXTERNAL_ID, SECRET)
+    assert answers(two_receivers, token) == {202}  # both processes now cache the secret
+    done = jira_sync(settings_env, "integration", "disable", "1")
+    assert done.returncode == 0, done.stderr
+    assert answers(two_receivers, token) == {401}
+
+
+def test_finished_rotation_refuses_the_old_secret_at_once(
+    res: Resources,
+    scene: Callable[[dict[str, Any]], None],
+    settings_env: dict[str, str],
+    two_receivers: str,
+) -> None:
+    load_integrations(scene)
+    old = tokens.issue(EXTERNAL_ID, SECRET)
+    started = jira_sync(settings_env, "integration", "rotate-secret", "1")
+    assert started.returncode == 0, started.stderr
+    full_url = jira_sync(settings_env, "integration", "webhook-url", "1").stdout.strip()
+    new = full_url.rstrip("/").rsplit("/", 1)[1]
+    assert new != old
+    assert answers(two_receivers, old) == {202}  # during the overlap both verify
+    assert answers(two_receivers, new) == {202}
+    done = jira_sync(settings_env, "integration", "rotate-secret", "1", "--finish")
+    assert done.returncode == 0, done.stderr
+    assert answers(two_receivers, old) == {401}
+    assert answers(two_receivers, new) == {202}
