@@ -218,6 +218,7 @@ class FakeJira:
     overrides: dict[str, tuple[int, str, str]] = field(default_factory=dict)
     delay_s: float = 0.0
     base_url: str = ""
+    _webhook_ids: int = 0
     _nonces: set[tuple[str, str]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -318,11 +319,27 @@ class FakeJira:
 
     def _rest(self, call: Call) -> tuple[int, dict[str, str], str]:
         json_type = {"Content-Type": "application/json"}
-        if call.path == "/rest/webhooks/1.0/webhook" and call.method == "POST":
-            hook = call.json()
+        hooks_path = "/rest/webhooks/1.0/webhook"
+        if call.path == hooks_path and call.method == "POST":
             with self._lock:
+                self._webhook_ids += 1
+                hook = {**call.json(), "self": f"{self.base_url}{hooks_path}/{self._webhook_ids}"}
                 self.webhooks.append(hook)
-            return 201, json_type, json.dumps({"self": f"{self.base_url}{call.path}/1", **hook})
+            return 201, json_type, json.dumps(hook)
+        if call.path == hooks_path and call.method == "GET":
+            with self._lock:
+                return 200, json_type, json.dumps(self.webhooks)
+        if call.path.startswith(hooks_path + "/") and call.method in ("PUT", "DELETE"):
+            with self._lock:
+                found = [h for h in self.webhooks if h["self"].endswith(call.path)]
+                if not found:
+                    return 404, json_type, json.dumps({"errorMessages": ["no such webhook"]})
+                index = self.webhooks.index(found[0])
+                if call.method == "DELETE":
+                    del self.webhooks[index]
+                    return 204, {}, ""
+                self.webhooks[index] = {**call.json(), "self": found[0]["self"]}
+                return 200, json_type, json.dumps(self.webhooks[index])
         if call.path == "/rest/api/2/user/assignable/search" and call.method == "GET":
             needle = call.query.get("username", "").casefold()
             found = [

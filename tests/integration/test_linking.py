@@ -252,6 +252,58 @@ def test_webhook_registration_failure_keeps_the_link(
     assert counts(res)["integration"] == 1
 
 
+def _relink(res: Resources, fake: FakeJira, **kw: Any) -> linking.LinkResult:
+    token = request_token_of(start(res, fake, **kw))
+    fake.approve(token)
+    return linking.complete(res, token)
+
+
+def test_relink_issues_a_fresh_secret_and_retires_the_old_one_at_once(
+    res: Resources, orgs: None, fake_jira: FakeJira, receiver: TestClient
+) -> None:
+    first = linking.complete(res, _approved(res, fake_jira))
+    old_path = urlsplit(first.webhook_url).path
+    linking.rotate_secret(res, first.integration_id)  # even mid-rotation
+    second = _relink(res, fake_jira)
+    assert second.integration_id == first.integration_id and not second.created
+    assert second.webhook_url != first.webhook_url
+    new_path = urlsplit(second.webhook_url).path
+    assert receiver.post(old_path, content=body(payload()), headers=JSON).status_code == 401
+    assert receiver.post(new_path, content=body(payload()), headers=JSON).status_code == 202
+
+
+def test_relink_leaves_exactly_one_webhook_in_jira_pointing_at_the_new_url(
+    res: Resources, orgs: None, fake_jira: FakeJira
+) -> None:
+    linking.complete(res, _approved(res, fake_jira))
+    linking.complete(res, _approved(res, fake_jira))
+    third = _relink(res, fake_jira)
+    (hook,) = fake_jira.webhooks
+    assert hook["url"] == third.webhook_url
+    assert len(fake_jira.calls_to("/rest/webhooks/1.0/webhook", "POST")) == 1
+    # Another service's webhook in the same Jira is left alone.
+    fake_jira.webhooks.append({"url": "https://elsewhere.test/hook", "self": "x/webhook/99"})
+    _relink(res, fake_jira)
+    assert [h["url"] for h in fake_jira.webhooks][1] == "https://elsewhere.test/hook"
+    assert len(fake_jira.webhooks) == 2
+
+
+def test_relink_keeps_a_disabled_integration_disabled_unless_enabled(
+    res: Resources, orgs: None, fake_jira: FakeJira, receiver: TestClient
+) -> None:
+    first = linking.complete(res, _approved(res, fake_jira))
+    assert linking.disable(res, first.integration_id)
+    again = _relink(res, fake_jira)
+    assert not again.active
+    assert "stays disabled" in linking.completion_message(again)
+    path = urlsplit(again.webhook_url).path
+    assert receiver.post(path, content=body(payload()), headers=JSON).status_code == 401
+    enabled = _relink(res, fake_jira, enable=True)
+    assert enabled.active
+    path = urlsplit(enabled.webhook_url).path
+    assert receiver.post(path, content=body(payload()), headers=JSON).status_code == 202
+
+
 def test_external_id_is_host_and_consumer_key_cut_to_64() -> None:
     assert (
         linking.external_id_for("https://jira.acme.test:8443", "key") == "jira.acme.test:8443:key"

@@ -31,6 +31,11 @@ def register(sub: Any) -> None:
         "--organization", dest="organizations", action="append", required=True, metavar="SLUG"
     )
     p.add_argument("--no-verify-ssl", dest="verify_ssl", action="store_false")
+    p.add_argument(
+        "--enable",
+        action="store_true",
+        help="re-linking a disabled integration turns it back on (else it stays disabled)",
+    )
     p.set_defaults(handler=cmd_link)
 
     p = cmds.add_parser("complete", help="finish a link when Jira cannot reach the callback")
@@ -82,6 +87,7 @@ def cmd_link(args: argparse.Namespace) -> int:
             pem,
             args.organizations,
             verify_ssl=args.verify_ssl,
+            enable=args.enable,
         )
     except (JiraUnavailable, JiraRejected) as exc:
         raise _jira_error(exc) from None

@@ -8,6 +8,7 @@ Failures map onto the error tree: 5xx, timeouts and connection errors are JiraUn
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -271,13 +272,32 @@ class JiraClient:
             "PUT", f"/rest/api/2/issue/{quote(issue_key, safe='')}/assignee", json={"name": name}
         )
 
-    def register_webhook(self, name: str, url: str) -> None:
-        """Ask Jira to send issue created/updated events to `url` (it holds the token)."""
-        self._call(
-            "POST",
-            WEBHOOK_PATH,
-            json={"name": name, "url": url, "events": list(WEBHOOK_EVENTS), "excludeBody": False},
-        )
+    def ensure_webhook(self, name: str, url: str, ours: Callable[[str], bool]) -> None:
+        """Exactly one webhook of ours in Jira, sending issue events to `url` (it holds the
+        token): the first registered one whose URL `ours` recognizes is updated in place, any
+        other of ours is deleted, and one is created when there is none."""
+        body = {"name": name, "url": url, "events": list(WEBHOOK_EVENTS), "excludeBody": False}
+        try:
+            listed = self._call("GET", WEBHOOK_PATH).json()
+        except ValueError:
+            raise JiraRejected("Jira's webhook list is not JSON") from None
+        hooks = [h for h in listed if isinstance(h, dict)] if isinstance(listed, list) else []
+        mine = [h for h in hooks if ours(str(h.get("url", "")))]
+        if not mine:
+            self._call("POST", WEBHOOK_PATH, json=body)
+            return
+        first, *extra = (_webhook_path(h) for h in mine)
+        self._call("PUT", first, json=body)
+        for path in extra:
+            self._call("DELETE", path)
+
+
+def _webhook_path(hook: dict[str, Any]) -> str:
+    """A listed webhook's own resource path, from its `self` link."""
+    webhook_id = str(hook.get("self", "")).rstrip("/").rsplit("/", 1)[-1]
+    if not webhook_id.isdigit():
+        raise JiraRejected(f"Jira listed a webhook without a usable self link: {hook.get('self')}")
+    return f"{WEBHOOK_PATH}/{webhook_id}"
 
 
 def client_for_integration(res: Resources, integration_id: int) -> JiraClient:

@@ -56,6 +56,7 @@ class LinkResult:
     webhook_url: str
     webhook_registered: bool
     webhook_error: str | None
+    active: bool = True
 
     def __repr__(self) -> str:
         return f"LinkResult(integration_id={self.integration_id}, {self.external_id!r})"
@@ -87,8 +88,11 @@ def start(
     private_key_pem: str,
     organizations: list[str],
     verify_ssl: bool = True,
+    enable: bool = False,
 ) -> LinkStarted:
-    """Ask Jira for a request token and remember the pending link."""
+    """Ask Jira for a request token and remember the pending link. Linking an instance that
+    is linked already (same base URL and consumer key) re-links it: fresh secret and
+    credentials, one webhook; a disabled integration stays disabled unless `enable`."""
     base = api.normalize_base_url(base_url)
     key = api.check_consumer_key(consumer_key)
     pem = api.check_private_key(private_key_pem)
@@ -117,6 +121,7 @@ def start(
             key,
             res.vault.encrypt(pem),
             slugs,
+            enable,
             ttl_s,
         )
     log.info("link.started", extra={"pending_link": pending_id, "base_url": base})
@@ -162,7 +167,7 @@ def complete(res: Resources, oauth_token: str, register_webhook: bool = True) ->
             raise NotFound("this link was completed meanwhile")
         org_ids = _organization_ids(conn, pending.organizations)
         integration_id, created = q.upsert_integration(
-            conn, external_id, host, metadata, vault.encrypt(tokens.new_secret())
+            conn, external_id, host, metadata, vault.encrypt(tokens.new_secret()), pending.enable
         )
         q.upsert_credentials(
             conn,
@@ -191,7 +196,8 @@ def complete(res: Resources, oauth_token: str, register_webhook: bool = True) ->
             timeout_s=settings.jira_timeout_s,
         )
         try:
-            client.register_webhook(f"jira-sync ({urlsplit(settings.public_url).netloc})", url)
+            name = f"jira-sync ({urlsplit(settings.public_url).netloc})"
+            client.ensure_webhook(name, url, lambda hook_url: _is_ours(hook_url, external_id))
             registered = True
         except JiraSyncError as exc:
             error = str(exc)
@@ -207,13 +213,36 @@ def complete(res: Resources, oauth_token: str, register_webhook: bool = True) ->
             "webhook_error": error,
         },
     )
-    return LinkResult(integration_id, external_id, created, sorted(org_ids), url, registered, error)
+    return LinkResult(
+        integration_id,
+        external_id,
+        created,
+        sorted(org_ids),
+        url,
+        registered,
+        error,
+        active=integration.status == "active",
+    )
+
+
+def _is_ours(hook_url: str, external_id: str) -> bool:
+    """Whether a webhook registered in Jira is this integration's (its URL carries our path
+    and a token whose claim names this integration)."""
+    path = urlsplit(hook_url).path
+    if not path.startswith(WEBHOOK_PREFIX):
+        return False
+    try:
+        return tokens.claimed_id(path[len(WEBHOOK_PREFIX) :].strip("/")) == external_id
+    except tokens.InvalidToken:
+        return False
 
 
 def completion_message(result: LinkResult) -> str:
     """What the operator reads after a link (the callback page, the CLI)."""
     done = f"Integration {result.integration_id} ({result.external_id}) is linked to "
     done += f"{', '.join(result.organizations)}; assignee sync is off until configured."
+    if not result.active:
+        done += " It stays disabled (its webhooks get 401): link again with --enable to turn it on."
     if result.webhook_registered:
         return done + " The webhook is registered in Jira."
     return (

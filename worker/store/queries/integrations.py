@@ -57,6 +57,7 @@ class PendingLink:
     organizations: list[str]
     created_at: datetime
     expires_at: datetime
+    enable: bool
 
     def __repr__(self) -> str:
         return f"PendingLink(id={self.id}, base_url={self.base_url!r})"
@@ -95,11 +96,15 @@ def get_credentials(conn: Connection, integration_id: int) -> Credentials | None
     return None if row is None else Credentials(**row)
 
 
+# A re-link issues a fresh secret (the old ones stop verifying at once) and keeps a disabled
+# integration disabled unless asked to enable it.
 UPSERT_INTEGRATION = """
 INSERT INTO integration (external_id, name, metadata, webhook_secret_enc, status)
-VALUES (%s, %s, %s, %s, 'active')
+VALUES (%(external_id)s, %(name)s, %(metadata)s, %(secret)s, 'active')
 ON CONFLICT (external_id) DO UPDATE
-SET name = EXCLUDED.name, metadata = EXCLUDED.metadata, status = 'active'
+SET name = EXCLUDED.name, metadata = EXCLUDED.metadata,
+    webhook_secret_enc = EXCLUDED.webhook_secret_enc, previous_webhook_secret_enc = NULL,
+    status = CASE WHEN %(enable)s THEN 'active' ELSE integration.status END
 RETURNING id, (xmax = 0) AS created
 """
 
@@ -110,10 +115,18 @@ def upsert_integration(
     name: str,
     metadata: dict[str, Any],
     webhook_secret_enc: str,
+    enable: bool,
 ) -> tuple[int, bool]:
-    """Store a linked instance; a re-link keeps its webhook secret. Returns (id, created)."""
+    """Store a linked instance (or re-link one). Returns (id, created)."""
     row = conn.execute(
-        UPSERT_INTEGRATION, (external_id, name, Jsonb(metadata), webhook_secret_enc)
+        UPSERT_INTEGRATION,
+        {
+            "external_id": external_id,
+            "name": name,
+            "metadata": Jsonb(metadata),
+            "secret": webhook_secret_enc,
+            "enable": enable,
+        },
     ).fetchone()
     assert row is not None
     return int(row["id"]), bool(row["created"])
@@ -212,8 +225,8 @@ def organization_ids(conn: Connection, slugs: list[str]) -> dict[str, int]:
 
 INSERT_PENDING_LINK = """
 INSERT INTO pending_link (request_token, request_token_secret_enc, base_url, verify_ssl,
-                          consumer_key, private_key_enc, organizations, expires_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))
+                          consumer_key, private_key_enc, organizations, enable, expires_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))
 RETURNING id
 """
 
@@ -227,6 +240,7 @@ def insert_pending_link(
     consumer_key: str,
     private_key_enc: str,
     organizations: list[str],
+    enable: bool,
     ttl_s: int,
 ) -> int:
     row = conn.execute(
@@ -239,6 +253,7 @@ def insert_pending_link(
             consumer_key,
             private_key_enc,
             Jsonb(organizations),
+            enable,
             ttl_s,
         ),
     ).fetchone()
