@@ -63,16 +63,40 @@ def test_create_with_wait_prints_the_id_and_slug(
     assert {"id": int(out["id"]), "slug": out["slug"], "name": "Web", "status": "active"} in listed
 
 
-def test_create_refused_on_a_worker_fails_the_wait_with_the_reason(
-    res: Resources, settings_env: dict[str, str], worker: Any
+def test_explicit_slug_taken_is_refused_before_anything_is_queued(
+    res: Resources, settings_env: dict[str, str], loaded: None
 ) -> None:
-    proc = jira_sync(
-        settings_env, "project", "create", "--organization", "acme", "--name", "x",
-        "--slug", "api", "--wait",
-    )  # fmt: skip
-    assert proc.returncode == 1
-    assert "InvalidInput" in proc.stderr
-    assert "already used" in proc.stderr
+    for slug in ("api", "web"):  # taken by API and by Web (compared case-insensitively)
+        proc = jira_sync(settings_env, "project", "create", "--organization", "acme",
+                         "--name", "x", "--slug", slug)  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"jira-sync: error: slug {slug!r} is already used in this organization"
+        ]
+    with res.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM project_request").fetchone() == {"n": 0}
+
+
+def test_a_slug_taken_by_a_racing_save_is_refused_on_the_worker(
+    res: Resources, worker: Any
+) -> None:
+    # Both requests pass the early check: neither slug is reserved until a worker picks it.
+    with transaction(res.pool) as conn:
+        org = q.organization_id(conn, "acme")
+        assert org is not None
+        racing = [projects.request_create(conn, org, name, "fresh", []) for name in "xy"]
+    for request_id in racing:
+        pipeline.start_project_save(app, request_id)
+
+    def finished() -> list[q.ProjectRequest]:
+        with transaction(res.pool) as conn:
+            reqs = [q.get_request(conn, r) for r in racing]
+        return [r for r in reqs if r is not None and r.status != "pending"]
+
+    wait_for(lambda: len(finished()) == 2, 30, "both saves to finish")
+    assert sorted(r.status for r in finished()) == ["done", "failed"]
+    [refused] = [r for r in finished() if r.status == "failed"]
+    assert "already used" in (refused.error or "")
     with res.pool.connection() as conn:
         failed = conn.execute("SELECT task_name FROM failed_task").fetchall()
     assert failed == [{"task_name": pipeline.PROJECT_CHOOSE_SLUG}]
@@ -183,9 +207,13 @@ def test_cache_purge_of_a_project_and_of_one_group(
 def test_failed_save_replayed_after_the_cause_is_fixed_finishes(
     res: Resources, settings_env: dict[str, str], worker: Any
 ) -> None:
-    proc = jira_sync(settings_env, "project", "create", "--organization", "acme",
-                     "--name", "x", "--slug", "api", "--wait")  # fmt: skip
-    assert proc.returncode == 1
+    with transaction(res.pool) as conn:
+        org = q.organization_id(conn, "acme")
+        assert org is not None
+        request_id = projects.request_create(conn, org, "x", "fresh", [])
+        conn.execute("UPDATE project SET slug = 'fresh' WHERE id = %s", (API,))  # a racing save
+    pipeline.start_project_save(app, request_id)
+    wait_for(lambda: not projects.is_pending(res, request_id), 30, "the save to fail")
     with res.pool.connection() as conn:
         failed = conn.execute("SELECT id, kwargs FROM failed_task").fetchone()
         conn.execute("DELETE FROM project WHERE id = %s", (API,))
@@ -199,6 +227,6 @@ def test_failed_save_replayed_after_the_cause_is_fixed_finishes(
         return req if req is not None and req.status == "done" else None
 
     req = wait_for(done, 30, "the replayed save to finish")
-    assert req.slug == "api"
+    assert req.slug == "fresh"
     assert req.project_id is not None
     assert snowflake.decode(req.project_id).version == 1

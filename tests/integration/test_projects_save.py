@@ -40,6 +40,12 @@ def request(res: Resources, org: int, name: str, slug: str | None = None, teams:
         return projects.request_create(conn, org, name, slug, list(teams))
 
 
+def take_slug(res: Resources, project_id: int, slug: str) -> None:
+    """Another save took this slug meanwhile."""
+    with res.pool.connection() as conn:
+        conn.execute("UPDATE project SET slug = %s WHERE id = %s", (slug, project_id))
+
+
 def save(res: Resources, request_id: int, at_s: int | None = None) -> q.ProjectRequest:
     """The save chain's three steps, in order, as the workers run them."""
     projects.choose_slug(res, request_id)
@@ -135,7 +141,11 @@ def test_explicit_slug_breaking_a_rule_is_refused_before_anything_runs(
 def test_explicit_slug_already_used_with_another_case_is_refused_not_altered(
     res: Resources, acme: int
 ) -> None:
-    request_id = request(res, acme, "x", slug="web")
+    with pytest.raises(InvalidInput, match="already used"):
+        request(res, acme, "x", slug="web")  # refused before a request exists
+    # Taken between the request and its slug step (a racing save): refused on the worker.
+    request_id = request(res, acme, "x", slug="fresh")
+    take_slug(res, API, "Fresh")
     with pytest.raises(InvalidInput, match="already used"):
         projects.choose_slug(res, request_id)
     assert get_request(res, request_id).slug is None
@@ -252,11 +262,11 @@ def test_twenty_concurrent_saves_of_one_name_get_distinct_slugs(res: Resources, 
 def test_replayed_step_of_a_failed_request_reopens_and_finishes_it(
     res: Resources, acme: int
 ) -> None:
-    request_id = request(res, acme, "Again", slug="api")
+    request_id = request(res, acme, "Again", slug="fresh")
+    take_slug(res, API, "fresh")
     with pytest.raises(InvalidInput):
         projects.choose_slug(res, request_id)
-    projects.fail(res, request_id, "InvalidInput: slug 'api' is already used")
-    with res.pool.connection() as conn:
-        conn.execute("DELETE FROM project WHERE id = %s", (API,))
+    projects.fail(res, request_id, "InvalidInput: slug 'fresh' is already used")
+    take_slug(res, API, "api")
     req = save(res, request_id)
-    assert (req.status, req.slug, req.error) == ("done", "api", None)
+    assert (req.status, req.slug, req.error) == ("done", "fresh", None)

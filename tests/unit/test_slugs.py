@@ -98,6 +98,12 @@ def test_first_free_candidate_of_the_schedule_wins() -> None:
     assert choose_slug("web", taken, counting_random()) == "web-ccc"
 
 
+def test_a_suffix_that_spells_a_reserved_slug_is_skipped() -> None:
+    texts = {2: iter(["xx"]), 3: iter(["log", "abc"])}
+    taken = taken_from({"audit", "audit-xx"})
+    assert choose_slug("Audit", taken, lambda n: next(texts[n])) == "audit-abc"
+
+
 def test_suffixed_slug_stays_within_50_characters() -> None:
     name = "q" * 50
     taken = taken_from({"q" * 50})

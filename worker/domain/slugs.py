@@ -97,6 +97,7 @@ def choose_slug(
     if not base.isdigit() and not is_taken(base):
         return base
     for candidate in candidates(base, random):
-        if not is_taken(candidate):
+        # A suffix can spell a reserved name too (audit + "-log").
+        if not is_reserved(candidate) and not is_taken(candidate):
             return candidate
     raise SlugUnavailable(f"no free slug for {name!r}: every suffix tried is taken")

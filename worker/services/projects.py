@@ -33,6 +33,9 @@ SLUG_LOCK_WAIT_S = 5.0
 ID_ATTEMPTS = 5
 ID_SPACE_EXHAUSTED = "id space exhausted, try again in a second"
 
+# Request ids start at 1: no request is excluded when none exists yet.
+NO_REQUEST = 0
+
 
 class SlugLockBusy(RetryableError):
     """Raised when another save of the same organization held the slug lock too long."""
@@ -44,9 +47,9 @@ class SlugLockBusy(RetryableError):
 def request_create(
     conn: Connection, organization_id: int, name: str, slug: str | None, team_ids: list[int]
 ) -> int:
-    """Record a create request; an explicit slug breaking the rules is refused here already."""
-    if slug is not None and (problem := slugs.slug_problem(slug)):
-        raise InvalidInput(problem)
+    """Record a create request; an explicit slug that breaks the rules or is taken is refused
+    here already (the slug step checks again under its lock, for races)."""
+    _check_explicit_slug(conn, organization_id, slug, None)
     _check_teams(conn, organization_id, team_ids)
     return q.insert_request(conn, "create", organization_id, None, name, slug, team_ids)
 
@@ -55,8 +58,7 @@ def request_rename(conn: Connection, project_id: int, name: str, slug: str | Non
     project = q.get_project(conn, project_id)
     if project is None:
         raise NotFound(f"no project {project_id}")
-    if slug is not None and (problem := slugs.slug_problem(slug)):
-        raise InvalidInput(problem)
+    _check_explicit_slug(conn, project.organization_id, slug, project_id)
     return q.insert_request(conn, "rename", project.organization_id, project_id, name, slug)
 
 
@@ -65,6 +67,17 @@ def request_delete(conn: Connection, project_id: int) -> int:
     project = q.get_project(conn, project_id)
     organization_id = None if project is None else project.organization_id
     return q.insert_request(conn, "delete", organization_id, project_id)
+
+
+def _check_explicit_slug(
+    conn: Connection, organization_id: int, slug: str | None, project_id: int | None
+) -> None:
+    if slug is None:
+        return
+    if problem := slugs.slug_problem(slug):
+        raise InvalidInput(problem)
+    if q.slug_taken(conn, organization_id, slug, NO_REQUEST, project_id):
+        raise InvalidInput(f"slug {slug!r} is already used in this organization")
 
 
 def _check_teams(conn: Connection, organization_id: int, team_ids: list[int]) -> None:
