@@ -1,9 +1,11 @@
 """Steps: inbound sync (SPEC 4.2) and assign / deassign of one group (4.3-4.5).
 
-Ordering: the sync locks the issue's external_issue rows and drops an event older than the
-newest one applied (`stale`); each group step locks its group row and drops an event older
-than the newest one applied to that group. So the events applied to a group are applied in
-Jira timestamp order whatever order the workers run them in, and the newest one decides.
+Ordering: the sync locks the issue's external_issue rows (one sync per issue at a time) and
+plans every affected group; each group step locks its group row and drops an event older than
+the newest one applied to that group (`stale`). So the events applied to a group are applied
+in Jira timestamp order whatever order the workers run them in, and the newest one decides.
+An event that changes nothing for a group (`user-not-found`, decided in the sync) is never
+applied to it, so it cannot make an older event stale there (SPEC 8).
 Idempotency: delivery_effect records what the sync decided per group and what the group step
 did; a redelivered step reads it and only re-sends what follows.
 """
@@ -71,15 +73,14 @@ def _plan(
         assert change.outcome is not None
         _finish(conn, delivery_id, event, change.outcome)
         return []
+    # Staleness is decided per group (in the group step), never per issue: an event that
+    # changes nothing for a group (user-not-found) must not make older events stale there.
     issues = q.lock_synced_external_issues(conn, integration_id, event.issue_key)
-    fresh = [issue for issue in issues if is_newer(event.order, issue.applied)]
-    if issues and not fresh:
-        _finish(conn, delivery_id, event, Outcome.STALE)
-        return []
-    if fresh:
-        q.mark_issue_event(conn, [issue.id for issue in fresh], event.order)
+    newer = [issue.id for issue in issues if is_newer(event.order, issue.last_event)]
+    if newer:
+        q.mark_issue_event(conn, newer, event.order)  # the newest event seen, for operators
     groups = q.affected_groups(
-        conn, [issue.id for issue in fresh], sorted({issue.organization_id for issue in issues})
+        conn, [issue.id for issue in issues], sorted({issue.organization_id for issue in issues})
     )
     if not groups:
         _finish(conn, delivery_id, event, Outcome.NO_AFFECTED_GROUPS)

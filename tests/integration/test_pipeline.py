@@ -205,6 +205,18 @@ def test_older_event_after_newer_is_stale_and_changes_nothing(
     assert len(state.activity) == 1
 
 
+
+def test_user_not_found_does_not_make_an_older_event_stale(
+    res: Resources, acme: dict[str, Any]
+) -> None:
+    # In timestamp order: t=1000 assigns Ann, t=2000 names nobody we know (left out for the
+    # group, SPEC 8). Arriving newest first, the end state is the same: Ann.
+    stranger = {"name": "zed", "emailAddress": "zed@elsewhere.test", "displayName": "Zed"}
+    newer = post(res, jira_payload(stranger, ts=2000, changelog_id=2))
+    assert outcome_of(res, newer) == "user-not-found"
+    assert outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1))) == "assigned"
+    assert group_state(res).assignee == ANN
+
 def test_one_issue_linked_to_several_groups_assigns_each(
     res: Resources, scene: Callable[[dict[str, Any]], None], worker: WorkerProcess
 ) -> None:

@@ -27,7 +27,8 @@ class ExternalIssue:
     last_changelog_id: int | None
 
     @property
-    def applied(self) -> tuple[int, int] | None:
+    def last_event(self) -> tuple[int, int] | None:
+        """The newest event seen for this issue (ordering itself is kept per group)."""
         if self.last_event_ts is None:
             return None
         return (self.last_event_ts, self.last_changelog_id or 0)
