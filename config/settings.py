@@ -35,7 +35,7 @@ class Settings:
     flower_basic_auth: str
     log_level: str
     broker_visibility_timeout_s: int
-    retry_max_attempts: int
+    retry_budget_s: float
     retry_backoff_max_s: int
     pending_link_ttl_s: int
     jira_timeout_s: float
@@ -153,7 +153,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         flower_basic_auth=flower_auth,
         log_level=log_level,
         broker_visibility_timeout_s=visibility,
-        retry_max_attempts=_number(env, "RETRY_MAX_ATTEMPTS", 5, 0, 50),
+        retry_budget_s=_number(env, "RETRY_BUDGET_S", 120.0, 0.0, 86400.0),
         retry_backoff_max_s=backoff_max,
         pending_link_ttl_s=_number(env, "PENDING_LINK_TTL_S", 600, 30, 86400),
         jira_timeout_s=float(_number(env, "JIRA_TIMEOUT_S", 10, 1, 300)),

@@ -1,27 +1,20 @@
-"""The step base class: retry policy, failure recording and per-process resources."""
+"""The step base class: retries (worker.domain.retry), failure recording and per-process
+resources."""
 
 from __future__ import annotations
 
 import logging
-import random
 import traceback
 from typing import Any
 
 from celery import Task
 
 from worker.domain.errors import classify
+from worker.domain.retry import backoff_s, may_retry
 from worker.runtime import resources
 from worker.store import failures
 
 log = logging.getLogger(__name__)
-
-BACKOFF_BASE_S = 1.0
-
-
-def backoff_s(retries: int, cap_s: float, base_s: float = BACKOFF_BASE_S) -> float:
-    """Exponential backoff with jitter: half fixed, half random, never above cap_s."""
-    ceiling = min(cap_s, base_s * (2**retries))
-    return float(ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
 class Step(Task):  # type: ignore[misc]
@@ -42,8 +35,9 @@ class Step(Task):  # type: ignore[misc]
             if not isinstance(exc, Exception) or _is_celery_control(exc):
                 raise
             retries = int(self.request.retries or 0)
-            if classify(exc).retryable and retries < settings.retry_max_attempts:
-                countdown = backoff_s(retries, settings.retry_backoff_max_s)
+            cap_s = settings.retry_backoff_max_s
+            if classify(exc).retryable and may_retry(retries, settings.retry_budget_s, cap_s):
+                countdown = backoff_s(retries, cap_s)
                 log.warning(
                     "step.retry",
                     extra={

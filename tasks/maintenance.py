@@ -8,6 +8,7 @@ import logging
 from config.settings import Settings
 from tasks import pipeline
 from tasks.base import Step
+from worker.domain.retry import retry_window_s
 from worker.receiver import relay
 from worker.runtime.app import app
 from worker.runtime.publish import batch_sender
@@ -28,7 +29,7 @@ def stalled_after_s(settings: Settings) -> float:
     longer than a killed worker's messages take to come back plus a step's whole retry
     budget. Its messages were lost with the broker's data; the pipeline is idempotent, so
     a second send of one that was merely slow changes nothing."""
-    retries_s = settings.retry_max_attempts * settings.retry_backoff_max_s
+    retries_s = retry_window_s(settings.retry_budget_s, settings.retry_backoff_max_s)
     return float(settings.broker_visibility_timeout_s + retries_s)
 
 

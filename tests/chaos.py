@@ -92,7 +92,7 @@ PROCESS_ENV = {
     "LOG_LEVEL": "INFO",
     "BROKER_VISIBILITY_TIMEOUT_S": "20",
     "RETRY_BACKOFF_MAX_S": "2",
-    "RETRY_MAX_ATTEMPTS": "6",
+    "RETRY_BUDGET_S": "60",  # a routine restart or failover must not need an operator
     "JIRA_TIMEOUT_S": "3",
 }
 

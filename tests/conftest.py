@@ -74,7 +74,7 @@ def servers() -> Iterator[Servers]:
         "LOG_LEVEL": "INFO",
         "BROKER_VISIBILITY_TIMEOUT_S": "20",
         "RETRY_BACKOFF_MAX_S": "2",
-        "RETRY_MAX_ATTEMPTS": "3",
+        "RETRY_BUDGET_S": "2",  # with the 2 s cap: three retries
         "JIRA_TIMEOUT_S": "3",
     }
     os.environ.update(env)

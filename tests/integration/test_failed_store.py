@@ -117,6 +117,29 @@ def test_fixed_delivery_replayed_finishes_and_a_second_replay_changes_nothing(
     assert "Nothing to do" in capsys.readouterr().out
 
 
+def test_a_step_outlasts_a_postgres_outage_shorter_than_its_retry_budget(
+    res: Resources,
+    servers: Servers,
+    acme: dict[str, Any],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    assert servers.pg is not None, "needs the embedded PostgreSQL"
+    # Three retries would be spent in 5 s at most; the budget is time, so 8 s of outage pass.
+    start_worker(concurrency=1, env={"RETRY_BUDGET_S": "20", "RETRY_BACKOFF_MAX_S": "2"})
+    delivery_id = store_body(res, no_assignee_change_body())
+    servers.pg.stop()
+    try:
+        app.send_task(CHECK_CHANGELOG, kwargs={"delivery_id": delivery_id})
+        time.sleep(8)
+    finally:
+        servers.pg.start()
+        res.pool.check()  # this process's own connections died with the server
+    wait_for(lambda: delivery_row(res, delivery_id)["status"] == "done", 60, "the retried step")
+    assert delivery_row(res, delivery_id)["outcome"] == "no-assignee-change"
+    assert records(res) == []
+    assert res.redis.llen(failures.SPOOL_KEY) == 0
+
+
 def test_failure_while_postgres_is_down_is_spooled_then_written_by_the_flush(
     res: Resources,
     servers: Servers,
@@ -124,7 +147,7 @@ def test_failure_while_postgres_is_down_is_spooled_then_written_by_the_flush(
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     assert servers.pg is not None, "needs the embedded PostgreSQL"
-    start_worker(concurrency=1, env={"RETRY_MAX_ATTEMPTS": "1", "RETRY_BACKOFF_MAX_S": "1"})
+    start_worker(concurrency=1, env={"RETRY_BUDGET_S": "0.5", "RETRY_BACKOFF_MAX_S": "1"})
     delivery_id = store_body(res, no_assignee_change_body())
     servers.pg.stop()
     try:

@@ -71,7 +71,7 @@ def run(
         env={
             "LOG_LEVEL": "DEBUG",
             "FLOWER_BASIC_AUTH": f"ops:{FLOWER_PASSWORD}",
-            "RETRY_MAX_ATTEMPTS": "1",
+            "RETRY_BUDGET_S": "0.5",
             "RETRY_BACKOFF_MAX_S": "1",
         },
     )

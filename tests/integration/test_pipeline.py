@@ -205,7 +205,6 @@ def test_older_event_after_newer_is_stale_and_changes_nothing(
     assert len(state.activity) == 1
 
 
-
 def test_user_not_found_does_not_make_an_older_event_stale(
     res: Resources, acme: dict[str, Any]
 ) -> None:
@@ -216,6 +215,7 @@ def test_user_not_found_does_not_make_an_older_event_stale(
     assert outcome_of(res, newer) == "user-not-found"
     assert outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1))) == "assigned"
     assert group_state(res).assignee == ANN
+
 
 def test_one_issue_linked_to_several_groups_assigns_each(
     res: Resources, scene: Callable[[dict[str, Any]], None], worker: WorkerProcess
