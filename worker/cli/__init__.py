@@ -35,7 +35,11 @@ COMMAND_MODULES = [
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="jira-sync", description="Operate the Jira Server assignee sync service."
+        prog="jira-sync",
+        description="Operate the Jira Server assignee sync service.",
+        epilog="exit codes: 0 done or nothing to do, 1 some of the work failed, 2 bad arguments "
+        "or input, 3 configuration missing or malformed, 4 PostgreSQL, Redis, the broker or Jira "
+        "unreachable, 5 the thing named does not exist",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -34,7 +34,9 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_list)
 
-    p = cmds.add_parser("show", help="one delivery: payload, status, outcome, timestamps")
+    p = cmds.add_parser(
+        "show", help="one delivery: payload, status, outcome, timestamps, outbound pushes"
+    )
     p.add_argument("id", type=positive_int)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_show)

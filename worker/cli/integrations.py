@@ -23,7 +23,11 @@ def register(sub: Any) -> None:
     integration = sub.add_parser("integration", help="link and manage Jira Server instances")
     cmds = integration.add_subparsers(dest="integration_command", required=True, metavar="COMMAND")
 
-    p = cmds.add_parser("link", help="start linking a Jira Server (prints the authorize URL)")
+    p = cmds.add_parser(
+        "link",
+        help="start linking a Jira Server (prints the authorize URL); linking one already "
+        "linked re-links it with a fresh secret and one webhook",
+    )
     p.add_argument("--base-url", required=True, help="e.g. https://jira.example.com")
     p.add_argument("--consumer-key", required=True, help="the application link's consumer key")
     p.add_argument("--private-key-file", required=True, type=Path, help="RSA private key (PEM)")
