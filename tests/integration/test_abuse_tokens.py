@@ -64,6 +64,7 @@ def expired_pending_link(res: Resources) -> str:
             PENDING_KEY,
             vault.encrypt(rsa_keypair().private_pem),
             [],
+            False,
             30,
         )
         conn.execute("UPDATE pending_link SET expires_at = now() - interval '1 hour'")

@@ -17,18 +17,16 @@ from tests.integration.inbound_support import (
     count,
     enqueue,
     finished,
-    group_state,
-    jira_payload,
     store,
     wait_finished,
 )
 from tests.integration.test_shuffle import (
-    ISSUES,
     Event,
-    Oracle,
+    event_payload,
     random_events,
     shuffle_scene,
 )
+from tests.integration.test_shuffle import assert_matches_oracle as shuffle_oracle
 from worker.runtime.resources import Resources
 
 # Time for the restored steps themselves to run once they are back on the queue.
@@ -38,8 +36,7 @@ PROCESSING_SLACK_S = 8.0
 def post_all(res: Resources, events: list[Event]) -> dict[Event, int]:
     delivery_of = {}
     for event in events:
-        body = jira_payload(event.assignee, event.ts, event.changelog_id, key=event.key)
-        delivery_id = store(res, body)
+        delivery_id = store(res, event_payload(event))
         assert delivery_id is not None
         delivery_of[event] = delivery_id
     enqueue(res, list(delivery_of.values()))
@@ -59,17 +56,7 @@ def assert_matches_oracle(
 ) -> None:
     results = wait_finished(res, list(delivery_of.values()), timeout_s=5)
     assert {r.status for r in results.values()} == {"done"}
-    for issue in range(ISSUES):
-        in_order = sorted(
-            (e for e in events if e.group_id == 1000 + issue), key=lambda e: (e.ts, e.changelog_id)
-        )
-        oracle = Oracle()
-        for event in in_order:
-            if results[delivery_of[event]].outcome != "stale":
-                oracle.apply(event.assignee)
-        state = group_state(res, 1000 + issue)
-        assert state.assignee == in_order[-1].assignee
-        assert len(state.activity) == len(state.history) == oracle.activity
+    shuffle_oracle(res, events, results, delivery_of)
 
 
 def many_events(rng: random.Random, rounds: int) -> list[Event]:

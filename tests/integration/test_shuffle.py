@@ -67,6 +67,11 @@ def shuffle_scene() -> dict[str, Any]:
     return data
 
 
+def event_payload(event: Event) -> dict[str, Any]:
+    assignee = GHOST if event.assignee == NOBODY else event.assignee
+    return jira_payload(assignee, event.ts, event.changelog_id, key=event.key)
+
+
 @dataclass
 class Oracle:
     """Applies events one at a time, as SPEC 4.3-4.5 say, to users-only assignees."""
@@ -108,9 +113,7 @@ def test_shuffled_duplicated_events_end_as_the_sequential_oracle(
     rng.shuffle(posted)
     delivery_of: dict[Event, int] = {}
     for event in posted:
-        assignee = GHOST if event.assignee == NOBODY else event.assignee
-        body = jira_payload(assignee, event.ts, event.changelog_id, key=event.key)
-        delivery_id = store(res, body)
+        delivery_id = store(res, event_payload(event))
         if delivery_id is None:
             assert event in delivery_of, "only a second copy is a duplicate"
             enqueue(res, [delivery_of[event]])  # the broker hands it out twice
@@ -120,6 +123,18 @@ def test_shuffled_duplicated_events_end_as_the_sequential_oracle(
 
     results = wait_finished(res, list(delivery_of.values()), timeout_s=60)
     assert {r.status for r in results.values()} == {"done"}, f"seed {seed}"
+    assert_matches_oracle(res, events, results, delivery_of, f"seed {seed}")
+
+
+def assert_matches_oracle(
+    res: Resources,
+    events: list[Event],
+    results: dict[int, Any],
+    delivery_of: dict[Event, int],
+    note: str = "",
+) -> None:
+    """Every group ends as applying its events in (timestamp, changelog id) order would leave
+    it, events naming nobody left out; every applied outcome is the oracle's."""
     for issue in range(ISSUES):
         group_id = 1000 + issue
         in_order = sorted(
@@ -129,16 +144,16 @@ def test_shuffled_duplicated_events_end_as_the_sequential_oracle(
         for event in in_order:
             outcome = results[delivery_of[event]].outcome
             if event.assignee == NOBODY:
-                assert outcome == "user-not-found", f"seed {seed}, {event}"
+                assert outcome == "user-not-found", f"{note}, {event}"
                 continue
             if outcome == "stale":
                 continue
-            assert outcome == oracle.apply(event.assignee), f"seed {seed}, {event}"
+            assert outcome == oracle.apply(event.assignee), f"{note}, {event}"
         state = group_state(res, group_id)
         known = [e for e in in_order if e.assignee != NOBODY]
         expected = known[-1].assignee if known else None
-        assert state.assignee == expected == oracle.assignee, f"seed {seed}"
+        assert state.assignee == expected == oracle.assignee, note
         assert state.subscriptions == {
             f"user:{u}": int(SubscriptionReason.ASSIGNED) for u in oracle.subscribed
-        }, f"seed {seed}"
-        assert len(state.activity) == len(state.history) == oracle.activity, f"seed {seed}"
+        }, note
+        assert len(state.activity) == len(state.history) == oracle.activity, note
