@@ -2,7 +2,7 @@
 
     python -m bench                      # everything, 3 runs of each (at most ~9.5 minutes)
     python -m bench --quick              # a smoke run: 1 short run of each (~2 minutes)
-    python -m bench --only receiver,ids  # some sections: receiver, pipeline, ids, replay
+    python -m bench --only receiver,ids  # sections: receiver, pipeline, latency, ids, replay
 
 Writes bench/results.json and bench/results.md and prints the table. Never fails on a number:
 the exit code is 0 unless the bench itself could not start. Each section gets a share of the
@@ -24,9 +24,9 @@ from bench import harness, payloads, report
 from bench.harness import Servers
 from bench.report import Report
 
-SECTIONS = ("receiver", "pipeline", "ids", "replay")
+SECTIONS = ("receiver", "pipeline", "latency", "ids", "replay")
 # Shares of the time left when a section starts (servers and scene come out of the total).
-SHARES = {"receiver": 0.17, "pipeline": 0.50, "ids": 0.06, "replay": 0.27}
+SHARES = {"receiver": 0.17, "pipeline": 0.40, "latency": 0.14, "ids": 0.05, "replay": 0.24}
 BUDGET_S = {"full": 570.0, "quick": 120.0}
 
 
@@ -35,14 +35,19 @@ class Sizes:
     """How big each section's runs are."""
 
     receiver_s: float
+    latency_s: float
     ids_s: float
     pipeline_deliveries: int
     replay_records: int
 
 
 SIZES = {
-    "full": Sizes(receiver_s=5.0, ids_s=1.0, pipeline_deliveries=1_500, replay_records=10_000),
-    "quick": Sizes(receiver_s=2.0, ids_s=0.5, pipeline_deliveries=500, replay_records=2_000),
+    "full": Sizes(
+        receiver_s=5.0, latency_s=6.0, ids_s=1.0, pipeline_deliveries=1_500, replay_records=10_000
+    ),
+    "quick": Sizes(
+        receiver_s=2.0, latency_s=3.0, ids_s=0.5, pipeline_deliveries=500, replay_records=2_000
+    ),
 }
 
 Runner = Callable[[Servers, Report, float], None]
@@ -121,6 +126,11 @@ def runners(args: argparse.Namespace) -> dict[str, Runner]:
         count = args.pipeline_deliveries or sizes.pipeline_deliveries
         bench_pipeline.run(srv, rep, args.runs, count, deadline, say, profile=args.profile)
 
+    def latency(srv: Servers, rep: Report, deadline: float) -> None:
+        from bench import latency as bench_latency
+
+        bench_latency.run(srv, rep, args.runs, sizes.latency_s, say)
+
     def ids(srv: Servers, rep: Report, deadline: float) -> None:
         from bench import ids as bench_ids
 
@@ -133,7 +143,13 @@ def runners(args: argparse.Namespace) -> dict[str, Runner]:
             srv, rep, args.runs, sizes.replay_records, deadline, say, profile=args.profile
         )
 
-    return {"receiver": receiver, "pipeline": pipeline, "ids": ids, "replay": replay}
+    return {
+        "receiver": receiver,
+        "pipeline": pipeline,
+        "latency": latency,
+        "ids": ids,
+        "replay": replay,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

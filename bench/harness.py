@@ -211,7 +211,9 @@ def http_protocol() -> str:
     return "httptools"
 
 
-def uvicorn(srv: Servers, name: str, app: str, workers: int) -> tuple[Process, int]:
+def uvicorn(
+    srv: Servers, name: str, app: str, workers: int, **extra_env: str
+) -> tuple[Process, int]:
     """A uvicorn server with the Procfile's flags (uvloop + httptools) on a free port."""
     port = free_port()
     cmd = [
@@ -220,7 +222,7 @@ def uvicorn(srv: Servers, name: str, app: str, workers: int) -> tuple[Process, i
         "--no-access-log", "--limit-concurrency", "512", "--timeout-keep-alive", "5",
         "--log-level", "warning",
     ]  # fmt: skip
-    process = spawn(srv, name, cmd)
+    process = spawn(srv, name, cmd, **extra_env)
     try:
         wait_port(port)
     except TimeoutError:
@@ -229,7 +231,7 @@ def uvicorn(srv: Servers, name: str, app: str, workers: int) -> tuple[Process, i
     return process, port
 
 
-def celery_worker(srv: Servers, name: str, concurrency: int = 2) -> Process:
+def celery_worker(srv: Servers, name: str, concurrency: int = 2, **extra_env: str) -> Process:
     """The production worker command (prefork, events on), also importing the bench's no-op."""
     cmd = [
         sys.executable, "-m", "celery", "-A", "worker.runtime.app", "worker",
@@ -237,7 +239,7 @@ def celery_worker(srv: Servers, name: str, concurrency: int = 2) -> Process:
         "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
         "-I", "bench.tasks",
     ]  # fmt: skip
-    return spawn(srv, name, cmd)
+    return spawn(srv, name, cmd, **extra_env)
 
 
 class PeakRss:

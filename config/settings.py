@@ -40,6 +40,7 @@ class Settings:
     pending_link_ttl_s: int
     jira_timeout_s: float
     db_pool_max_size: int
+    pipeline_batch_size: int
 
     def __repr__(self) -> str:
         shown = []
@@ -158,6 +159,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         pending_link_ttl_s=_number(env, "PENDING_LINK_TTL_S", 600, 30, 86400),
         jira_timeout_s=float(_number(env, "JIRA_TIMEOUT_S", 10, 1, 300)),
         db_pool_max_size=_number(env, "DB_POOL_MAX_SIZE", 10, 1, 200),
+        pipeline_batch_size=_number(env, "PIPELINE_BATCH_SIZE", 200, 1, 1000),
     )
 
 

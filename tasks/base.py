@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from celery import Task
 
@@ -16,12 +17,17 @@ from worker.store import failures
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 
 class Step(Task):  # type: ignore[misc]
     """A pipeline step: retries transient errors with backoff, records what it cannot do."""
 
     abstract = True
     typing = True
+    # The keyword argument holding a batch step's items (None: not a batch step).
+    batch_kwarg: str | None = None
 
     @property
     def resources(self) -> resources.Resources:
@@ -50,8 +56,32 @@ class Step(Task):  # type: ignore[misc]
                     },
                 )
                 raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
-            self._record_failure(exc, args, kwargs, attempts=retries + 1)
+            # A batch that gives up is recorded per item: each replays (and is listed) alone.
+            for item_kwargs in self._per_item(kwargs):
+                self._record_failure(exc, args, item_kwargs, attempts=retries + 1)
             raise
+
+    def each(self, items: Iterable[T], work: Callable[[T], R], **extra: Any) -> list[R]:
+        """Run `work` on each item of this batch step; a permanent failure of one item is
+        recorded for that item alone and the others go on; a transient failure retries the
+        whole batch (every item is idempotent, so those done change nothing)."""
+        results = []
+        for item in items:
+            try:
+                results.append(work(item))
+            except Exception as exc:
+                if _is_celery_control(exc) or classify(exc).retryable:
+                    raise
+                assert self.batch_kwarg is not None, f"{self.name} is not a batch step"
+                self.record_item_failure(exc, {self.batch_kwarg: [item], **extra}, str(exc))
+        return results
+
+    def _per_item(self, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+        key = self.batch_kwarg
+        items = kwargs.get(key) if key else None
+        if key is None or not isinstance(items, list) or len(items) < 2:
+            return [kwargs]
+        return [{**kwargs, key: [item]} for item in items]
 
     def record_item_failure(self, exc: Exception, kwargs: dict[str, Any], message: str) -> None:
         """A permanent failure of one item of this step while the others went on: a record of
@@ -90,11 +120,44 @@ class Step(Task):  # type: ignore[misc]
         failures.record(self.resources, record)
 
 
+class DeliveryBatchStep(Step):
+    """A step over `delivery_ids`; a delivery that fails permanently is recorded alone."""
+
+    abstract = True
+    batch_kwarg = "delivery_ids"
+
+
+def delivery_ids_of(delivery_ids: list[int] | None, delivery_id: int | None) -> list[int]:
+    """The batch; a message of the single-delivery form (sent before batching) is one."""
+    return list(delivery_ids or []) + ([delivery_id] if delivery_id is not None else [])
+
+
+class ChangeBatchStep(Step):
+    """A step over `changes` ([delivery id, group id] pairs); a change that fails permanently
+    is recorded alone."""
+
+    abstract = True
+    batch_kwarg = "changes"
+
+
+def changes_of(
+    changes: list[list[int]] | None, delivery_id: int | None, group_id: int | None
+) -> list[tuple[int, int]]:
+    """The batch; a message of the single-change form (sent before batching) is one."""
+    found = [(int(d), int(g)) for d, g in changes or []]
+    if delivery_id is not None and group_id is not None:
+        found.append((delivery_id, group_id))
+    return found
+
+
 def _is_celery_control(exc: BaseException) -> bool:
     from celery.exceptions import Ignore, Reject, Retry
 
     return isinstance(exc, Retry | Ignore | Reject)
 
 
+CONTEXT_KWARGS = ("delivery_id", "project_id", "group_id", "delivery_ids", "changes")
+
+
 def _context(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: kwargs[k] for k in ("delivery_id", "project_id", "group_id") if k in kwargs}
+    return {k: kwargs[k] for k in CONTEXT_KWARGS if k in kwargs}

@@ -1,11 +1,11 @@
-"""Step: decide what a delivery asks for (SPEC 4.1, handle_assignee_change)."""
+"""Step: decide what each delivery of a batch asks for (SPEC 4.1, handle_assignee_change)."""
 
 from __future__ import annotations
 
 import logging
 
 from tasks import pipeline
-from tasks.base import Step
+from tasks.base import DeliveryBatchStep, Step, delivery_ids_of
 from worker.domain.assignment import decide_change
 from worker.domain.errors import NotFound
 from worker.domain.event import parse_event
@@ -16,26 +16,36 @@ from worker.store.queries import deliveries as q_deliveries
 log = logging.getLogger(__name__)
 
 
-@app.task(base=Step, bind=True, name=pipeline.CHECK_CHANGELOG)
-def check_changelog(self: Step, *, delivery_id: int) -> int:
+@app.task(base=DeliveryBatchStep, bind=True, name=pipeline.CHECK_CHANGELOG)
+def check_changelog(
+    self: Step, *, delivery_ids: list[int] | None = None, delivery_id: int | None = None
+) -> list[int]:
+    """Finish each delivery that asks for no assignee change; send the others on to one sync.
+    One query reads the batch, one transaction writes its outcomes."""
+    ids = delivery_ids_of(delivery_ids, delivery_id)
     with transaction(self.resources.pool) as conn:
-        delivery = q_deliveries.get_delivery(conn, delivery_id)
+        found = {d.id: d for d in q_deliveries.get_deliveries(conn, ids)}
+
+    def decide(delivery_id: int) -> tuple[int, str | None, str]:
+        delivery = found.get(delivery_id)
         if delivery is None:
             raise NotFound(f"delivery {delivery_id} does not exist")
         if delivery.status == "done":
-            return delivery_id
+            return delivery_id, "done", ""
         event = parse_event(delivery.body)
         change = decide_change(event)
-        if change.outcome is not None:
-            q_deliveries.finish_delivery(conn, delivery_id, change.outcome)
+        return delivery_id, None if change.outcome is None else str(change.outcome), event.issue_key
+
+    decided = self.each(ids, decide)
+    finished = [(d, outcome, key) for d, outcome, key in decided if outcome not in (None, "done")]
+    if finished:
+        with transaction(self.resources.pool) as conn:
+            q_deliveries.finish_deliveries(conn, [(d, str(o)) for d, o, _ in finished])
+        for delivery_id, outcome, issue_key in finished:
             log.info(
                 "delivery.finished",
-                extra={
-                    "delivery_id": delivery_id,
-                    "issue_key": event.issue_key,
-                    "outcome": str(change.outcome),
-                },
+                extra={"delivery_id": delivery_id, "issue_key": issue_key, "outcome": outcome},
             )
-            return delivery_id
-    pipeline.after_changelog(app, delivery_id)
-    return delivery_id
+    to_sync = [d for d, outcome, _ in decided if outcome is None]
+    pipeline.after_changelog(app, to_sync)
+    return to_sync

@@ -18,7 +18,7 @@ import logging
 import redis
 
 from tasks import pipeline
-from tasks.base import Step
+from tasks.base import ChangeBatchStep, DeliveryBatchStep, Step, changes_of, delivery_ids_of
 from worker import cache
 from worker.domain.assignment import (
     PENDING,
@@ -31,7 +31,7 @@ from worker.domain.assignment import (
     is_newer,
     subscriptions_to_remove,
 )
-from worker.domain.errors import NotFound
+from worker.domain.errors import BadPayload, NotFound
 from worker.domain.event import IssueEvent, parse_event
 from worker.domain.model import ActivityType, HistoryStatus
 from worker.runtime.app import app
@@ -44,24 +44,41 @@ log = logging.getLogger(__name__)
 CHANGED = frozenset({Outcome.ASSIGNED, Outcome.UNASSIGNED})
 
 
-@app.task(base=Step, bind=True, name=pipeline.SYNC)
-def sync(self: Step, *, delivery_id: int) -> int:
-    with transaction(self.resources.pool) as conn:
+@app.task(base=DeliveryBatchStep, bind=True, name=pipeline.SYNC)
+def sync(
+    self: Step, *, delivery_ids: list[int] | None = None, delivery_id: int | None = None
+) -> list[int]:
+    """Plan each delivery's group changes (one transaction per delivery, which locks its
+    issue's rows), then send every pending change of the batch on together."""
+    pending = [
+        change
+        for planned in self.each(
+            delivery_ids_of(delivery_ids, delivery_id), lambda d: _sync_one(self, d)
+        )
+        for change in planned
+    ]
+    pipeline.after_sync(app, pending)
+    return sorted({d for d, _, _ in pending})
+
+
+def _sync_one(step: Step, delivery_id: int) -> list[tuple[int, int, str]]:
+    with transaction(step.resources.pool) as conn:
         if not q.lock_delivery(conn, delivery_id):
             raise NotFound(f"delivery {delivery_id} does not exist")
         delivery = q_deliveries.get_delivery(conn, delivery_id)
         assert delivery is not None
         if delivery.status == "done":
-            return delivery_id
+            return []
         planned = q.effects(conn, delivery_id)
         if not planned:
             event = parse_event(delivery.body)
             planned = _plan(conn, delivery_id, delivery.integration_id, event)
-        pending = [(e.group_id, str(e.action)) for e in planned if e.outcome == PENDING]
+        pending = [
+            (delivery_id, e.group_id, str(e.action)) for e in planned if e.outcome == PENDING
+        ]
         if not pending:
             _finish_if_settled(conn, delivery_id)
-    pipeline.after_sync(app, delivery_id, pending)
-    return delivery_id
+    return pending
 
 
 def _plan(
@@ -99,17 +116,49 @@ def _plan(
     return q.effects(conn, delivery_id)
 
 
-@app.task(base=Step, bind=True, name=pipeline.ASSIGN)
-def assign(self: Step, *, delivery_id: int, group_id: int) -> int:
-    return _apply_group(self, delivery_id, group_id, Action.ASSIGN)
+@app.task(base=ChangeBatchStep, bind=True, name=pipeline.ASSIGN)
+def assign(
+    self: Step,
+    *,
+    changes: list[list[int]] | None = None,
+    delivery_id: int | None = None,
+    group_id: int | None = None,
+) -> list[int]:
+    return _apply_groups(self, changes_of(changes, delivery_id, group_id), Action.ASSIGN)
 
 
-@app.task(base=Step, bind=True, name=pipeline.DEASSIGN)
-def deassign(self: Step, *, delivery_id: int, group_id: int) -> int:
-    return _apply_group(self, delivery_id, group_id, Action.DEASSIGN)
+@app.task(base=ChangeBatchStep, bind=True, name=pipeline.DEASSIGN)
+def deassign(
+    self: Step,
+    *,
+    changes: list[list[int]] | None = None,
+    delivery_id: int | None = None,
+    group_id: int | None = None,
+) -> list[int]:
+    return _apply_groups(self, changes_of(changes, delivery_id, group_id), Action.DEASSIGN)
 
 
-def _apply_group(step: Step, delivery_id: int, group_id: int, action: Action) -> int:
+def _apply_groups(step: Step, changes: list[tuple[int, int]], action: Action) -> list[int]:
+    """Apply each change in its own transaction (which locks its group row), in group and
+    event order so that events of one issue in one batch apply in timestamp order; then purge
+    the changed groups' assignee-exists keys at once and send their side effects together."""
+    orders = _event_orders(step, sorted({d for d, _ in changes}))
+    in_order = sorted(changes, key=lambda c: (c[1], orders.get(c[0], (0, 0)), c[0]))
+    changed = [
+        change
+        for change, outcome in step.each(
+            in_order, lambda c: (c, _apply_group(step, c[0], c[1], action))
+        )
+        if outcome in CHANGED
+    ]
+    if changed:
+        _purge_assignee_exists_now(step, [g for _, g in changed])
+        pipeline.after_group_changes(app, [(d, g, str(action)) for d, g in changed])
+    return [g for _, g in changed]
+
+
+def _apply_group(step: Step, delivery_id: int, group_id: int, action: Action) -> Outcome | None:
+    """One group's change in one transaction; None when the group is gone."""
     with transaction(step.resources.pool) as conn:
         group = q.lock_group(conn, group_id)
         effect = q.effect(conn, delivery_id, group_id) if group is not None else None
@@ -144,17 +193,26 @@ def _apply_group(step: Step, delivery_id: int, group_id: int, action: Action) ->
             )
         q.lock_delivery(conn, delivery_id)
         _finish_if_settled(conn, delivery_id)
-    if outcome in CHANGED:
-        _purge_assignee_exists_now(step, group_id)
-        pipeline.after_group_change(app, delivery_id, group_id, action)
-    return group_id
+    return outcome
 
 
-def _purge_assignee_exists_now(step: Step, group_id: int) -> None:
+def _event_orders(step: Step, delivery_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Each delivery's (Jira timestamp, changelog id), read in one query; an unreadable body
+    sorts first (its group step records the failure)."""
+    with transaction(step.resources.pool) as conn:
+        found = q_deliveries.get_deliveries(conn, delivery_ids)
+    orders = {}
+    for delivery in found:
+        with contextlib.suppress(BadPayload):
+            orders[delivery.id] = parse_event(delivery.body).order
+    return orders
+
+
+def _purge_assignee_exists_now(step: Step, group_ids: list[int]) -> None:
     # Right after the commit, so no reader sees a stale "no assignee" even while the queue is
     # backed up; the purge step that follows is the retried guarantee when Redis is down now.
     with contextlib.suppress(redis.RedisError):
-        cache.purge_assignee_exists(step.resources.redis, [group_id])
+        cache.purge_assignee_exists(step.resources.redis, group_ids)
 
 
 def _assign(

@@ -1,20 +1,31 @@
 """The only place that knows the order of steps: it builds and sends the chains.
 
-Inbound: check_changelog -> sync -> assign | deassign (per group) -> side effects
-(purge assignee-exists; deassign also purges owners-debounce; outbound sync).
+Inbound: check_changelog -> sync -> assign | deassign -> side effects (purge assignee-exists;
+deassign also purges owners-debounce; outbound sync).
 Projects: save (slug, id, insert) and delete (settings, outbox + rows, cache purge).
+
+Inbound steps carry batches: check_changelog and sync take `delivery_ids`, the group steps
+and side effects take `changes` ([delivery id, group id] pairs), at most PIPELINE_BATCH_SIZE
+(200) of them per message. A batch forms only from what is already waiting (the relay sends
+what the receiver stored since its last send; a step sends on what it just finished), so at
+low load a batch is one delivery and nothing waits for a batch to fill. Every rule holds per
+item; a permanent failure of an item is recorded for that item alone (its record replays it
+alone).
+
 Steps are sent by their stable names, so this module imports no task module. Each step sends
-what follows it only after its own transaction committed, and a redelivered step re-sends it
+what follows it only after its own transactions committed, and a redelivered step re-sends it
 from the state in the database: a crash between the two never loses the rest of a chain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar
 
 from celery import Celery
 
-from worker.runtime.publish import StepCall
+from config.settings import get_settings
+from worker.runtime.publish import StepCall, batch_sender
 
 CHECK_CHANGELOG = "jira_sync.inbound.check_changelog"
 SYNC = "jira_sync.inbound.sync"
@@ -24,6 +35,7 @@ PURGE_ASSIGNEE_EXISTS = "jira_sync.effects.purge_assignee_exists"
 PURGE_OWNERS_DEBOUNCE = "jira_sync.effects.purge_owners_debounce"
 OUTBOUND_SYNC = "jira_sync.effects.outbound_sync"
 
+
 GROUP_STEPS = {"assign": ASSIGN, "deassign": DEASSIGN}
 # After a group's assignee changed (SPEC 4.3, 4.4): caches first, then the other trackers.
 SIDE_EFFECTS = {
@@ -31,38 +43,67 @@ SIDE_EFFECTS = {
     "deassign": (PURGE_ASSIGNEE_EXISTS, PURGE_OWNERS_DEBOUNCE, OUTBOUND_SYNC),
 }
 
-
-def delivery_starts(delivery_ids: Iterable[int]) -> list[StepCall]:
-    """The first steps of many stored deliveries, to send in one batch."""
-    return [StepCall(CHECK_CHANGELOG, {"delivery_id": d}) for d in delivery_ids]
+Change = tuple[int, int]  # (delivery id, group id)
+T = TypeVar("T")
 
 
-def after_changelog(app: Celery, delivery_id: int) -> None:
-    """The delivery asks for an assignee change: run the inbound sync."""
-    app.send_task(SYNC, kwargs={"delivery_id": delivery_id})
+def batches(items: Sequence[T], size: int | None = None) -> Iterator[list[T]]:
+    """Consecutive slices of at most PIPELINE_BATCH_SIZE items."""
+    size = size or get_settings().pipeline_batch_size
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
 
 
-def after_sync(app: Celery, delivery_id: int, group_actions: Iterable[tuple[int, str]]) -> None:
-    """Apply the sync's decision to each group: (group id, "assign" | "deassign")."""
-    for group_id, action in group_actions:
-        app.send_task(
-            GROUP_STEPS[action], kwargs={"delivery_id": delivery_id, "group_id": group_id}
-        )
+def delivery_starts(delivery_ids: Sequence[int]) -> list[StepCall]:
+    """The first step of many stored deliveries: one message per batch of them."""
+    return [StepCall(CHECK_CHANGELOG, {"delivery_ids": b}) for b in batches(delivery_ids)]
 
 
-def after_group_change(app: Celery, delivery_id: int, group_id: int, action: str) -> None:
-    """A group's assignee changed: its side effects, each its own retryable step."""
-    for name in SIDE_EFFECTS[action]:
-        app.send_task(name, kwargs={"delivery_id": delivery_id, "group_id": group_id})
+def _send(app: Celery, calls: list[StepCall]) -> None:
+    if calls:
+        with batch_sender(app) as send:
+            send(calls)
+
+
+def after_changelog(app: Celery, delivery_ids: Sequence[int]) -> None:
+    """These deliveries ask for an assignee change: run the inbound sync."""
+    _send(app, [StepCall(SYNC, {"delivery_ids": b}) for b in batches(delivery_ids)])
+
+
+def after_sync(app: Celery, group_actions: Iterable[tuple[int, int, str]]) -> None:
+    """Apply the syncs' decisions: (delivery id, group id, "assign" | "deassign")."""
+    _send(app, group_steps(group_actions))
+
+
+def group_steps(group_actions: Iterable[tuple[int, int, str]]) -> list[StepCall]:
+    by_action: dict[str, list[list[int]]] = {}
+    for delivery_id, group_id, action in group_actions:
+        by_action.setdefault(action, []).append([delivery_id, group_id])
+    return [
+        StepCall(GROUP_STEPS[action], {"changes": b})
+        for action, changes in sorted(by_action.items())
+        for b in batches(changes)
+    ]
+
+
+def after_group_changes(app: Celery, changes: Iterable[tuple[int, int, str]]) -> None:
+    """Groups' assignees changed: their side effects, each step over the whole batch."""
+    _send(app, side_effects(changes))
 
 
 def side_effects(changes: Iterable[tuple[int, int, str]]) -> list[StepCall]:
-    """The side effects of many (delivery, group, action) changes, to send in one batch;
-    outbound sync, which marks them finished, comes last for each."""
+    """The side effects of many (delivery, group, action) changes, batched per step; outbound
+    sync, which marks them finished, comes last."""
+    by_step: dict[str, list[list[int]]] = {}
+    for delivery_id, group_id, action in changes:
+        for name in SIDE_EFFECTS[action]:
+            by_step.setdefault(name, []).append([delivery_id, group_id])
+    order = [PURGE_ASSIGNEE_EXISTS, PURGE_OWNERS_DEBOUNCE, OUTBOUND_SYNC]
     return [
-        StepCall(name, {"delivery_id": delivery_id, "group_id": group_id})
-        for delivery_id, group_id, action in changes
-        for name in SIDE_EFFECTS[action]
+        StepCall(name, {"changes": b})
+        for name in order
+        if name in by_step
+        for b in batches(by_step[name])
     ]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from tasks import pipeline
-from tasks.base import Step
+from tasks.base import ChangeBatchStep, Step, changes_of
 from worker import cache
 from worker.domain.assignment import Assignee
 from worker.domain.errors import JiraRejected, JiraUserNotFound, NotFound, RetryableError
@@ -26,24 +26,65 @@ from worker.store.queries import inbound as q
 log = logging.getLogger(__name__)
 
 
-@app.task(base=Step, bind=True, name=pipeline.PURGE_ASSIGNEE_EXISTS)
-def purge_assignee_exists(self: Step, *, delivery_id: int, group_id: int) -> int:
-    return cache.purge_assignee_exists(self.resources.redis, [group_id])
-
-
-@app.task(base=Step, bind=True, name=pipeline.PURGE_OWNERS_DEBOUNCE)
-def purge_owners_debounce(self: Step, *, delivery_id: int, group_id: int) -> int:
-    return cache.purge_owners_debounce(self.resources.redis, [group_id])
-
-
-@app.task(base=Step, bind=True, name=pipeline.OUTBOUND_SYNC)
-def outbound_sync(
-    self: Step, *, delivery_id: int, group_id: int, external_issue_id: int | None = None
+@app.task(base=ChangeBatchStep, bind=True, name=pipeline.PURGE_ASSIGNEE_EXISTS)
+def purge_assignee_exists(
+    self: Step,
+    *,
+    changes: list[list[int]] | None = None,
+    delivery_id: int | None = None,
+    group_id: int | None = None,
 ) -> int:
-    """Push the group's assignee to its other linked issues; with external_issue_id, to that
-    issue alone (the replay of its recorded failure). A Jira refusal (4xx, no assignable user)
-    fails that issue only: recorded in outbound_call and in the failed-task store."""
-    res = self.resources
+    """One Redis round trip for the whole batch's groups."""
+    groups = sorted({g for _, g in changes_of(changes, delivery_id, group_id)})
+    return cache.purge_assignee_exists(self.resources.redis, groups)
+
+
+@app.task(base=ChangeBatchStep, bind=True, name=pipeline.PURGE_OWNERS_DEBOUNCE)
+def purge_owners_debounce(
+    self: Step,
+    *,
+    changes: list[list[int]] | None = None,
+    delivery_id: int | None = None,
+    group_id: int | None = None,
+) -> int:
+    """One Redis round trip for the whole batch's groups."""
+    groups = sorted({g for _, g in changes_of(changes, delivery_id, group_id)})
+    return cache.purge_owners_debounce(self.resources.redis, groups)
+
+
+@app.task(base=ChangeBatchStep, bind=True, name=pipeline.OUTBOUND_SYNC)
+def outbound_sync(
+    self: Step,
+    *,
+    changes: list[list[int]] | None = None,
+    delivery_id: int | None = None,
+    group_id: int | None = None,
+    external_issue_id: int | None = None,
+) -> int:
+    """Push each changed group's assignee to its other linked issues, one Jira client per
+    instance for the whole batch; with external_issue_id, to that issue alone (the replay of
+    its recorded failure). A Jira refusal (4xx, no assignable user) fails that issue only:
+    recorded in outbound_call and in the failed-task store."""
+    clients: dict[int, JiraClient] = {}
+    try:
+        called = self.each(
+            changes_of(changes, delivery_id, group_id),
+            lambda c: _sync_change(self, c[0], c[1], clients, external_issue_id),
+        )
+    finally:
+        for client in clients.values():
+            client.close()
+    return sum(called)
+
+
+def _sync_change(
+    step: Step,
+    delivery_id: int,
+    group_id: int,
+    clients: dict[int, JiraClient],
+    external_issue_id: int | None,
+) -> int:
+    res = step.resources
     with transaction(res.pool) as conn:
         delivery = q_deliveries.get_delivery(conn, delivery_id)
         if delivery is None:
@@ -51,28 +92,19 @@ def outbound_sync(
         targets = q.outbound_targets(conn, group_id, delivery.integration_id)
     if external_issue_id is not None:
         targets = [t for t in targets if t.external_issue_id == external_issue_id]
-    clients: dict[int, JiraClient] = {}
     called = 0
-    try:
-        for target in targets:
-            refused = _push(self, delivery_id, group_id, target, clients, external_issue_id)
-            if refused is None:
-                called += 1
-                continue
-            code = getattr(refused, "status", None)
-            status = f" (Jira status {code})" if code else ""
-            self.record_item_failure(
-                refused,
-                {
-                    "delivery_id": delivery_id,
-                    "group_id": group_id,
-                    "external_issue_id": target.external_issue_id,
-                },
-                f"{target.key} on integration {target.integration_id}: {refused}{status}",
-            )
-    finally:
-        for client in clients.values():
-            client.close()
+    for target in targets:
+        refused = _push(step, delivery_id, group_id, target, clients, external_issue_id)
+        if refused is None:
+            called += 1
+            continue
+        code = getattr(refused, "status", None)
+        status = f" (Jira status {code})" if code else ""
+        step.record_item_failure(
+            refused,
+            {"changes": [[delivery_id, group_id]], "external_issue_id": target.external_issue_id},
+            f"{target.key} on integration {target.integration_id}: {refused}{status}",
+        )
     # The last side effect sent: once it finished, the sweep has nothing to send again.
     with transaction(res.pool) as conn:
         q.mark_side_effects_done(conn, delivery_id, group_id)

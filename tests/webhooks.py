@@ -92,9 +92,10 @@ def broker_messages(broker_url: str, queue: str = QUEUE_INBOUND) -> list[dict[st
 
 
 def delivery_ids_on_broker(broker_url: str) -> set[int]:
+    """The deliveries whose first step waits on the broker (a message carries a batch)."""
     found = set()
     for message in broker_messages(broker_url):
         args = message.get("body")
         decoded = json.loads(base64.b64decode(args)) if isinstance(args, str) else args
-        found.add(int(decoded[1]["delivery_id"]))
+        found.update(int(d) for d in decoded[1]["delivery_ids"])
     return found

@@ -24,7 +24,7 @@ def failed_record(res: Resources) -> RecordFactory:
             "task_name": "jira_sync.inbound.check_changelog",
             "task_id": f"task-{n}",
             "args": [],
-            "kwargs": {"delivery_id": 1000 + n},
+            "kwargs": {"delivery_ids": [1000 + n]},
             "error_type": "BadPayload",
             "message": f"delivery {1000 + n} body is not JSON",
             "traceback": "Traceback (most recent call last):\n  ...\nBadPayload: not JSON\n",

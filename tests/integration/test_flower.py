@@ -137,5 +137,8 @@ def test_task_view_shows_ids_and_never_a_secret(
     assert [s for s in secrets if s in view] == []
     for task in tasks.values():
         kwargs = ast.literal_eval(task["kwargs"])  # Flower shows them as Python reprs
-        assert set(kwargs) <= {"delivery_id", "group_id", "project_id", "request_id"}, task
-        assert all(isinstance(v, int) for v in kwargs.values()), task
+        # A batch step shows its ids: deliveries, or [delivery, group] pairs.
+        assert set(kwargs) <= {"delivery_ids", "changes", "project_id", "request_id"}, task
+        ids = [i for v in kwargs.values() for i in (v if isinstance(v, list) else [v])]
+        flat = [x for i in ids for x in (i if isinstance(i, list) else [i])]
+        assert flat and all(isinstance(v, int) for v in flat), task

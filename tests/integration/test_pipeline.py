@@ -276,7 +276,9 @@ def test_same_delivery_processed_twice_changes_nothing_more(
     delivery = post(res, jira_payload(ANN, ts=1000, changelog_id=1))
     outcome_of(res, delivery)
     for step in (CHECK_CHANGELOG, SYNC):
-        app.send_task(step, kwargs={"delivery_id": delivery})
+        app.send_task(step, kwargs={"delivery_ids": [delivery]})
+    app.send_task(ASSIGN, kwargs={"changes": [[delivery, GROUP]]})
+    # A message of the single-item form sent before batching means the same.
     app.send_task(ASSIGN, kwargs={"delivery_id": delivery, "group_id": GROUP})
     with transaction(res.pool) as conn:  # a replay of a done delivery re-runs every step
         conn.execute("UPDATE webhook_delivery SET status = 'queued' WHERE id = %s", (delivery,))

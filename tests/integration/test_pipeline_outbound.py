@@ -226,7 +226,7 @@ def test_user_unknown_to_one_jira_fails_that_issue_only(
     assert record["task_name"] == OUTBOUND_SYNC
     assert record["error_type"] == "JiraUserNotFound"
     assert "OLD-3" in record["message"]
-    assert record["kwargs"] == {"delivery_id": delivery, "group_id": GROUP, "external_issue_id": 9}
+    assert record["kwargs"] == {"changes": [[delivery, GROUP]], "external_issue_id": 9}
     assert delivery_status(res, delivery) == "failed"
     assert main(["failed", "list"]) == EXIT_OK
     assert "JiraUserNotFound" in capsys.readouterr().out

@@ -50,11 +50,11 @@ def statuses(res: Resources) -> dict[int, str]:
 def test_replay_sends_the_failed_step_by_name_with_its_arguments(
     res: Resources, broker: redis_lib.Redis, failed_record: RecordFactory
 ) -> None:
-    failed_id = failed_record(kwargs={"delivery_id": 42})
+    failed_id = failed_record(kwargs={"delivery_ids": [42]})
     assert main(["failed", "replay", str(failed_id)]) == EXIT_OK
     assert queued(broker, QUEUE_INBOUND) == [
         {"task": "jira_sync.inbound.check_changelog", "args": [],
-         "kwargs": {"delivery_id": 42}, "chain": None}
+         "kwargs": {"delivery_ids": [42]}, "chain": None}
     ]  # fmt: skip
     assert statuses(res) == {failed_id: "replayed"}
 

@@ -73,11 +73,26 @@ def record(res: Resources, rec: FailureRecord) -> int | None:
 
 def write(res: Resources, rec: FailureRecord) -> int:
     with transaction(res.pool) as conn:
-        failed_id = q_failed.upsert_failed_task(conn, rec.fingerprint, asdict(rec))
-        delivery_id = rec.kwargs.get("delivery_id")
-        if isinstance(delivery_id, int) and not isinstance(delivery_id, bool):
+        delivery_id = delivery_of(rec.kwargs)
+        failed_id = q_failed.upsert_failed_task(conn, rec.fingerprint, asdict(rec), delivery_id)
+        if delivery_id is not None:
             q_failed.point_delivery_at_failure(conn, delivery_id, failed_id)
     return failed_id
+
+
+def delivery_of(kwargs: dict[str, Any]) -> int | None:
+    """The one delivery a step's record is about: `delivery_id`, or the single item of a
+    batch step's `delivery_ids` or `changes` ([delivery id, group id])."""
+    candidates = [kwargs.get("delivery_id")]
+    ids, changes = kwargs.get("delivery_ids"), kwargs.get("changes")
+    if isinstance(ids, list) and len(ids) == 1:
+        candidates.append(ids[0])
+    if isinstance(changes, list) and len(changes) == 1 and isinstance(changes[0], list):
+        candidates.append(changes[0][0])
+    for value in candidates:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 def flush_spool(res: Resources, limit: int = 1000) -> int:

@@ -77,6 +77,28 @@ def get_delivery(conn: Connection, delivery_id: int) -> Delivery | None:
     return None if row is None else Delivery(**row)
 
 
+SELECT_DELIVERIES = "SELECT * FROM webhook_delivery WHERE id = ANY(%s) ORDER BY id"
+
+
+def get_deliveries(conn: Connection, delivery_ids: list[int]) -> list[Delivery]:
+    """The deliveries of these ids that exist, in id order."""
+    return [Delivery(**row) for row in conn.execute(SELECT_DELIVERIES, (delivery_ids,))]
+
+
+FINISH_DELIVERIES = """
+UPDATE webhook_delivery d
+SET status = 'done', outcome = v.outcome, detail = '{}', finished_at = now(),
+    updated_at = now(), attempts = d.attempts + 1
+FROM unnest(%s::bigint[], %s::text[]) AS v(id, outcome)
+WHERE d.id = v.id
+"""
+
+
+def finish_deliveries(conn: Connection, outcomes: list[tuple[int, str]]) -> None:
+    """Mark many deliveries done, each with its outcome, in one statement."""
+    conn.execute(FINISH_DELIVERIES, ([d for d, _ in outcomes], [o for _, o in outcomes]))
+
+
 FINISH_DELIVERY = """
 UPDATE webhook_delivery
 SET status = 'done', outcome = %s, detail = %s, finished_at = now(), updated_at = now(),

@@ -65,7 +65,9 @@ RETURNING id
 """
 
 
-def upsert_failed_task(conn: Connection, fingerprint: str, rec: dict[str, Any]) -> int:
+def upsert_failed_task(
+    conn: Connection, fingerprint: str, rec: dict[str, Any], delivery_id: int | None
+) -> int:
     """Add the record, or fold a new failure of the same step and arguments into it."""
     kwargs = rec["kwargs"]
     row = conn.execute(
@@ -74,7 +76,7 @@ def upsert_failed_task(conn: Connection, fingerprint: str, rec: dict[str, Any]) 
             **rec,
             "args": Jsonb(rec["args"]),
             "kwargs": Jsonb(kwargs),
-            "delivery_id": _int_or_none(kwargs.get("delivery_id")),
+            "delivery_id": delivery_id,
             "project_id": _int_or_none(kwargs.get("project_id")),
             "fingerprint": fingerprint,
             "failed_at": rec.get("failed_at"),

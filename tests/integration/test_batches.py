@@ -1,0 +1,100 @@
+"""Steps carry batches (SPEC 8): stored deliveries go to the broker as one message per batch,
+each item keeps every rule, a permanent failure of one item is recorded and replayed alone."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+from tasks.pipeline import CHECK_CHANGELOG, SYNC
+from tests.conftest import Servers, WorkerProcess, wait_for
+from tests.integration.failure_support import failed_records
+from tests.integration.inbound_support import (
+    ANN,
+    BOB,
+    GROUP,
+    base_scene,
+    enqueue,
+    group_state,
+    jira_payload,
+    store,
+    store_raw,
+    wait_finished,
+)
+from tests.webhooks import broker_messages
+from worker.cli import main
+from worker.cli.common import EXIT_OK
+from worker.runtime.resources import Resources
+
+
+def kwargs_on_broker(broker_url: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(base64.b64decode(m["body"]))[1] for m in reversed(broker_messages(broker_url))
+    ]
+
+
+def test_stored_deliveries_go_to_the_broker_as_one_message_per_batch(
+    res: Resources, servers: Servers, scene: Callable[[dict[str, Any]], None]
+) -> None:
+    scene(base_scene())
+    ids = [store(res, jira_payload(ANN, ts=1000 + n, changelog_id=n)) for n in range(5)]
+    enqueue(res, [i for i in ids if i is not None])
+    assert kwargs_on_broker(servers.env["BROKER_URL"]) == [{"delivery_ids": ids}]
+
+
+def test_a_bad_delivery_in_a_batch_is_recorded_alone_and_the_others_finish(
+    res: Resources,
+    scene: Callable[[dict[str, Any]], None],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    scene(base_scene())
+    first = store(res, jira_payload(BOB, ts=1000, changelog_id=1))
+    bad = store_raw(res, 1, "bad", "{not json", "APP-1", 1500)
+    last = store(res, jira_payload(ANN, ts=2000, changelog_id=2))
+    assert first is not None and bad is not None and last is not None
+    enqueue(res, [first, bad, last])  # one message: check_changelog(delivery_ids=[...])
+    start_worker(concurrency=1)
+    done = wait_finished(res, [first, last], timeout_s=30)
+    assert {done[first].outcome, done[last].outcome} == {"assigned"}
+    assert group_state(res).assignee == ANN  # the newer event of the batch decides
+    wait_for(lambda: failed_records(res), 15, "the bad delivery's record")
+    [record] = failed_records(res)
+    assert (record["task_name"], record["kwargs"]) == (CHECK_CHANGELOG, {"delivery_ids": [bad]})
+    assert record["delivery_id"] == bad
+    # Its replay runs that delivery alone (and it fails again, alone).
+    assert main(["failed", "replay", str(record["id"])]) == EXIT_OK
+    wait_for(
+        lambda: (
+            failed_records(res)[0]["attempts"] == 2 and failed_records(res)[0]["status"] == "failed"
+        ),
+        15,
+        "the replayed delivery to fail again",
+    )
+    assert len(failed_records(res)) == 1
+    assert group_state(res, GROUP).assignee == ANN
+
+
+def test_a_batch_whose_retries_run_out_is_recorded_per_delivery(
+    res: Resources,
+    scene: Callable[[dict[str, Any]], None],
+    start_worker: Callable[..., WorkerProcess],
+    servers: Servers,
+) -> None:
+    assert servers.pg is not None, "needs the embedded PostgreSQL"
+    scene(base_scene())
+    ids = [store(res, jira_payload(ANN, ts=1000 + n, changelog_id=n)) for n in range(3)]
+    start_worker(concurrency=1, env={"RETRY_BUDGET_S": "0.5", "RETRY_BACKOFF_MAX_S": "1"})
+    servers.pg.stop()
+    try:
+        from worker.runtime.app import app
+
+        app.send_task(SYNC, kwargs={"delivery_ids": ids})
+        wait_for(lambda: res.redis.llen("jira_sync:failure_spool") >= 3, 60, "spooled records")
+    finally:
+        servers.pg.start()
+        res.pool.check()
+    spooled = [json.loads(r) for r in res.redis.lrange("jira_sync:failure_spool", 0, -1)]
+    assert sorted(s["kwargs"]["delivery_ids"][0] for s in spooled) == sorted(ids)
+    assert {s["task_name"] for s in spooled} == {SYNC}
