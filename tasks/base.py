@@ -73,7 +73,8 @@ class Step(Task):  # type: ignore[misc]
                 if _is_celery_control(exc) or classify(exc).retryable:
                     raise
                 assert self.batch_kwarg is not None, f"{self.name} is not a batch step"
-                self.record_item_failure(exc, {self.batch_kwarg: [item], **extra}, str(exc))
+                one = list(item) if isinstance(item, tuple) else item  # as JSON will hold it
+                self.record_item_failure(exc, {self.batch_kwarg: [one], **extra}, str(exc))
         return results
 
     def _per_item(self, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -160,4 +161,8 @@ CONTEXT_KWARGS = ("delivery_id", "project_id", "group_id", "delivery_ids", "chan
 
 
 def _context(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: kwargs[k] for k in CONTEXT_KWARGS if k in kwargs}
+    found = {k: kwargs[k] for k in CONTEXT_KWARGS if k in kwargs}
+    delivery_id = failures.delivery_of(kwargs)  # the single item of a batch, named
+    if delivery_id is not None:
+        found["delivery_id"] = delivery_id
+    return found

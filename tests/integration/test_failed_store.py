@@ -74,10 +74,10 @@ def test_permanent_failure_is_recorded_at_once_with_everything_needed_to_replay(
 ) -> None:
     start_worker(concurrency=1)
     delivery_id = store_body(res, "{not json")
-    app.send_task(CHECK_CHANGELOG, kwargs={"delivery_id": delivery_id})
+    app.send_task(CHECK_CHANGELOG, kwargs={"delivery_ids": [delivery_id]})
     [rec] = wait_for(lambda: records(res), 30, "the failure to be recorded")
     assert rec["task_name"] == CHECK_CHANGELOG
-    assert (rec["args"], rec["kwargs"]) == ([], {"delivery_id": delivery_id})
+    assert (rec["args"], rec["kwargs"]) == ([], {"delivery_ids": [delivery_id]})
     assert rec["error_type"] == "BadPayload"
     assert "not JSON" in rec["message"]
     assert "BadPayload" in rec["traceback"] and "Traceback" in rec["traceback"]

@@ -87,7 +87,7 @@ def delivery_of(kwargs: dict[str, Any]) -> int | None:
     ids, changes = kwargs.get("delivery_ids"), kwargs.get("changes")
     if isinstance(ids, list) and len(ids) == 1:
         candidates.append(ids[0])
-    if isinstance(changes, list) and len(changes) == 1 and isinstance(changes[0], list):
+    if isinstance(changes, list) and len(changes) == 1 and isinstance(changes[0], list | tuple):
         candidates.append(changes[0][0])
     for value in candidates:
         if isinstance(value, int) and not isinstance(value, bool):
