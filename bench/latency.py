@@ -93,8 +93,8 @@ def run(
     for run_no in range(runs):
         for label, size in SIDES:
             found = one_side(srv, size, seconds)
-            p50[label].append(loadgen.percentile(found, 50))
-            p99[label].append(loadgen.percentile(found, 99))
+            p50[label].append(loadgen.percentile(found, 0.50))
+            p99[label].append(loadgen.percentile(found, 0.99))
             say(
                 f"  latency run {run_no + 1}/{runs}, {label}: {len(found)} deliveries, "
                 f"p50 {p50[label][-1]:.0f} ms, p99 {p99[label][-1]:.0f} ms"

@@ -128,9 +128,11 @@ class DeliveryBatchStep(Step):
     batch_kwarg = "delivery_ids"
 
 
-def delivery_ids_of(delivery_ids: list[int] | None, delivery_id: int | None) -> list[int]:
-    """The batch; a message of the single-delivery form (sent before batching) is one."""
-    return list(delivery_ids or []) + ([delivery_id] if delivery_id is not None else [])
+def delivery_ids_of(delivery_ids: list[int] | None, legacy: dict[str, int]) -> list[int]:
+    """The batch; a message of the single-delivery form sent before batching (`delivery_id`,
+    from a broker or a failed record of then) is a batch of one."""
+    single = legacy.get("delivery_id")
+    return list(delivery_ids or []) + ([single] if single is not None else [])
 
 
 class ChangeBatchStep(Step):
@@ -141,13 +143,12 @@ class ChangeBatchStep(Step):
     batch_kwarg = "changes"
 
 
-def changes_of(
-    changes: list[list[int]] | None, delivery_id: int | None, group_id: int | None
-) -> list[tuple[int, int]]:
-    """The batch; a message of the single-change form (sent before batching) is one."""
+def changes_of(changes: list[list[int]] | None, legacy: dict[str, int]) -> list[tuple[int, int]]:
+    """The batch; a message of the single-change form sent before batching (`delivery_id`
+    and `group_id`) is a batch of one."""
     found = [(int(d), int(g)) for d, g in changes or []]
-    if delivery_id is not None and group_id is not None:
-        found.append((delivery_id, group_id))
+    if "delivery_id" in legacy and "group_id" in legacy:
+        found.append((legacy["delivery_id"], legacy["group_id"]))
     return found
 
 

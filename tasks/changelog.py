@@ -18,11 +18,11 @@ log = logging.getLogger(__name__)
 
 @app.task(base=DeliveryBatchStep, bind=True, name=pipeline.CHECK_CHANGELOG)
 def check_changelog(
-    self: Step, *, delivery_ids: list[int] | None = None, delivery_id: int | None = None
+    self: Step, *, delivery_ids: list[int] | None = None, **legacy: int
 ) -> list[int]:
     """Finish each delivery that asks for no assignee change; send the others on to one sync.
     One query reads the batch, one transaction writes its outcomes."""
-    ids = delivery_ids_of(delivery_ids, delivery_id)
+    ids = delivery_ids_of(delivery_ids, legacy)
     with transaction(self.resources.pool) as conn:
         found = {d.id: d for d in q_deliveries.get_deliveries(conn, ids)}
 

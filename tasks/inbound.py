@@ -45,15 +45,13 @@ CHANGED = frozenset({Outcome.ASSIGNED, Outcome.UNASSIGNED})
 
 
 @app.task(base=DeliveryBatchStep, bind=True, name=pipeline.SYNC)
-def sync(
-    self: Step, *, delivery_ids: list[int] | None = None, delivery_id: int | None = None
-) -> list[int]:
+def sync(self: Step, *, delivery_ids: list[int] | None = None, **legacy: int) -> list[int]:
     """Plan each delivery's group changes (one transaction per delivery, which locks its
     issue's rows), then send every pending change of the batch on together."""
     pending = [
         change
         for planned in self.each(
-            delivery_ids_of(delivery_ids, delivery_id), lambda d: _sync_one(self, d)
+            delivery_ids_of(delivery_ids, legacy), lambda d: _sync_one(self, d)
         )
         for change in planned
     ]
@@ -117,25 +115,13 @@ def _plan(
 
 
 @app.task(base=ChangeBatchStep, bind=True, name=pipeline.ASSIGN)
-def assign(
-    self: Step,
-    *,
-    changes: list[list[int]] | None = None,
-    delivery_id: int | None = None,
-    group_id: int | None = None,
-) -> list[int]:
-    return _apply_groups(self, changes_of(changes, delivery_id, group_id), Action.ASSIGN)
+def assign(self: Step, *, changes: list[list[int]] | None = None, **legacy: int) -> list[int]:
+    return _apply_groups(self, changes_of(changes, legacy), Action.ASSIGN)
 
 
 @app.task(base=ChangeBatchStep, bind=True, name=pipeline.DEASSIGN)
-def deassign(
-    self: Step,
-    *,
-    changes: list[list[int]] | None = None,
-    delivery_id: int | None = None,
-    group_id: int | None = None,
-) -> list[int]:
-    return _apply_groups(self, changes_of(changes, delivery_id, group_id), Action.DEASSIGN)
+def deassign(self: Step, *, changes: list[list[int]] | None = None, **legacy: int) -> list[int]:
+    return _apply_groups(self, changes_of(changes, legacy), Action.DEASSIGN)
 
 
 def _apply_groups(step: Step, changes: list[tuple[int, int]], action: Action) -> list[int]:

@@ -10,6 +10,9 @@ target issue is recorded once per delivery (outbound_call).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+
+import redis
 
 from tasks import pipeline
 from tasks.base import ChangeBatchStep, Step, changes_of
@@ -28,28 +31,23 @@ log = logging.getLogger(__name__)
 
 @app.task(base=ChangeBatchStep, bind=True, name=pipeline.PURGE_ASSIGNEE_EXISTS)
 def purge_assignee_exists(
-    self: Step,
-    *,
-    changes: list[list[int]] | None = None,
-    delivery_id: int | None = None,
-    group_id: int | None = None,
+    self: Step, *, changes: list[list[int]] | None = None, **legacy: int
 ) -> int:
-    """One Redis round trip for the whole batch's groups."""
-    groups = sorted({g for _, g in changes_of(changes, delivery_id, group_id)})
-    return cache.purge_assignee_exists(self.resources.redis, groups)
+    return _purge(self, cache.purge_assignee_exists, changes_of(changes, legacy))
 
 
 @app.task(base=ChangeBatchStep, bind=True, name=pipeline.PURGE_OWNERS_DEBOUNCE)
 def purge_owners_debounce(
-    self: Step,
-    *,
-    changes: list[list[int]] | None = None,
-    delivery_id: int | None = None,
-    group_id: int | None = None,
+    self: Step, *, changes: list[list[int]] | None = None, **legacy: int
+) -> int:
+    return _purge(self, cache.purge_owners_debounce, changes_of(changes, legacy))
+
+
+def _purge(
+    step: Step, purge: Callable[[redis.Redis, list[int]], int], changes: list[tuple[int, int]]
 ) -> int:
     """One Redis round trip for the whole batch's groups."""
-    groups = sorted({g for _, g in changes_of(changes, delivery_id, group_id)})
-    return cache.purge_owners_debounce(self.resources.redis, groups)
+    return purge(step.resources.redis, sorted({g for _, g in changes}))
 
 
 @app.task(base=ChangeBatchStep, bind=True, name=pipeline.OUTBOUND_SYNC)
@@ -57,9 +55,8 @@ def outbound_sync(
     self: Step,
     *,
     changes: list[list[int]] | None = None,
-    delivery_id: int | None = None,
-    group_id: int | None = None,
     external_issue_id: int | None = None,
+    **legacy: int,
 ) -> int:
     """Push each changed group's assignee to its other linked issues, one Jira client per
     instance for the whole batch; with external_issue_id, to that issue alone (the replay of
@@ -68,7 +65,7 @@ def outbound_sync(
     clients: dict[int, JiraClient] = {}
     try:
         called = self.each(
-            changes_of(changes, delivery_id, group_id),
+            changes_of(changes, legacy),
             lambda c: _sync_change(self, c[0], c[1], clients, external_issue_id),
         )
     finally:
