@@ -128,23 +128,26 @@ def _apply_groups(step: Step, changes: list[tuple[int, int]], action: Action) ->
     """Apply each change in its own transaction (which locks its group row), in group and
     event order so that events of one issue in one batch apply in timestamp order; then purge
     the changed groups' assignee-exists keys at once and send their side effects together."""
-    orders = _event_orders(step, sorted({d for d, _ in changes}))
-    in_order = sorted(changes, key=lambda c: (c[1], orders.get(c[0], (0, 0)), c[0]))
-    changed = [
-        change
-        for change, outcome in step.each(
-            in_order, lambda c: (c, _apply_group(step, c[0], c[1], action))
-        )
-        if outcome in CHANGED
-    ]
+    events = _events(step, sorted({d for d, _ in changes}))
+    in_order = sorted(
+        changes, key=lambda c: (c[1], events[c[0]].order if c[0] in events else (0, 0), c[0])
+    )
+    applied = step.each(
+        in_order, lambda c: (c, _apply_group(step, c[0], c[1], action, events.get(c[0])))
+    )
+    _finish_settled(step, sorted({d for (d, _), _ in applied}))
+    changed = [change for change, outcome in applied if outcome in CHANGED]
     if changed:
         _purge_assignee_exists_now(step, [g for _, g in changed])
         pipeline.after_group_changes(app, [(d, g, str(action)) for d, g in changed])
     return [g for _, g in changed]
 
 
-def _apply_group(step: Step, delivery_id: int, group_id: int, action: Action) -> Outcome | None:
-    """One group's change in one transaction; None when the group is gone."""
+def _apply_group(
+    step: Step, delivery_id: int, group_id: int, action: Action, event: IssueEvent | None
+) -> Outcome | None:
+    """One group's change in one transaction; None when the group is gone. `event` is the
+    delivery's, read with the batch (None: read it here, which names what is wrong)."""
     with transaction(step.resources.pool) as conn:
         group = q.lock_group(conn, group_id)
         effect = q.effect(conn, delivery_id, group_id) if group is not None else None
@@ -154,10 +157,11 @@ def _apply_group(step: Step, delivery_id: int, group_id: int, action: Action) ->
         elif effect.outcome != PENDING:
             outcome = Outcome(effect.outcome)  # done before; only re-send what follows
         else:
-            delivery = q_deliveries.get_delivery(conn, delivery_id)
-            if delivery is None:
-                raise NotFound(f"delivery {delivery_id} does not exist")
-            event = parse_event(delivery.body)
+            if event is None:
+                delivery = q_deliveries.get_delivery(conn, delivery_id)
+                if delivery is None:
+                    raise NotFound(f"delivery {delivery_id} does not exist")
+                event = parse_event(delivery.body)
             if not is_newer(event.order, q.group_applied_event(conn, group_id)):
                 outcome = Outcome.STALE
             else:
@@ -177,21 +181,30 @@ def _apply_group(step: Step, delivery_id: int, group_id: int, action: Action) ->
                     "outcome": str(outcome),
                 },
             )
-        q.lock_delivery(conn, delivery_id)
-        _finish_if_settled(conn, delivery_id)
     return outcome
 
 
-def _event_orders(step: Step, delivery_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """Each delivery's (Jira timestamp, changelog id), read in one query; an unreadable body
-    sorts first (its group step records the failure)."""
+def _events(step: Step, delivery_ids: list[int]) -> dict[int, IssueEvent]:
+    """The batch's deliveries' events, read in one query; an unreadable body is left out (its
+    group step reads it again and records what is wrong)."""
     with transaction(step.resources.pool) as conn:
         found = q_deliveries.get_deliveries(conn, delivery_ids)
-    orders = {}
+    events = {}
     for delivery in found:
         with contextlib.suppress(BadPayload):
-            orders[delivery.id] = parse_event(delivery.body).order
-    return orders
+            events[delivery.id] = parse_event(delivery.body)
+    return events
+
+
+def _finish_settled(step: Step, delivery_ids: list[int]) -> None:
+    """Finish the batch's deliveries whose groups are all settled, in one transaction (rows
+    locked in id order)."""
+    if not delivery_ids:
+        return
+    with transaction(step.resources.pool) as conn:
+        for delivery_id in delivery_ids:
+            q.lock_delivery(conn, delivery_id)
+            _finish_if_settled(conn, delivery_id)
 
 
 def _purge_assignee_exists_now(step: Step, group_ids: list[int]) -> None:

@@ -23,7 +23,6 @@ from worker.jira.api import JiraClient, client_for_integration
 from worker.runtime.app import app
 from worker.runtime.resources import Resources
 from worker.store.db import Connection, transaction
-from worker.store.queries import deliveries as q_deliveries
 from worker.store.queries import inbound as q
 
 log = logging.getLogger(__name__)
@@ -62,35 +61,37 @@ def outbound_sync(
     instance for the whole batch; with external_issue_id, to that issue alone (the replay of
     its recorded failure). A Jira refusal (4xx, no assignable user) fails that issue only:
     recorded in outbound_call and in the failed-task store."""
+    batch = changes_of(changes, legacy)
+    with transaction(self.resources.pool) as conn:
+        targets = q.outbound_targets(conn, batch)
     clients: dict[int, JiraClient] = {}
     try:
-        called = self.each(
-            changes_of(changes, legacy),
-            lambda c: _sync_change(self, c[0], c[1], clients, external_issue_id),
+        pushed = self.each(
+            batch,
+            lambda c: _push_change(self, c, targets.get(c, []), clients, external_issue_id),
         )
     finally:
         for client in clients.values():
             client.close()
-    return sum(called)
+    # The last side effect sent: once it finished, the sweep has nothing to send again.
+    with transaction(self.resources.pool) as conn:
+        q.mark_side_effects_done(conn, [change for change, _ in pushed])
+    return sum(count for _, count in pushed)
 
 
-def _sync_change(
+def _push_change(
     step: Step,
-    delivery_id: int,
-    group_id: int,
+    change: tuple[int, int],
+    targets: list[q.OutboundTarget],
     clients: dict[int, JiraClient],
     external_issue_id: int | None,
-) -> int:
-    res = step.resources
-    with transaction(res.pool) as conn:
-        delivery = q_deliveries.get_delivery(conn, delivery_id)
-        if delivery is None:
-            raise NotFound(f"delivery {delivery_id} does not exist")
-        targets = q.outbound_targets(conn, group_id, delivery.integration_id)
-    if external_issue_id is not None:
-        targets = [t for t in targets if t.external_issue_id == external_issue_id]
+) -> tuple[tuple[int, int], int]:
+    """Push one change to its targets; a refusal is recorded for that issue alone."""
+    delivery_id, group_id = change
     called = 0
     for target in targets:
+        if external_issue_id is not None and target.external_issue_id != external_issue_id:
+            continue
         refused = _push(step, delivery_id, group_id, target, clients, external_issue_id)
         if refused is None:
             called += 1
@@ -102,10 +103,7 @@ def _sync_change(
             {"changes": [[delivery_id, group_id]], "external_issue_id": target.external_issue_id},
             f"{target.key} on integration {target.integration_id}: {refused}{status}",
         )
-    # The last side effect sent: once it finished, the sweep has nothing to send again.
-    with transaction(res.pool) as conn:
-        q.mark_side_effects_done(conn, delivery_id, group_id)
-    return called
+    return change, called
 
 
 # Pushes of one issue in one step when the assignee keeps changing while Jira is called.

@@ -329,35 +329,44 @@ def delete_assigned_subscriptions(
 
 
 SELECT_OUTBOUND_TARGETS = """
-SELECT ei.id AS external_issue_id, ei.integration_id, ei.key
-FROM group_link gl
+SELECT c.delivery_id, c.group_id, ei.id AS external_issue_id, ei.integration_id, ei.key
+FROM unnest(%s::bigint[], %s::bigint[]) AS c(delivery_id, group_id)
+JOIN webhook_delivery d ON d.id = c.delivery_id
+JOIN group_link gl ON gl.group_id = c.group_id
 JOIN external_issue ei ON ei.id = gl.external_issue_id
 JOIN organization_integration oi
   ON oi.organization_id = ei.organization_id AND oi.integration_id = ei.integration_id
 JOIN integration i ON i.id = ei.integration_id
-WHERE gl.group_id = %s AND ei.integration_id <> %s
+WHERE ei.integration_id <> d.integration_id
   AND oi.status = 'active' AND i.status = 'active'
   AND coalesce((oi.config ->> 'sync_forward_assignment')::boolean, false)
-ORDER BY ei.id
+ORDER BY c.delivery_id, c.group_id, ei.id
 """
 
 
 def outbound_targets(
-    conn: Connection, group_id: int, source_integration_id: int
-) -> list[OutboundTarget]:
-    """Issues to push a group's assignee to: never one on the integration the change came from."""
-    rows = conn.execute(SELECT_OUTBOUND_TARGETS, (group_id, source_integration_id))
-    return [OutboundTarget(**r) for r in rows]
+    conn: Connection, changes: list[tuple[int, int]]
+) -> dict[tuple[int, int], list[OutboundTarget]]:
+    """Per (delivery, group) change, the issues to push the group's assignee to, in one query:
+    never one on the integration the change came from. Changes with none are left out."""
+    rows = conn.execute(SELECT_OUTBOUND_TARGETS, ([d for d, _ in changes], [g for _, g in changes]))
+    found: dict[tuple[int, int], list[OutboundTarget]] = {}
+    for r in rows:
+        change = (int(r.pop("delivery_id")), int(r.pop("group_id")))
+        found.setdefault(change, []).append(OutboundTarget(**r))
+    return found
 
 
 MARK_SIDE_EFFECTS_DONE = """
-UPDATE delivery_effect SET side_effects_done_at = now()
-WHERE delivery_id = %s AND group_id = %s AND side_effects_done_at IS NULL
+UPDATE delivery_effect e SET side_effects_done_at = now()
+FROM unnest(%s::bigint[], %s::bigint[]) AS c(delivery_id, group_id)
+WHERE e.delivery_id = c.delivery_id AND e.group_id = c.group_id
+  AND e.side_effects_done_at IS NULL
 """
 
 
-def mark_side_effects_done(conn: Connection, delivery_id: int, group_id: int) -> None:
-    conn.execute(MARK_SIDE_EFFECTS_DONE, (delivery_id, group_id))
+def mark_side_effects_done(conn: Connection, changes: list[tuple[int, int]]) -> None:
+    conn.execute(MARK_SIDE_EFFECTS_DONE, ([d for d, _ in changes], [g for _, g in changes]))
 
 
 SELECT_SIDE_EFFECTS_STALLED = """
@@ -368,7 +377,8 @@ WHERE e.side_effects_done_at IS NULL AND e.outcome IN ('assigned', 'unassigned')
   AND NOT EXISTS (
       SELECT 1 FROM failed_task f
       WHERE f.delivery_id = e.delivery_id AND f.status IN ('failed', 'parked')
-        AND f.kwargs ->> 'group_id' = e.group_id::text)
+        AND coalesce(f.kwargs ->> 'group_id', f.kwargs -> 'changes' -> 0 ->> 1)
+            = e.group_id::text)
 ORDER BY e.updated_at LIMIT %s
 """
 
