@@ -125,17 +125,26 @@ def deassign(self: Step, *, changes: list[list[int]] | None = None, **legacy: in
 
 
 def _apply_groups(step: Step, changes: list[tuple[int, int]], action: Action) -> list[int]:
-    """Apply each change in its own transaction (which locks its group row), in group and
-    event order so that events of one issue in one batch apply in timestamp order; then purge
-    the changed groups' assignee-exists keys at once and send their side effects together."""
+    """Apply the batch in one transaction, each change in a savepoint of its own (a change that
+    fails permanently is rolled back and recorded alone), in group and event order: group rows
+    are locked in id order (no deadlock between batches) and events of one issue in one batch
+    apply in timestamp order; then finish the settled deliveries (rows locked in id order),
+    commit, purge the changed groups' assignee-exists keys at once and send their side
+    effects together."""
     events = _events(step, sorted({d for d, _ in changes}))
     in_order = sorted(
         changes, key=lambda c: (c[1], events[c[0]].order if c[0] in events else (0, 0), c[0])
     )
-    applied = step.each(
-        in_order, lambda c: (c, _apply_group(step, c[0], c[1], action, events.get(c[0])))
-    )
-    _finish_settled(step, sorted({d for (d, _), _ in applied}))
+
+    def apply(conn: Connection, change: tuple[int, int]) -> tuple[tuple[int, int], Outcome | None]:
+        with conn.transaction():  # a savepoint
+            return change, _apply_group(conn, *change, action, events.get(change[0]))
+
+    with transaction(step.resources.pool) as conn:
+        applied = step.each(in_order, lambda c: apply(conn, c))
+        for delivery_id in sorted({d for (d, _), _ in applied}):
+            q.lock_delivery(conn, delivery_id)
+            _finish_if_settled(conn, delivery_id)
     changed = [change for change, outcome in applied if outcome in CHANGED]
     if changed:
         _purge_assignee_exists_now(step, [g for _, g in changed])
@@ -144,43 +153,46 @@ def _apply_groups(step: Step, changes: list[tuple[int, int]], action: Action) ->
 
 
 def _apply_group(
-    step: Step, delivery_id: int, group_id: int, action: Action, event: IssueEvent | None
+    conn: Connection,
+    delivery_id: int,
+    group_id: int,
+    action: Action,
+    event: IssueEvent | None,
 ) -> Outcome | None:
-    """One group's change in one transaction; None when the group is gone. `event` is the
+    """One group's change (its row locked); None when the group is gone. `event` is the
     delivery's, read with the batch (None: read it here, which names what is wrong)."""
-    with transaction(step.resources.pool) as conn:
-        group = q.lock_group(conn, group_id)
-        effect = q.effect(conn, delivery_id, group_id) if group is not None else None
-        if group is None or effect is None:
-            # The group was deleted since the sync (its effect row went with it).
-            outcome = None
-        elif effect.outcome != PENDING:
-            outcome = Outcome(effect.outcome)  # done before; only re-send what follows
+    group = q.lock_group(conn, group_id)
+    effect = q.effect(conn, delivery_id, group_id) if group is not None else None
+    if group is None or effect is None:
+        # The group was deleted since the sync (its effect row went with it).
+        outcome = None
+    elif effect.outcome != PENDING:
+        outcome = Outcome(effect.outcome)  # done before; only re-send what follows
+    else:
+        if event is None:
+            delivery = q_deliveries.get_delivery(conn, delivery_id)
+            if delivery is None:
+                raise NotFound(f"delivery {delivery_id} does not exist")
+            event = parse_event(delivery.body)
+        if not is_newer(event.order, q.group_applied_event(conn, group_id)):
+            outcome = Outcome.STALE
         else:
-            if event is None:
-                delivery = q_deliveries.get_delivery(conn, delivery_id)
-                if delivery is None:
-                    raise NotFound(f"delivery {delivery_id} does not exist")
-                event = parse_event(delivery.body)
-            if not is_newer(event.order, q.group_applied_event(conn, group_id)):
-                outcome = Outcome.STALE
+            q.set_group_applied_event(conn, group_id, event.order, delivery_id)
+            if action is Action.ASSIGN:
+                assert effect.user_id is not None
+                outcome = _assign(conn, group, effect.user_id, event, delivery_id)
             else:
-                q.set_group_applied_event(conn, group_id, event.order, delivery_id)
-                if action is Action.ASSIGN:
-                    assert effect.user_id is not None
-                    outcome = _assign(conn, group, effect.user_id, event, delivery_id)
-                else:
-                    outcome = _deassign(conn, group, delivery_id)
-            q.set_effect_outcome(conn, delivery_id, group_id, outcome)
-            log.info(
-                "group.synced",
-                extra={
-                    "delivery_id": delivery_id,
-                    "group_id": group_id,
-                    "issue_key": event.issue_key,
-                    "outcome": str(outcome),
-                },
-            )
+                outcome = _deassign(conn, group, delivery_id)
+        q.set_effect_outcome(conn, delivery_id, group_id, outcome)
+        log.info(
+            "group.synced",
+            extra={
+                "delivery_id": delivery_id,
+                "group_id": group_id,
+                "issue_key": event.issue_key,
+                "outcome": str(outcome),
+            },
+        )
     return outcome
 
 
@@ -194,17 +206,6 @@ def _events(step: Step, delivery_ids: list[int]) -> dict[int, IssueEvent]:
         with contextlib.suppress(BadPayload):
             events[delivery.id] = parse_event(delivery.body)
     return events
-
-
-def _finish_settled(step: Step, delivery_ids: list[int]) -> None:
-    """Finish the batch's deliveries whose groups are all settled, in one transaction (rows
-    locked in id order)."""
-    if not delivery_ids:
-        return
-    with transaction(step.resources.pool) as conn:
-        for delivery_id in delivery_ids:
-            q.lock_delivery(conn, delivery_id)
-            _finish_if_settled(conn, delivery_id)
 
 
 def _purge_assignee_exists_now(step: Step, group_ids: list[int]) -> None:
