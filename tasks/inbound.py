@@ -46,43 +46,36 @@ CHANGED = frozenset({Outcome.ASSIGNED, Outcome.UNASSIGNED})
 
 @app.task(base=DeliveryBatchStep, bind=True, name=pipeline.SYNC)
 def sync(self: Step, *, delivery_ids: list[int] | None = None, **legacy: int) -> list[int]:
-    """Plan the batch's group changes in one transaction, each delivery in a savepoint of its
-    own (one that fails permanently is rolled back and recorded alone), deliveries taken in
-    (integration, issue key) order so that batches lock issue rows in one order; then send
-    every pending change of the batch on together."""
-    ids = delivery_ids_of(delivery_ids, legacy)
-    with transaction(self.resources.pool) as conn:
-        found = {d.id: d for d in q_deliveries.get_deliveries(conn, ids)}
-        in_order = sorted(
-            ids,
-            key=lambda d: (
-                (found[d].integration_id, found[d].issue_key or "", d) if d in found else (0, "", d)
-            ),
+    """Plan each delivery's group changes (one transaction per delivery, which locks its
+    issue's rows), then send every pending change of the batch on together."""
+    pending = [
+        change
+        for planned in self.each(
+            delivery_ids_of(delivery_ids, legacy), lambda d: _sync_one(self, d)
         )
-
-        def plan(delivery_id: int) -> list[tuple[int, int, str]]:
-            with conn.transaction():  # a savepoint
-                return _sync_one(conn, delivery_id)
-
-        pending = [change for planned in self.each(in_order, plan) for change in planned]
+        for change in planned
+    ]
     pipeline.after_sync(app, pending)
     return sorted({d for d, _, _ in pending})
 
 
-def _sync_one(conn: Connection, delivery_id: int) -> list[tuple[int, int, str]]:
-    if not q.lock_delivery(conn, delivery_id):
-        raise NotFound(f"delivery {delivery_id} does not exist")
-    delivery = q_deliveries.get_delivery(conn, delivery_id)
-    assert delivery is not None
-    if delivery.status == "done":
-        return []
-    planned = q.effects(conn, delivery_id)
-    if not planned:
-        event = parse_event(delivery.body)
-        planned = _plan(conn, delivery_id, delivery.integration_id, event)
-    pending = [(delivery_id, e.group_id, str(e.action)) for e in planned if e.outcome == PENDING]
-    if not pending:
-        _finish_if_settled(conn, delivery_id)
+def _sync_one(step: Step, delivery_id: int) -> list[tuple[int, int, str]]:
+    with transaction(step.resources.pool) as conn:
+        if not q.lock_delivery(conn, delivery_id):
+            raise NotFound(f"delivery {delivery_id} does not exist")
+        delivery = q_deliveries.get_delivery(conn, delivery_id)
+        assert delivery is not None
+        if delivery.status == "done":
+            return []
+        planned = q.effects(conn, delivery_id)
+        if not planned:
+            event = parse_event(delivery.body)
+            planned = _plan(conn, delivery_id, delivery.integration_id, event)
+        pending = [
+            (delivery_id, e.group_id, str(e.action)) for e in planned if e.outcome == PENDING
+        ]
+        if not pending:
+            _finish_if_settled(conn, delivery_id)
     return pending
 
 
