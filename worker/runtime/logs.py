@@ -28,28 +28,34 @@ _STANDARD_ATTRS = frozenset(
 )
 
 _secrets: set[str] = set()
+# Longest first, so a secret containing another is replaced whole; rebuilt on registration.
+_secrets_longest_first: tuple[str, ...] = ()
 _secrets_lock = threading.Lock()
+# Text holding none of these cannot match any pattern above: most log values skip the regexes.
+_MARKERS = ("-----BEGIN", "eyJ", "://", "oauth_")
 
 
 def register_secret(value: str | None) -> None:
     """Never let this value reach a log line (credentials, keys, passwords)."""
+    global _secrets_longest_first
     if value and len(value) >= 4:
         with _secrets_lock:
-            _secrets.add(value)
+            if value not in _secrets:
+                _secrets.add(value)
+                _secrets_longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def scrub(text: str) -> str:
     """Remove PEM blocks, JWTs, URL passwords, OAuth secrets, Authorization credentials and
     every registered secret from text."""
-    text = _PEM.sub("[private key]", text)
-    text = _JWT.sub("[token]", text)
-    text = _URL_PASSWORD.sub(r"\1:***@", text)
-    text = _OAUTH_SECRET.sub(r"\1***", text)
-    text = _OAUTH_HEADER_TOKEN.sub(r"\1***", text)
-    text = _AUTH_HEADER.sub(r"\1***", text)
-    with _secrets_lock:
-        known = sorted(_secrets, key=len, reverse=True)
-    for secret in known:
+    if any(marker in text for marker in _MARKERS) or "authorization" in text.lower():
+        text = _PEM.sub("[private key]", text)
+        text = _JWT.sub("[token]", text)
+        text = _URL_PASSWORD.sub(r"\1:***@", text)
+        text = _OAUTH_SECRET.sub(r"\1***", text)
+        text = _OAUTH_HEADER_TOKEN.sub(r"\1***", text)
+        text = _AUTH_HEADER.sub(r"\1***", text)
+    for secret in _secrets_longest_first:
         if secret in text:
             text = text.replace(secret, "***")
     return text
