@@ -239,3 +239,39 @@ def env_for(servers: Servers) -> Callable[..., Any]:
         return load_settings({**servers.env, **overrides})
 
     return _build
+
+
+@contextlib.contextmanager
+def receiver_process(
+    env: dict[str, str], log_path: Path, *, workers: int = 1
+) -> Iterator[tuple[str, Callable[[], str]]]:
+    """The receiver as production runs it (uvicorn, uvloop, httptools) on a free port, ready
+    (its /readyz answers 200); yields its base URL and a reader of its log."""
+    from devtools.embedded import free_port
+
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "uvicorn", "worker.receiver.app:app", "--host", "127.0.0.1",
+        "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+        "--workers", str(workers),
+    ]  # fmt: skip
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        import httpx
+
+        if proc.poll() is not None:
+            pytest.fail(f"receiver exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            return httpx.get(base + "/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, 30, "the receiver to be ready")
+    try:
+        yield base, lambda: log_path.read_text(errors="replace")
+    finally:
+        proc.terminate()
+        proc.wait(15)

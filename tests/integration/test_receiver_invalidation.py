@@ -4,8 +4,6 @@ worker processes, each with warm secret caches; `integration disable` and `rotat
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devtools.embedded import free_port
-from tests.conftest import ROOT, wait_for
+from tests.conftest import receiver_process
 from tests.integration.failure_support import jira_sync
 from tests.webhooks import EXTERNAL_ID, JSON, SECRET, body, load_integrations, payload, url
 from worker.receiver import tokens
@@ -26,30 +23,8 @@ REQUESTS = 24  # new connections, spread over both processes
 @pytest.fixture
 def two_receivers(settings_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """The Procfile's web process with WEB_CONCURRENCY=2; yields its base URL."""
-    port = free_port()
-    log_path = tmp_path / "receiver.log"
-    cmd = [
-        sys.executable, "-m", "uvicorn", "worker.receiver.app:app", "--host", "127.0.0.1",
-        "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--workers", "2",
-    ]  # fmt: skip
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=settings_env, stdout=out, stderr=out)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"receiver exited:\n{log_path.read_text()[-3000:]}")
-        try:
-            return httpx.get(base + "/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(ready, 30, "the receiver to be ready")
-    try:
+    with receiver_process(settings_env, tmp_path / "receiver.log", workers=2) as (base, _):
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def answers(base: str, token: str) -> set[int]:

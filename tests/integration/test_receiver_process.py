@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,49 +10,26 @@ from typing import Any
 import httpx
 import pytest
 
-from devtools.embedded import free_port
-from tests.conftest import ROOT, wait_for
+from tests.conftest import receiver_process, wait_for
 from tests.webhooks import JSON, SECRET, body, load_integrations, payload, url
 from worker.runtime.resources import Resources
 
 
 @pytest.fixture
-def receiver_process(
+def receiver(
     settings_env: dict[str, str], tmp_path: Path
 ) -> Iterator[tuple[str, Callable[[], str]]]:
-    port = free_port()
-    log_path = tmp_path / "receiver.log"
-    cmd = [
-        sys.executable, "-m", "uvicorn", "worker.receiver.app:app", "--host", "127.0.0.1",
-        "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-    ]  # fmt: skip
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=settings_env, stdout=out, stderr=out)
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"receiver exited:\n{log_path.read_text()[-3000:]}")
-        try:
-            return httpx.get(base + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, 30, "the receiver to answer /healthz")
-    try:
-        yield base, lambda: log_path.read_text(errors="replace")
-    finally:
-        proc.terminate()
-        proc.wait(15)
+    with receiver_process(settings_env, tmp_path / "receiver.log") as found:
+        yield found
 
 
 def test_uvicorn_receiver_accepts_and_logs_json_without_the_token(
     res: Resources,
     scene: Callable[[dict[str, Any]], None],
-    receiver_process: tuple[str, Callable[[], str]],
+    receiver: tuple[str, Callable[[], str]],
 ) -> None:
     load_integrations(scene)
-    base, logs = receiver_process
+    base, logs = receiver
     webhook = url()
     token = webhook.strip("/").rsplit("/", 1)[1]
     with httpx.Client(base_url=base, timeout=10) as client:
