@@ -61,7 +61,7 @@ class Step(Task):  # type: ignore[misc]
                 self._record_failure(exc, args, item_kwargs, attempts=retries + 1)
             raise
 
-    def each(self, items: Iterable[T], work: Callable[[T], R], **extra: Any) -> list[R]:
+    def each(self, items: Iterable[T], work: Callable[[T], R]) -> list[R]:
         """Run `work` on each item of this batch step; a permanent failure of one item is
         recorded for that item alone and the others go on; a transient failure retries the
         whole batch (every item is idempotent, so those done change nothing)."""
@@ -74,7 +74,7 @@ class Step(Task):  # type: ignore[misc]
                     raise
                 assert self.batch_kwarg is not None, f"{self.name} is not a batch step"
                 one = list(item) if isinstance(item, tuple) else item  # as JSON will hold it
-                self.record_item_failure(exc, {self.batch_kwarg: [one], **extra}, str(exc))
+                self.record_item_failure(exc, {self.batch_kwarg: [one]}, str(exc))
         return results
 
     def _per_item(self, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
