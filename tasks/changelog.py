@@ -26,21 +26,22 @@ def check_changelog(
     with transaction(self.resources.pool) as conn:
         found = {d.id: d for d in q_deliveries.get_deliveries(conn, ids)}
 
-    def decide(delivery_id: int) -> tuple[int, str | None, str]:
+    def decide(delivery_id: int) -> tuple[int, str | None, str] | None:
+        """(id, the outcome that finishes it or None to sync it, issue key); None if done."""
         delivery = found.get(delivery_id)
         if delivery is None:
             raise NotFound(f"delivery {delivery_id} does not exist")
         if delivery.status == "done":
-            return delivery_id, "done", ""
+            return None
         event = parse_event(delivery.body)
         change = decide_change(event)
         return delivery_id, None if change.outcome is None else str(change.outcome), event.issue_key
 
-    decided = self.each(ids, decide)
-    finished = [(d, outcome, key) for d, outcome, key in decided if outcome not in (None, "done")]
+    decided = [d for d in self.each(ids, decide) if d is not None]
+    finished = [(d, outcome, key) for d, outcome, key in decided if outcome is not None]
     if finished:
         with transaction(self.resources.pool) as conn:
-            q_deliveries.finish_deliveries(conn, [(d, str(o)) for d, o, _ in finished])
+            q_deliveries.finish_deliveries(conn, [(d, o) for d, o, _ in finished])
         for delivery_id, outcome, issue_key in finished:
             log.info(
                 "delivery.finished",

@@ -47,9 +47,9 @@ Change = tuple[int, int]  # (delivery id, group id)
 T = TypeVar("T")
 
 
-def batches(items: Sequence[T], size: int | None = None) -> Iterator[list[T]]:
+def batches(items: Sequence[T]) -> Iterator[list[T]]:
     """Consecutive slices of at most PIPELINE_BATCH_SIZE items."""
-    size = size or get_settings().pipeline_batch_size
+    size = get_settings().pipeline_batch_size
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
 
@@ -72,10 +72,10 @@ def after_changelog(app: Celery, delivery_ids: Sequence[int]) -> None:
 
 def after_sync(app: Celery, group_actions: Iterable[tuple[int, int, str]]) -> None:
     """Apply the syncs' decisions: (delivery id, group id, "assign" | "deassign")."""
-    _send(app, group_steps(group_actions))
+    _send(app, _group_steps(group_actions))
 
 
-def group_steps(group_actions: Iterable[tuple[int, int, str]]) -> list[StepCall]:
+def _group_steps(group_actions: Iterable[tuple[int, int, str]]) -> list[StepCall]:
     by_action: dict[str, list[list[int]]] = {}
     for delivery_id, group_id, action in group_actions:
         by_action.setdefault(action, []).append([delivery_id, group_id])
