@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
-import redis
 from celery import Celery
 from starlette.applications import Starlette
 from starlette.convertors import PathConvertor, register_url_convertor
@@ -98,7 +97,6 @@ class Receiver:
     auth: AuthCache
     writer: DeliveryWriter
     publisher: Publisher
-    broker: redis.Redis
 
     async def authenticate(self, token: str) -> WebhookAuth | None:
         """The integration a token belongs to, if it verifies and the integration is active."""
@@ -194,8 +192,13 @@ async def readyz(request: Request) -> Response:
         with transaction(receiver.res.pool) as conn:
             conn.execute("SELECT 1")
 
+    def check_broker() -> None:
+        # A fresh connection on whichever broker is configured (Redis or RabbitMQ).
+        with receiver.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+
     checks: dict[str, str] = {}
-    for name, check in (("database", check_database), ("broker", receiver.broker.ping)):
+    for name, check in (("database", check_database), ("broker", check_broker)):
         try:
             await anyio.to_thread.run_sync(check)
             checks[name] = "ok"
@@ -268,9 +271,6 @@ def create_app(
             auth=AuthCache(resources),
             writer=DeliveryWriter(resources, count),
             publisher=Publisher(resources, celery_app),
-            broker=redis.Redis.from_url(
-                resources.settings.broker_url, socket_timeout=2, socket_connect_timeout=2
-            ),
         )
         await anyio.to_thread.run_sync(_warm_up, receiver)
         listener = asyncio.create_task(receiver.auth.listen())
@@ -289,7 +289,6 @@ def create_app(
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
-            receiver.broker.close()
             if own:
                 resources.close()
 
