@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 from config.settings import redact_url
-from tests import amqp
+from devtools import rabbitmq as amqp
 
 
 def main(pytest_args: list[str]) -> int:

@@ -43,8 +43,8 @@ from kombu import Connection
 
 from config.celery import QUEUE_INBOUND, QUEUE_MAINTENANCE, QUEUE_SIDE_EFFECTS
 from config.settings import default_broker_url, load_settings
+from devtools import rabbitmq as amqp
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from tests import amqp
 from tests.conftest import ROOT, WorkerProcess, launch_worker
 from tests.integration.inbound_support import (
     ANN,

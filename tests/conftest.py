@@ -23,8 +23,8 @@ import pytest
 import redis as redis_lib
 
 from config.settings import default_broker_url, get_settings, load_settings
+from devtools import rabbitmq as amqp
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, start_missing
-from tests import amqp
 from worker.runtime import resources
 
 # The fake Jira Server fixture (`fake_jira`) for every test module.

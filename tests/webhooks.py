@@ -11,7 +11,7 @@ from typing import Any
 import redis as redis_lib
 
 from config.celery import QUEUE_INBOUND
-from tests import amqp
+from devtools import rabbitmq as amqp
 from tests.fakejira import rsa_keypair
 from worker.receiver import tokens
 

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from config.celery import ALL_QUEUES
-from tests import amqp
+from devtools import rabbitmq as amqp
 from tests.conftest import wait_for
 from tests.fakejira import CONSUMER_KEY, rsa_keypair
 from worker.receiver import relay

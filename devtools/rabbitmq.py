@@ -1,7 +1,8 @@
-"""RabbitMQ for the tests: a vhost per run, emptied between tests, and a look at its queues.
+"""RabbitMQ for the tests, the chaos run and the benchmarks: a vhost per run (deleted
+afterwards), emptied between tests, and a look at its queues.
 
-The broker-facing tests (marked `broker`) run a second time on RabbitMQ through
-`python -m tests.amqp_leg`; these helpers are what they need beyond the Redis path.
+The URL is TEST_AMQP_URL, default amqp://guest:guest@127.0.0.1:5672//; creating a vhost needs
+`rabbitmqctl` on this machine (without it a run uses the URL's vhost and deletes its queues).
 """
 
 from __future__ import annotations
