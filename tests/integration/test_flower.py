@@ -20,6 +20,8 @@ from tests.integration.inbound_support import ANN, base_scene, jira_payload, out
 from worker.runtime.app import app
 from worker.runtime.resources import Resources
 
+pytestmark = pytest.mark.broker  # run again on RabbitMQ: tests/amqp_leg.py
+
 ROOT = Path(__file__).parents[2]
 AUTH = ("ops", "flower-pass-" + "x7q2")
 SWEEP = "jira_sync.maintenance.sweep_deliveries"
