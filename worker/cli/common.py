@@ -68,18 +68,20 @@ def echo(text: str = "") -> None:
     sys.stdout.write(scrub(text) + "\n")
 
 
-def table(rows: list[list[Any]], headers: list[str]) -> str:
-    """Every table the CLI prints. On a terminal: rich's ruled, bold-headed table sized to the
-    window. Piped or redirected: the same columns as plain left-aligned text, two spaces
-    apart, no colour and no rules, so `grep`, `awk` and `cut` keep working."""
+def table(rows: list[list[Any]], headers: list[str] | None) -> str:
+    """Every table the CLI prints (headers None: no header line). On a terminal: rich's
+    ruled, bold-headed table sized to the window. Piped or redirected: the same columns as
+    plain left-aligned text, two spaces apart, no colour and no rules, so `grep`, `awk` and
+    `cut` keep working."""
     terminal = sys.stdout.isatty()
     grid = Table(
-        box=box.SIMPLE_HEAD if terminal else None,
+        box=box.SIMPLE_HEAD if terminal and headers else None,
         show_edge=False,
+        show_header=headers is not None,
         pad_edge=False,
         header_style="bold cyan" if terminal else "",
     )
-    for header in headers:
+    for header in headers or ([""] * len(rows[0]) if rows else []):
         grid.add_column(header)
     for row in rows:
         grid.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
@@ -92,6 +94,21 @@ def table(rows: list[list[Any]], headers: list[str]) -> str:
     ).print(grid)
     lines = out.getvalue().splitlines()
     return "\n".join(lines if terminal else [line.rstrip() for line in lines])
+
+
+def styled(text: str, style: str) -> str:
+    """`text` in a rich style such as "bold red" on a terminal; as it is otherwise."""
+    if not sys.stdout.isatty():
+        return text
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, highlight=False).print(Text(text, style), end="")
+    return out.getvalue()
+
+
+def clear_screen() -> None:
+    """Start a fresh screen (redrawing commands such as `status --watch`), on a terminal."""
+    if sys.stdout.isatty():
+        Console(file=sys.stdout).clear()
 
 
 # Work on more items than this draws a progress bar on stderr.
