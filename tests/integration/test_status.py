@@ -4,8 +4,11 @@ a Celery worker and beat's sweep (run in-process)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +16,8 @@ import pytest
 import redis as redis_lib
 
 from config.celery import QUEUE_INBOUND
-from tests.conftest import Servers, WorkerProcess, receiver_process, wait_for
+from devtools.embedded import free_port
+from tests.conftest import ROOT, Servers, WorkerProcess, receiver_process, wait_for
 from tests.webhooks import JSON, body, load_integrations, payload, url
 from worker.cli import main
 from worker.cli.common import EXIT_OK
@@ -26,8 +30,6 @@ from worker.store.queries import deliveries as dq
 @pytest.fixture(scope="module")
 def receiver(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One receiver process for the module (state is cleaned around each test)."""
-    import os
-
     log = tmp_path_factory.mktemp("status") / "receiver.log"
     with receiver_process({**os.environ, **servers.env}, log) as (base, _):
         yield base
@@ -126,10 +128,8 @@ def test_stuck_delivery_and_unreplayed_failure_exit_1_naming_both(
 
 
 def test_beat_that_never_swept_and_an_unreachable_receiver_need_attention(
-    res: Resources, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    res: Resources, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from devtools.embedded import free_port
-
     nowhere = f"http://127.0.0.1:{free_port()}"
     code, out = status(capsys, "--receiver-url", nowhere, "--json")
     assert code == EXIT_ATTENTION
@@ -138,3 +138,20 @@ def test_beat_that_never_swept_and_an_unreachable_receiver_need_attention(
         f"receiver at {nowhere} not ready: unreachable (ConnectionError)",
         "beat has never swept (is the beat process running?)",
     ]
+
+
+def test_watch_redraws_until_interrupted(
+    res: Resources, receiver: str, settings_env: dict[str, str]
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "status", "--watch", "1", "--receiver-url", receiver],
+        env=settings_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    screens = 0
+    for line in proc.stdout:
+        screens += line.startswith("jira-sync status at ")
+        if screens == 2:
+            break
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(10) == 130

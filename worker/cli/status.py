@@ -238,7 +238,8 @@ def render(view: dict[str, Any], clear: bool = False) -> None:
     )
     if clear:
         clear_screen()
-    echo(f"jira-sync status at {view['at']}: {verdict}")
+    at = datetime.fromisoformat(view["at"]).strftime("%Y-%m-%d %H:%M:%S UTC")
+    echo(f"jira-sync status at {at}: {verdict}")
     echo()
     receiver, broker, beat = view["receiver"], view["broker"], view["beat"]
     ready = "ready" if receiver["ready"] else "NOT READY"
@@ -308,15 +309,15 @@ def render(view: dict[str, Any], clear: bool = False) -> None:
             ["INTEGRATION", "NAME", "STATUS", "LAST DELIVERY", ""],
         )
     )
-    for title, items, style in (
-        ("problems", view["problems"], "red"),
-        ("warnings", view["warnings"], "yellow"),
+    for title, items, mark, style in (
+        ("problems", view["problems"], "!", "red"),
+        ("warnings", view["warnings"], "~", "yellow"),
     ):
         if items:
             echo()
             echo(styled(f"{title}:", f"bold {style}"))
             for item in items:
-                echo(styled(f"  ! {item}", style))
+                echo(styled(f"  {mark} {item}", style))
 
 
 def _ago(integration: dict[str, Any]) -> str:
