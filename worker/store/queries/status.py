@@ -40,7 +40,6 @@ class Unfinished:
     count: int
     oldest_id: int | None
     oldest_status: str | None
-    oldest_received_at: datetime | None
     oldest_age_s: float | None
     stuck_count: int
     stuck_ids: list[int]
@@ -50,7 +49,6 @@ SELECT_UNFINISHED = """
 SELECT count(*) AS count,
        (array_agg(id ORDER BY received_at, id))[1] AS oldest_id,
        (array_agg(status ORDER BY received_at, id))[1] AS oldest_status,
-       min(received_at) AS oldest_received_at,
        extract(epoch FROM now() - min(received_at))::float8 AS oldest_age_s,
        count(*) FILTER (WHERE received_at < now() - make_interval(secs => %(stuck_s)s))
            AS stuck_count,
@@ -73,7 +71,6 @@ def unfinished(conn: Connection, stuck_after_s: float, shown: int) -> Unfinished
         count=int(row["count"]),
         oldest_id=row["oldest_id"],
         oldest_status=row["oldest_status"],
-        oldest_received_at=row["oldest_received_at"],
         oldest_age_s=row["oldest_age_s"],
         stuck_count=int(row["stuck_count"]),
         stuck_ids=[int(i) for i in row["stuck_ids"]],
