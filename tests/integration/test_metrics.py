@@ -98,6 +98,8 @@ def test_multi_process_receiver_sums_every_process_and_needs_its_password(
     with receiver_process(env, tmp_path / "receiver.log", workers=2) as (base, _):
         refused = httpx.get(base + "/metrics", timeout=10)
         wrong = httpx.get(base + "/metrics", auth=("prom", "guess"), timeout=10)
+        not_ascii = {"Authorization": "Basic é€".encode()}
+        odd = httpx.get(base + "/metrics", headers=not_ascii, timeout=10)
         send(base)
         # Whichever process answers a scrape, it counts the requests of both.
         totals = {
@@ -107,7 +109,7 @@ def test_multi_process_receiver_sums_every_process_and_needs_its_password(
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"].startswith("Basic")
     assert refused.json()["detail"] == "/metrics needs the METRICS_BASIC_AUTH user"
-    assert wrong.status_code == 401
+    assert wrong.status_code == odd.status_code == 401
     assert totals == {2}
 
 

@@ -237,8 +237,8 @@ def _metrics_refusal(request: Request, basic_auth: str) -> Response | None:
     with no credentials configured, it is on this machine (like Flower: never open)."""
     if basic_auth:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        expected = base64.b64encode(basic_auth.encode()).decode()
-        if scheme.lower() == "basic" and hmac.compare_digest(given.strip(), expected):
+        expected = base64.b64encode(basic_auth.encode())
+        if scheme.lower() == "basic" and hmac.compare_digest(given.strip().encode(), expected):
             return None
         return _json(
             401,
