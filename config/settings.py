@@ -14,7 +14,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_SNOWFLAKE_EPOCH = "2022-08-08T00:00:00Z"
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
-SECRET_FIELDS = frozenset({"secret_key", "flower_basic_auth"})
+SECRET_FIELDS = frozenset({"secret_key", "flower_basic_auth", "metrics_basic_auth"})
 
 
 class ConfigError(Exception):
@@ -44,6 +44,7 @@ class Settings:
     db_pool_max_size: int
     pipeline_batch_size: int
     broker_delivery_limit: int
+    metrics_basic_auth: str
 
     @property
     def broker_is_amqp(self) -> bool:
@@ -150,6 +151,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             "BROKER_VISIBILITY_TIMEOUT_S must be more than twice RETRY_BACKOFF_MAX_S "
             "so that a delayed retry is never redelivered twice"
         )
+    metrics_auth = env.get("METRICS_BASIC_AUTH", "").strip()
+    if metrics_auth and ":" not in metrics_auth:
+        raise ConfigError("METRICS_BASIC_AUTH must look like user:password")
     public_url = (env.get("PUBLIC_URL", "").strip() or "http://127.0.0.1:8000").rstrip("/")
     if urlsplit(public_url).scheme not in ("http", "https"):
         raise ConfigError("PUBLIC_URL must be an http or https URL")
@@ -173,6 +177,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         db_pool_max_size=_number(env, "DB_POOL_MAX_SIZE", 10, 1, 200),
         pipeline_batch_size=_number(env, "PIPELINE_BATCH_SIZE", 200, 1, 1000),
         broker_delivery_limit=_number(env, "BROKER_DELIVERY_LIMIT", 10, 2, 1000),
+        metrics_basic_auth=metrics_auth,
     )
 
 

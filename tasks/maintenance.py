@@ -11,6 +11,7 @@ from config.celery import dead_letter_queue
 from config.settings import Settings
 from tasks import pipeline
 from tasks.base import Step
+from worker import cache
 from worker.domain.retry import retry_window_s
 from worker.receiver import relay
 from worker.runtime.app import app
@@ -49,8 +50,9 @@ def sweep_deliveries(self: Step) -> int:
             with batch_sender(app) as send:
                 send(pipeline.side_effects(changes))
             q_inbound.touch_effects(conn, [(d, g) for d, g, _ in changes])
+    resent = len(set(sent) & set(stalled))
+    cache.record_sweep(self.resources.redis, len(sent) - resent, resent, len(changes))
     if sent or changes:
-        resent = len(set(sent) & set(stalled))
         log.info(
             "delivery.swept",
             extra={"count": len(sent), "resent": resent, "side_effects_resent": len(changes)},
