@@ -22,9 +22,11 @@ check: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The broker-facing tests run again on RabbitMQ when one is reachable (one line says which).
+# Two test processes (a module stays on one, with its workers and servers); then the
+# broker-facing tests again on RabbitMQ when one is reachable (one line says which), in one
+# process because its chaos run restarts RabbitMQ.
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 	$(BIN)/python -m tests.amqp_leg
 
 test: check pytest
