@@ -8,13 +8,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import wait_for
+from tests.conftest import receiver_process, wait_for
 from tests.fakejira import CONSUMER_KEY, HOOKS_10, LEGACY_HOOKS, FakeJira, rsa_keypair
 from tests.webhooks import JSON, OTHER_SECRET, body, load_integrations, payload, url
 from worker.cli import main
@@ -156,6 +158,20 @@ def test_duplicate_without_identifier_header_is_recognized(
     again = body({**event, "webhookEvent": "jira:issue_assigned"})
     answer = post(client, again, signed(again))
     assert (answer.status_code, answer.json()) == (200, {"status": "duplicate"})
+
+
+def test_uvicorn_receiver_checks_signatures_as_sent_over_http(
+    signing: None, res: Resources, settings_env: dict[str, str], tmp_path: Path
+) -> None:
+    first, second = body(payload()), body(payload())
+    twice = [("Content-Type", JSON["Content-Type"])] + [("X-Hub-Signature", signature(second))] * 2
+    with receiver_process(settings_env, tmp_path / "receiver.log") as (base, logs):
+        assert httpx.post(base + url(), content=first, headers=signed(first)).status_code == 202
+        assert httpx.post(base + url(), content=second, headers=twice).status_code == 401
+        assert httpx.post(base + url(), content=second, headers=JSON).status_code == 401
+        wait_for(lambda: "payload.bad_signature" in logs(), 5, "the refusal logged")
+        assert SIGNING not in logs()
+    assert stored_count(res) == 1
 
 
 # -- registration on 9.x and 10.x, against the fake Jira ------------------------------------
