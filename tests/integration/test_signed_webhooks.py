@@ -20,7 +20,7 @@ from tests.conftest import receiver_process, wait_for
 from tests.fakejira import CONSUMER_KEY, HOOKS_10, LEGACY_HOOKS, FakeJira, rsa_keypair
 from tests.webhooks import JSON, OTHER_SECRET, body, load_integrations, payload, url
 from worker.cli import main
-from worker.cli.common import EXIT_OK, EXIT_USAGE
+from worker.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from worker.jira import linking
 from worker.receiver.app import UNAUTHORIZED, create_app
 from worker.runtime.resources import Resources
@@ -335,3 +335,19 @@ def test_configure_switches(
     assert not integration_row(res, int(iid)).require_signature
     code, out, _ = run(capsys, "integration", "list")
     assert "active signed" in out and "required" not in out
+
+
+def test_rotation_that_cannot_reach_jira_says_how_to_retry(
+    res: Resources, orgs: None, fake_jira: FakeJira, capsys: pytest.CaptureFixture[str]
+) -> None:
+    iid = link(res, data_center_10(fake_jira)).integration_id
+    fake_jira.fail_status = 503
+    code, out, _ = run(capsys, "integration", "rotate-secret", str(iid))
+    assert code == EXIT_FAILED
+    assert f"configure {iid} --refresh-server-info" in out
+    fake_jira.fail_status = None
+    assert run(capsys, "integration", "configure", str(iid), "--refresh-server-info")[0] == EXIT_OK
+    stored = integration_row(res, iid)
+    assert stored.signing_secret_enc and stored.previous_signing_secret_enc
+    (hook,) = fake_jira.webhooks
+    assert hook["configuration"]["secret"] == res.vault.decrypt(stored.signing_secret_enc)
