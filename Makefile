@@ -22,8 +22,12 @@ check: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two test processes (a module stays on one, with its workers and servers); then the
+# broker-facing tests again on RabbitMQ when one is reachable (one line says which), in one
+# process because its chaos run restarts RabbitMQ.
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/python -m tests.amqp_leg
 
 test: check pytest
 
@@ -31,11 +35,14 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The whole bench on Redis, then its pipeline section on RabbitMQ when one is reachable.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench --only pipeline --broker amqp --budget-s 240
 
+BROKER ?= redis
 chaos: $(STAMP)
-	$(BIN)/python -m tests.chaos --long
+	$(BIN)/python -m tests.chaos --long --broker $(BROKER)
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache

@@ -13,6 +13,7 @@ run each) and the report says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from bench import harness, payloads, report
 from bench.harness import Servers
 from bench.report import Report
+from devtools import rabbitmq
 
 SECTIONS = ("receiver", "pipeline", "latency", "ids", "replay")
 # Shares of the time left when a section starts (servers and scene come out of the total).
@@ -74,6 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pipeline-deliveries", type=int, help="deliveries per pipeline run (1,500; quick 500)"
     )
     parser.add_argument("--budget-s", type=float, help="time budget (570 s; quick 120 s)")
+    parser.add_argument(
+        "--broker", choices=("redis", "amqp"), default="redis",
+        help="amqp: RabbitMQ at TEST_AMQP_URL (a vhost of its own) as the Celery broker; "
+        "skipped with one line when none is reachable",
+    )  # fmt: skip
     parser.add_argument(
         "--profile", action="store_true",
         help="after the measured runs, profile jira-sync's side of each figure with py-spy",
@@ -163,7 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     end = started + args.budget_s
     sections = runners(args)
-    with harness.servers(say) as srv:
+    rep.setup["broker"] = args.broker
+    with contextlib.ExitStack() as stack:
+        amqp_url = None
+        if args.broker == "amqp":
+            why_not = rabbitmq.reachable(rabbitmq.test_url())
+            if why_not is not None:
+                print(f"bench on RabbitMQ: not run, none reachable ({why_not})")
+                return 0
+            amqp_url = stack.enter_context(rabbitmq.run_vhost())
+        srv = stack.enter_context(harness.servers(say, amqp_url))
         load_scene()
         for index, name in enumerate(args.sections):
             now = time.monotonic()
@@ -178,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(traceback.format_exc())
             say(f"   {name} took {time.monotonic() - now:.0f} s")
     rep.wall_s = time.monotonic() - started
-    json_path, md_path = report.write(rep)
+    json_path, md_path = report.write(rep, suffix="" if args.broker == "redis" else "-amqp")
     print(report.markdown(rep))
     say(f"wrote {json_path} and {md_path} in {rep.wall_s:.0f} s")
     return 0

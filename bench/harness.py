@@ -30,13 +30,16 @@ from urllib.parse import urlsplit
 import psutil
 import psycopg
 import redis
+from kombu import Connection
 
 from config.settings import default_broker_url, get_settings
+from devtools import rabbitmq
 from devtools.embedded import (
     create_database,
     free_port,
     start_missing,
 )
+from worker.runtime.broker import queue_depths
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -59,13 +62,18 @@ class Servers:
     def broker_client(self) -> redis.Redis:
         return redis.Redis.from_url(self.broker_url)
 
+    @property
+    def on_rabbitmq(self) -> bool:
+        return rabbitmq.is_amqp(self.broker_url)
+
     def child_env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, **self.env, **extra}
 
 
 @contextlib.contextmanager
-def servers(say: Callable[[str], None]) -> Iterator[Servers]:
-    """Start (or reach) the servers, migrate a fresh database, and point this process at it."""
+def servers(say: Callable[[str], None], amqp_url: str | None = None) -> Iterator[Servers]:
+    """Start (or reach) the servers, migrate a fresh database, and point this process at it.
+    With `amqp_url` (a vhost of the run's own) RabbitMQ is the broker instead of Redis."""
     state = Path(tempfile.mkdtemp(prefix="jira-sync-bench-"))
     local = start_missing(
         state, os.environ.get("BENCH_DATABASE_URL"), os.environ.get("BENCH_REDIS_URL")
@@ -75,7 +83,7 @@ def servers(say: Callable[[str], None]) -> Iterator[Servers]:
     try:
         say(f"servers: PostgreSQL {_where(admin_url)}, Redis {_where(redis_url)}")
         database_url = create_database(admin_url, dbname)
-        broker_url = default_broker_url(redis_url)
+        broker_url = amqp_url or default_broker_url(redis_url)
         env = {
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
@@ -117,7 +125,9 @@ def _where(url: str) -> str:
 
 def flush_redis(srv: Servers) -> None:
     """Empty our Redis database and the broker's (queues, unacked, kombu bindings)."""
-    for client in (srv.redis_client(), srv.broker_client()):
+    if srv.on_rabbitmq:
+        rabbitmq.purge_queues(srv.broker_url)
+    for client in [srv.redis_client()] + ([] if srv.on_rabbitmq else [srv.broker_client()]):
         client.flushdb()
         client.close()
 
@@ -126,15 +136,22 @@ def drop_queues(srv: Servers) -> None:
     """Delete the messages waiting on the broker, keeping kombu's exchange bindings."""
     from config.celery import ALL_QUEUES
 
+    if srv.on_rabbitmq:
+        rabbitmq.purge_queues(srv.broker_url)
+        return
     client = srv.broker_client()
     client.delete(*ALL_QUEUES, "unacked", "unacked_index", "unacked_mutex")
     client.close()
 
 
 def queued(srv: Servers) -> int:
-    """Messages waiting on the broker plus those held unacknowledged by a worker."""
+    """Messages waiting on the broker plus those held unacknowledged by a worker (on
+    RabbitMQ only the waiting ones: AMQP does not count what a consumer holds, which is at
+    most the worker's prefetch, a few messages)."""
     from config.celery import ALL_QUEUES
 
+    if srv.on_rabbitmq:
+        return sum(queue_depths(Connection(srv.broker_url)).values())
     client = srv.broker_client()
     pipe = client.pipeline(transaction=False)
     for name in ALL_QUEUES:

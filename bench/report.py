@@ -214,9 +214,9 @@ def markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(report: Report, directory: Path = RESULTS_DIR) -> tuple[Path, Path]:
-    json_path = directory / "results.json"
-    md_path = directory / "results.md"
+def write(report: Report, directory: Path = RESULTS_DIR, suffix: str = "") -> tuple[Path, Path]:
+    json_path = directory / f"results{suffix}.json"
+    md_path = directory / f"results{suffix}.md"
     json_path.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
     md_path.write_text(markdown(report))
     return json_path, md_path

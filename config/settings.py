@@ -12,7 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_SNOWFLAKE_EPOCH = "2022-08-08T00:00:00Z"
-SECRET_FIELDS = frozenset({"secret_key", "flower_basic_auth"})
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+SECRET_FIELDS = frozenset({"secret_key", "flower_basic_auth", "metrics_basic_auth"})
 
 
 class ConfigError(Exception):
@@ -41,6 +43,13 @@ class Settings:
     jira_timeout_s: float
     db_pool_max_size: int
     pipeline_batch_size: int
+    broker_delivery_limit: int
+    metrics_basic_auth: str
+
+    @property
+    def broker_is_amqp(self) -> bool:
+        """True when the broker is RabbitMQ (AMQP); otherwise it is Redis."""
+        return urlsplit(self.broker_url).scheme in AMQP_SCHEMES
 
     def __repr__(self) -> str:
         shown = []
@@ -120,8 +129,12 @@ def _epoch(env: Mapping[str, str]) -> int:
 
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Validate the environment; raise ConfigError naming the first bad variable."""
-    redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix"))
-    broker_url = env.get("BROKER_URL", "").strip() or default_broker_url(redis_url)
+    redis_url = _url(env, "REDIS_URL", REDIS_SCHEMES)
+    broker_url = (
+        _url(env, "BROKER_URL", REDIS_SCHEMES + AMQP_SCHEMES)
+        if env.get("BROKER_URL", "").strip()
+        else default_broker_url(redis_url)
+    )
     log_level = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
@@ -138,6 +151,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             "BROKER_VISIBILITY_TIMEOUT_S must be more than twice RETRY_BACKOFF_MAX_S "
             "so that a delayed retry is never redelivered twice"
         )
+    metrics_auth = env.get("METRICS_BASIC_AUTH", "").strip()
+    if metrics_auth and ":" not in metrics_auth:
+        raise ConfigError("METRICS_BASIC_AUTH must look like user:password")
     public_url = (env.get("PUBLIC_URL", "").strip() or "http://127.0.0.1:8000").rstrip("/")
     if urlsplit(public_url).scheme not in ("http", "https"):
         raise ConfigError("PUBLIC_URL must be an http or https URL")
@@ -160,6 +176,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         jira_timeout_s=float(_number(env, "JIRA_TIMEOUT_S", 10, 1, 300)),
         db_pool_max_size=_number(env, "DB_POOL_MAX_SIZE", 10, 1, 200),
         pipeline_batch_size=_number(env, "PIPELINE_BATCH_SIZE", 200, 1, 1000),
+        broker_delivery_limit=_number(env, "BROKER_DELIVERY_LIMIT", 10, 2, 1000),
+        metrics_basic_auth=metrics_auth,
     )
 
 

@@ -4,6 +4,7 @@ resources."""
 from __future__ import annotations
 
 import logging
+import math
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -44,6 +45,10 @@ class Step(Task):  # type: ignore[misc]
             cap_s = settings.retry_backoff_max_s
             if classify(exc).retryable and may_retry(retries, settings.retry_budget_s, cap_s):
                 countdown = backoff_s(retries, cap_s)
+                if settings.broker_is_amqp:
+                    # RabbitMQ's native delayed delivery counts whole seconds (at least 1):
+                    # rounding up keeps every wait at least as long as the budget assumes.
+                    countdown = float(math.ceil(countdown))
                 log.warning(
                     "step.retry",
                     extra={

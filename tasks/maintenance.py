@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import logging
 
+from kombu.message import Message
+
+from config.celery import dead_letter_queue
 from config.settings import Settings
 from tasks import pipeline
 from tasks.base import Step
+from worker import cache
 from worker.domain.retry import retry_window_s
 from worker.receiver import relay
 from worker.runtime.app import app
@@ -22,6 +26,7 @@ log = logging.getLogger(__name__)
 # A delivery this old and still `received` missed the broker when it was accepted.
 SWEEP_MIN_AGE_S = 5.0
 SWEEP_BATCH = 500
+DEAD_LETTER_BATCH = 500
 
 
 def stalled_after_s(settings: Settings) -> float:
@@ -45,8 +50,9 @@ def sweep_deliveries(self: Step) -> int:
             with batch_sender(app) as send:
                 send(pipeline.side_effects(changes))
             q_inbound.touch_effects(conn, [(d, g) for d, g, _ in changes])
+    resent = len(set(sent) & set(stalled))
+    cache.record_sweep(self.resources.redis, len(sent) - resent, resent, len(changes))
     if sent or changes:
-        resent = len(set(sent) & set(stalled))
         log.info(
             "delivery.swept",
             extra={"count": len(sent), "resent": resent, "side_effects_resent": len(changes)},
@@ -60,3 +66,49 @@ def flush_failure_spool(self: Step) -> int:
     if written:
         log.info("failure.spool_flushed", extra={"count": written})
     return written
+
+
+@app.task(base=Step, bind=True, name="jira_sync.maintenance.drain_dead_letters")
+def drain_dead_letters(self: Step) -> int:
+    """RabbitMQ: move the messages that reached their delivery limit (each delivery ended
+    with the worker gone, never acknowledged) into the failed-task store, where `failed
+    list` shows them and `failed replay` runs them again."""
+    moved = 0
+    with app.connection_for_write() as conn:
+        queue = dead_letter_queue().bind(conn.default_channel)
+        queue.declare()
+        while moved < DEAD_LETTER_BATCH:
+            message = queue.get(no_ack=False, accept=["json"])
+            if message is None:
+                break
+            failures.record(self.resources, dead_letter_record(message))
+            message.ack()
+            moved += 1
+    if moved:
+        log.warning("dead_letter.drained", extra={"count": moved})
+    return moved
+
+
+def dead_letter_record(message: Message) -> failures.FailureRecord:
+    """A dead-lettered Celery message as a failed-task record (protocol 2: the task name
+    and id in the headers, [args, kwargs, embed] in the body)."""
+    headers = message.headers or {}
+    deliveries = headers.get("x-delivery-count") or headers.get("x-death", [{}])[0].get("count")
+    try:
+        args, kwargs = message.decode()[:2]
+        note = ""
+    except Exception as exc:  # a body this service cannot read is still recorded
+        args, kwargs, note = [], {}, f"; its body could not be read ({type(exc).__name__})"
+    return failures.FailureRecord(
+        task_name=str(headers.get("task", "unknown")),
+        task_id=str(headers.get("id", "")),
+        args=list(args),
+        kwargs=dict(kwargs),
+        error_type="DeliveryLimitExceeded",
+        message=(
+            f"the broker delivered this message {deliveries or 'too many'} times without an "
+            f"acknowledgement (its worker died each time){note}"
+        ),
+        traceback="",
+        attempts=int(deliveries or 0),
+    )

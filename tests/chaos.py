@@ -2,12 +2,14 @@
 
     python -m tests.chaos            # short: a few hundred deliveries (also in `make test`)
     python -m tests.chaos --long     # `make chaos`: 5,000 deliveries
+    python -m tests.chaos --long --broker amqp   # `make chaos BROKER=amqp`: on RabbitMQ
 
 It starts embedded PostgreSQL and Redis, a receiver (uvicorn, two worker processes), two
 Celery workers (prefork, 2 children each) and beat, then posts real-shaped Jira webhooks (10%
 of them a second copy of another, each issue's events shuffled) while, at random moments, it
 SIGKILLs a worker (the main process with its children, or one pool child) and restarts it,
-restarts Redis once without its data and PostgreSQL once. Then it waits for quiet and checks:
+restarts Redis once without its data (with `--broker amqp`: RabbitMQ once, in place of Redis)
+and PostgreSQL once. Then it waits for quiet and checks:
 every 202 ends `done` or in the failed-task store; no delivery is applied twice; each group
 ends as the sequential oracle of tests/integration/test_shuffle.py says over the accepted
 deliveries in Jira timestamp order; no 202 was answered while PostgreSQL was down.
@@ -37,9 +39,11 @@ from typing import Any
 
 import httpx
 import redis as redis_lib
+from kombu import Connection
 
 from config.celery import QUEUE_INBOUND, QUEUE_MAINTENANCE, QUEUE_SIDE_EFFECTS
 from config.settings import default_broker_url, load_settings
+from devtools import rabbitmq as amqp
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.conftest import ROOT, WorkerProcess, launch_worker
 from tests.integration.inbound_support import (
@@ -54,6 +58,7 @@ from tests.integration.inbound_support import (
 from tests.integration.test_shuffle import Oracle
 from worker.domain.model import SubscriptionReason
 from worker.receiver import tokens
+from worker.runtime.broker import queue_depths
 from worker.runtime.resources import Resources, open_resources
 from worker.services.loader import load_scene
 from worker.store.db import migrate, transaction
@@ -69,6 +74,7 @@ HTTP_PROTOCOL = "worker.receiver.limits:LimitedHttpToolsProtocol"
 # An answer this long after the stop cannot be for a row committed before it.
 COMMIT_SLACK_S = 0.5
 REDIS_DOWN_S = 1.0
+PIPELINE_QUEUES = (QUEUE_INBOUND, QUEUE_SIDE_EFFECTS)
 
 
 @dataclass(frozen=True)
@@ -217,8 +223,9 @@ def scene(plan: Plan) -> dict[str, Any]:
 class Services:
     """Embedded servers, the receiver, two workers and beat, all under one state folder."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, broker_url: str | None = None) -> None:
         self.state = state
+        self.broker_url = broker_url  # RabbitMQ; None: Redis, beside the cache
         self.pg = EmbeddedPostgres(state / "pg")
         self.redis = EmbeddedRedis(state / "redis")
         self.port = free_port()
@@ -235,7 +242,7 @@ class Services:
             **PROCESS_ENV,
             "DATABASE_URL": self.pg.url,
             "REDIS_URL": self.redis.url,
-            "BROKER_URL": default_broker_url(self.redis.url),
+            "BROKER_URL": self.broker_url or default_broker_url(self.redis.url),
             "SECRET_KEY": "chaos-" + secrets.token_hex(16),
             "PUBLIC_URL": f"http://127.0.0.1:{self.port}",
         }
@@ -320,7 +327,8 @@ class Faults:
     errors: list[str] = field(default_factory=list)
 
     def schedule(self) -> list[tuple[float, str]]:
-        kinds = ["redis", "postgres"] + ["worker"] * self.plan.worker_kills
+        broker = "rabbitmq" if self.services.broker_url else "redis"
+        kinds = [broker, "postgres"] + ["worker"] * self.plan.worker_kills
         self.rng.shuffle(kinds)
         # Spread over the middle of the load, at least a few seconds apart.
         slots = len(kinds)
@@ -357,6 +365,12 @@ class Faults:
         time.sleep(REDIS_DOWN_S)
         self.services.redis.start()  # empty: the broker's queues and unacked messages are gone
         self.injected.append("Redis restarted without data")
+
+    def _rabbitmq(self) -> None:
+        subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=120)
+        time.sleep(REDIS_DOWN_S)
+        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=120)
+        self.injected.append("RabbitMQ restarted")
 
     def _postgres(self) -> None:
         self.services.pg.stop("immediate")
@@ -400,10 +414,17 @@ def post_all(services: Services, plan: Plan, posts: list[Event], token: str) -> 
 # -- quiet and the checks --------------------------------------------------------------------
 
 
-def _pending_messages(broker: redis_lib.Redis) -> int:
-    waiting = sum(int(broker.llen(q)) for q in (QUEUE_INBOUND, QUEUE_SIDE_EFFECTS))
+def _pending_messages(broker_url: str) -> int:
+    waiting = sum(queue_depths(Connection(broker_url), PIPELINE_QUEUES).values())
+    if amqp.is_amqp(broker_url):
+        return waiting  # RabbitMQ redelivers what a dead worker held; unfinished rows show it
+    broker = redis_lib.Redis.from_url(broker_url, socket_timeout=5)
+    try:
+        held = broker.hvals("unacked")
+    finally:
+        broker.close()
     unacked = 0
-    for raw in broker.hvals("unacked"):
+    for raw in held:
         try:
             routing_key = json.loads(raw)[2]
         except (ValueError, IndexError, TypeError):
@@ -426,28 +447,24 @@ def unfinished(res: Resources, accepted: list[int]) -> int:
 def wait_for_quiet(res: Resources, accepted: list[int], timeout_s: float) -> bool:
     """Every accepted delivery finished, no pipeline message waiting, the failure spool empty,
     for a few seconds in a row."""
-    broker = redis_lib.Redis.from_url(res.settings.broker_url, socket_timeout=5)
     deadline, quiet_since = time.monotonic() + timeout_s, None
-    try:
-        while time.monotonic() < deadline:
-            try:
-                busy = (
-                    unfinished(res, accepted)
-                    + _pending_messages(broker)
-                    + int(res.redis.llen(SPOOL_KEY))
-                )
-            except Exception:
-                busy = 1  # a server is still coming back
-            if busy:
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= 3:
-                return True
-            time.sleep(0.5)
-        return False
-    finally:
-        broker.close()
+    while time.monotonic() < deadline:
+        try:
+            busy = (
+                unfinished(res, accepted)
+                + _pending_messages(res.settings.broker_url)
+                + int(res.redis.llen(SPOOL_KEY))
+            )
+        except Exception:
+            busy = 1  # a server is still coming back
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= 3:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def replay_failed(services: Services) -> None:
@@ -565,12 +582,15 @@ def state_folder(keep: bool) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def run(plan: Plan, seed: int | None = None, keep_state: bool = False) -> Report:
+def run(
+    plan: Plan, seed: int | None = None, keep_state: bool = False, broker_url: str | None = None
+) -> Report:
+    """One chaos run; `broker_url` (RabbitMQ) replaces the Redis broker when given."""
     seed = random.randrange(1 << 30) if seed is None else seed
     rng = random.Random(seed)
     report = Report()
     with state_folder(keep_state) as state:
-        services = Services(state)
+        services = Services(state, broker_url)
         try:
             services.start()
             res = services.resources()
@@ -617,8 +637,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long", action="store_true", help="5,000 deliveries (make chaos)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep-state", action="store_true", help="keep logs and data")
+    parser.add_argument(
+        "--broker",
+        choices=("redis", "amqp"),
+        default="redis",
+        help="amqp: RabbitMQ at TEST_AMQP_URL (a vhost of its own) as the Celery broker",
+    )
     args = parser.parse_args(argv)
-    report = run(LONG if args.long else SHORT, args.seed, args.keep_state)
+    plan = LONG if args.long else SHORT
+    if args.broker == "redis":
+        report = run(plan, args.seed, args.keep_state)
+    else:
+        with amqp.run_vhost() as broker_url:
+            report = run(plan, args.seed, args.keep_state, broker_url)
+    print(f"chaos broker: {args.broker}")
     print(report.table())
     for problem in report.problems[:30]:
         print(f"  problem: {problem}")

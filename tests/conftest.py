@@ -23,6 +23,7 @@ import pytest
 import redis as redis_lib
 
 from config.settings import default_broker_url, get_settings, load_settings
+from devtools import rabbitmq as amqp
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, start_missing
 from worker.runtime import resources
 
@@ -42,6 +43,15 @@ class Servers:
     pg: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
     env: dict[str, str] = field(default_factory=dict)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if amqp.is_amqp(os.environ.get("TEST_BROKER_URL", "")):
+        return
+    skip = pytest.mark.skip(reason="RabbitMQ only: runs in the RabbitMQ leg (tests/amqp_leg.py)")
+    for item in items:
+        if "amqp_only" in item.keywords:
+            item.add_marker(skip)
 
 
 def _server_failed(what: str, exc: BaseException) -> None:
@@ -68,7 +78,8 @@ def servers() -> Iterator[Servers]:
     env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
-        "BROKER_URL": default_broker_url(redis_url),
+        # The RabbitMQ leg (tests/amqp_leg.py) sets TEST_BROKER_URL; Redis otherwise.
+        "BROKER_URL": os.environ.get("TEST_BROKER_URL") or default_broker_url(redis_url),
         "SECRET_KEY": SECRET_KEY,
         "PUBLIC_URL": "http://127.0.0.1:8000",
         "LOG_LEVEL": "INFO",
@@ -99,7 +110,8 @@ TABLES_KEPT = ("schema_migration",)
 
 
 def clean_state(database_url: str, redis_url: str) -> None:
-    """Empty every table and both Redis databases (ours and the broker's)."""
+    """Empty every table, both Redis databases (ours and the broker's) and, on RabbitMQ,
+    the broker's queues."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         tables = [
             r[0]
@@ -112,6 +124,9 @@ def clean_state(database_url: str, redis_url: str) -> None:
     client = redis_lib.Redis.from_url(redis_url)
     client.flushall()
     client.close()
+    broker_url = os.environ.get("BROKER_URL", "")
+    if amqp.is_amqp(broker_url):
+        amqp.purge_queues(broker_url)
 
 
 @pytest.fixture

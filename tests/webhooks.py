@@ -11,6 +11,7 @@ from typing import Any
 import redis as redis_lib
 
 from config.celery import QUEUE_INBOUND
+from devtools import rabbitmq as amqp
 from tests.fakejira import rsa_keypair
 from worker.receiver import tokens
 
@@ -83,7 +84,9 @@ def body(data: Any) -> bytes:
 
 
 def broker_messages(broker_url: str, queue: str = QUEUE_INBOUND) -> list[dict[str, Any]]:
-    """The messages waiting on a broker queue (kombu's Redis list), decoded."""
+    """The messages waiting on a broker queue (kombu's Redis list, or RabbitMQ's), decoded."""
+    if amqp.is_amqp(broker_url):
+        return amqp.messages(broker_url, queue)
     client = redis_lib.Redis.from_url(broker_url)
     try:
         return [json.loads(raw) for raw in client.lrange(queue, 0, -1)]

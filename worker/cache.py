@@ -1,10 +1,14 @@
 """Everything this service keeps in Redis besides the broker: key formats, the assignee-exists
 and owners-debounce caches and their purges (SPEC 4.7, key formats kept compatible with the
-original system), and the snowflake id claim (SPEC 6, one Lua script per claim).
+original system), the snowflake id claim (SPEC 6, one Lua script per claim), and the
+record of beat's last sweep.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -205,3 +209,34 @@ class IdClaimer:
             sequence=sequence,
             lookback_s=lookback_s,
         )
+
+
+# -- the beat sweep's last run (for `jira-sync status`) -----------------------------------------
+
+LAST_SWEEP_KEY = "jira_sync:beat:last_sweep"
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """What the last beat sweep did: when (epoch seconds) and what it sent again."""
+
+    at: float
+    unqueued: int  # stored deliveries that had never reached the broker
+    stalled: int  # queued deliveries whose messages were presumed lost
+    side_effects: int  # changed groups whose side effects never finished
+
+    @property
+    def age_s(self) -> float:
+        return max(0.0, time.time() - self.at)
+
+
+def record_sweep(client: redis.Redis, unqueued: int, stalled: int, side_effects: int) -> None:
+    """Overwrite the last sweep's record (one small key, no expiry: a silent beat shows)."""
+    record = SweepRecord(time.time(), unqueued, stalled, side_effects)
+    client.set(LAST_SWEEP_KEY, json.dumps(dataclasses.asdict(record)))
+
+
+def last_sweep(client: redis.Redis) -> SweepRecord | None:
+    """The last sweep's record, or None when beat has never swept."""
+    raw = client.get(LAST_SWEEP_KEY)
+    return None if raw is None else SweepRecord(**json.loads(raw))

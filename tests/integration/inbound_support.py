@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from config.celery import ALL_QUEUES
+from devtools import rabbitmq as amqp
 from tests.conftest import wait_for
 from tests.fakejira import CONSUMER_KEY, rsa_keypair
 from worker.receiver import relay
@@ -263,6 +264,8 @@ def declare_queues() -> None:
 
 def broker_busy(broker_url: str) -> int:
     """Messages waiting on our queues plus those a worker holds unacknowledged (running)."""
+    if amqp.is_amqp(broker_url):
+        return amqp.busy(broker_url)
     client = redis.Redis.from_url(broker_url)
     try:
         waiting = sum(int(client.llen(name)) for name in ALL_QUEUES)

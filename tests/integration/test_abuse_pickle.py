@@ -9,12 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kombu import Connection, Exchange, Producer
+import pytest
+from kombu import Connection, Producer
 
-from config.celery import QUEUE_INBOUND
+from config.celery import QUEUE_INBOUND, celery_config
 from tests.conftest import Servers, WorkerProcess, wait_for
 from tests.webhooks import broker_messages
 from worker.runtime.resources import Resources
+
+pytestmark = pytest.mark.broker  # run again on RabbitMQ: tests/amqp_leg.py
 
 
 class MarkerFile:
@@ -40,7 +43,8 @@ def test_pickled_message_on_the_broker_is_refused_not_executed(
     worker = start_worker(concurrency=1)
     task_id = str(uuid.uuid4())
     with Connection(servers.env["BROKER_URL"]) as conn:
-        producer = Producer(conn.channel(), exchange=Exchange("jira_sync", type="direct"))
+        exchange = celery_config(res.settings)["task_queues"][0].exchange  # as workers bind it
+        producer = Producer(conn.channel(), exchange=exchange)
         producer.publish(
             ((), {"delivery_id": MarkerFile(marker)}, {}),
             routing_key=QUEUE_INBOUND,

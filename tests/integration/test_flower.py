@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.embedded import free_port
 from tests.conftest import WorkerProcess, wait_for
 from tests.integration.inbound_support import ANN, base_scene, jira_payload, outcome_of, post
 from worker.runtime.app import app
 from worker.runtime.resources import Resources
+
+pytestmark = pytest.mark.broker  # run again on RabbitMQ: tests/amqp_leg.py
 
 ROOT = Path(__file__).parents[2]
 AUTH = ("ops", "flower-pass-" + "x7q2")
@@ -105,6 +108,14 @@ def test_api_lists_a_sent_task_that_ran_by_its_stable_name(
     assert task["worker"]
     types = _get(flower, "/api/task/types", auth=AUTH).json()
     assert SWEEP in types["task-types"]
+    # The workers' per-step counters and durations are Flower's /metrics, by stable task name.
+    scraped = {
+        (s.name, s.labels.get("task"), s.labels.get("type"))
+        for family in text_string_to_metric_families(_get(flower, "/metrics", auth=AUTH).text)
+        for s in family.samples
+    }
+    assert ("flower_events_total", SWEEP, "task-succeeded") in scraped
+    assert ("flower_task_runtime_seconds_count", SWEEP, None) in scraped
 
 
 def test_task_view_shows_ids_and_never_a_secret(

@@ -45,6 +45,8 @@ from worker.runtime.resources import Resources
 from worker.services import groups
 from worker.store.db import transaction
 
+pytestmark = pytest.mark.broker  # run again on RabbitMQ: tests/amqp_leg.py
+
 ASSIGNED = int(SubscriptionReason.ASSIGNED)
 COMMENT = int(SubscriptionReason.COMMENT)
 

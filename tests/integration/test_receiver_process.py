@@ -14,6 +14,8 @@ from tests.conftest import receiver_process, wait_for
 from tests.webhooks import JSON, SECRET, body, load_integrations, payload, url
 from worker.runtime.resources import Resources
 
+pytestmark = pytest.mark.broker  # run again on RabbitMQ: tests/amqp_leg.py
+
 
 @pytest.fixture
 def receiver(

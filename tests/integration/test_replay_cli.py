@@ -227,7 +227,7 @@ def test_replay_of_1000_records_shows_a_progress_bar_and_finishes(
         env=settings_env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == EXIT_OK, proc.stderr
-    assert "replaying [" in proc.stderr
+    assert "replaying" in proc.stderr
     assert "1000/1000 100%" in proc.stderr
     assert "replayed 1000" in proc.stdout
     assert set(statuses(res).values()) == {"replayed"}

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.conftest import Servers, WorkerProcess, clean_state, wait_for
 from tests.fakejira import FakeJira
 from tests.integration.failure_support import (
@@ -17,10 +19,19 @@ from tests.integration.failure_support import (
     jira_sync,
     outbound_scene,
 )
-from tests.integration.inbound_support import ANN, BOB, jira_payload, post, wait_finished
+from tests.integration.inbound_support import (
+    ANN,
+    BOB,
+    broker_busy,
+    jira_payload,
+    post,
+    wait_finished,
+)
 from worker.domain.retry import may_retry
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
+
+pytestmark = pytest.mark.broker  # run again on RabbitMQ: tests/amqp_leg.py
 
 
 def outbound_done(res: Resources, count: int) -> bool:
@@ -101,8 +112,4 @@ def test_replay_after_jira_outage_equals_an_uninterrupted_run(
 
 
 def _queues_empty(res: Resources) -> bool:
-    import redis
-
-    broker = redis.Redis.from_url(res.settings.broker_url)
-    unacked = broker.hlen("unacked")
-    return unacked == 0 and broker.llen("jira_sync.side_effects") == 0
+    return broker_busy(res.settings.broker_url) == 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -12,6 +15,11 @@ import redis
 import requests
 from kombu.exceptions import OperationalError as BrokerError
 from psycopg_pool import PoolTimeout
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+from rich.text import Text
 
 from worker.domain.errors import (
     BrokerUnavailable,
@@ -60,12 +68,65 @@ def echo(text: str = "") -> None:
     sys.stdout.write(scrub(text) + "\n")
 
 
-def table(rows: list[list[Any]], headers: list[str]) -> str:
-    """A plain left-aligned text table."""
-    cells = [[str(c) for c in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines)
+def table(rows: list[list[Any]], headers: list[str] | None) -> str:
+    """Every table the CLI prints (headers None: no header line). On a terminal: rich's
+    ruled, bold-headed table sized to the window. Piped or redirected: the same columns as
+    plain left-aligned text, two spaces apart, no colour and no rules, so `grep`, `awk` and
+    `cut` keep working."""
+    terminal = sys.stdout.isatty()
+    grid = Table(
+        box=box.SIMPLE_HEAD if terminal and headers else None,
+        show_edge=False,
+        show_header=headers is not None,
+        pad_edge=False,
+        header_style="bold cyan" if terminal else "",
+    )
+    for header in headers or ([""] * len(rows[0]) if rows else []):
+        grid.add_column(header)
+    for row in rows:
+        grid.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
+    out = io.StringIO()
+    Console(
+        file=out,
+        force_terminal=terminal,
+        width=None if terminal else 1_000_000,
+        highlight=False,
+    ).print(grid)
+    lines = out.getvalue().splitlines()
+    return "\n".join(lines if terminal else [line.rstrip() for line in lines])
+
+
+def styled(text: str, style: str) -> str:
+    """`text` in a rich style such as "bold red" on a terminal; as it is otherwise."""
+    if not sys.stdout.isatty():
+        return text
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, highlight=False).print(Text(text, style), end="")
+    return out.getvalue()
+
+
+def clear_screen() -> None:
+    """Start a fresh screen (redrawing commands such as `status --watch`), on a terminal."""
+    if sys.stdout.isatty():
+        Console(file=sys.stdout).clear()
+
+
+# Work on more items than this draws a progress bar on stderr.
+PROGRESS_MIN = 10
+
+
+@contextlib.contextmanager
+def progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr for long work (`failed replay`, `load`), redrawn in place on a
+    terminal and printed once, when done, otherwise. Yields the callback that advances it by a
+    count, or None when the work is too small to need one."""
+    if total <= PROGRESS_MIN:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TaskProgressColumn(), console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda advanced: bar.advance(task, advanced)
 
 
 def positive_int(text: str) -> int:

@@ -11,7 +11,15 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from config.settings import get_settings
-from worker.cli.common import EXIT_OK, EXIT_UNAVAILABLE, CliError, echo, emit_json, table
+from worker.cli.common import (
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    CliError,
+    echo,
+    emit_json,
+    progress,
+    table,
+)
 from worker.domain.errors import classify
 from worker.runtime import resources
 from worker.services import groups, loader
@@ -55,7 +63,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         raise CliError(f"{args.file}: cannot read: {exc}") from None
     except json.JSONDecodeError as exc:
         raise CliError(f"{args.file}: not valid JSON: {exc}") from None
-    result = loader.load_scene(resources.current(), doc)
+    with progress(loader.row_count(doc), "loading") as bar:
+        result = loader.load_scene(resources.current(), doc, progress=bar)
     echo(", ".join(f"{n} {section}" for section, n in result.counts.items() if n) or "empty")
     return EXIT_OK
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +21,7 @@ from worker.cli.common import (
     echo,
     emit_json,
     positive_int,
+    progress,
     table,
     unreachable,
 )
@@ -33,8 +33,6 @@ from worker.store.queries.failed_tasks import FailedTask, Filters
 
 LIST_LIMIT = 50
 MESSAGE_WIDTH = 60
-# Replays of more records than this draw a progress bar on stderr.
-PROGRESS_MIN = 10
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -171,30 +169,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if total == 0:
         echo("Nothing to do: no failed tasks match.")
         return EXIT_OK
-    bar = (
-        ProgressBar(total, "dry run" if args.dry_run else "replaying")
-        if total > PROGRESS_MIN
-        else None
-    )
     try:
-        if args.ids:
-            result = replay.replay_ids(
-                res, app, args.ids, force=args.force, dry_run=args.dry_run, progress=bar
-            )
-        else:
-            result = replay.replay_matching(
-                res, app, filters, limit=args.limit, dry_run=args.dry_run, progress=bar
-            )
+        with progress(total, "dry run" if args.dry_run else "replaying") as bar:
+            if args.ids:
+                result = replay.replay_ids(
+                    res, app, args.ids, force=args.force, dry_run=args.dry_run, progress=bar
+                )
+            else:
+                result = replay.replay_matching(
+                    res, app, filters, limit=args.limit, dry_run=args.dry_run, progress=bar
+                )
     except replay.ReplayInterrupted as exc:
-        if bar:
-            bar.close()
         echo(f"replayed {exc.result.count} before stopping")
         what = unreachable(exc.cause)
         raise CliError(
             f"replay stopped: {what} unavailable: {exc.cause}", EXIT_UNAVAILABLE
         ) from exc
-    if bar:
-        bar.close()
     return _report_replay(result, args.dry_run)
 
 
@@ -246,33 +236,6 @@ def cmd_purge(args: argparse.Namespace) -> int:
         purged = q.purge(conn, args.status, older_than_s)
     echo(f"purged {purged} {args.status} record(s)" if purged else "Nothing to do.")
     return EXIT_OK
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr: `replaying [#####-----] 500/1000 50%`."""
-
-    WIDTH = 30
-
-    def __init__(self, total: int, label: str) -> None:
-        self.total = total
-        self.label = label
-        self.done = 0
-        self._draw()
-
-    def __call__(self, advanced: int) -> None:
-        self.done = min(self.total, self.done + advanced)
-        self._draw()
-
-    def _draw(self) -> None:
-        filled = self.WIDTH * self.done // self.total
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        pct = 100 * self.done // self.total
-        sys.stderr.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {pct:3d}%")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 def parse_duration(text: str) -> timedelta:

@@ -2,6 +2,9 @@
 
     uvicorn worker.receiver.app:app --loop uvloop --http httptools
 
+Also `GET /metrics` (Prometheus text, `metrics`): to loopback clients, or with the basic-auth
+credentials of METRICS_BASIC_AUTH when that is set.
+
 A 202 is sent only after the delivery's row is committed. Rows are written by a few
 "flusher" coroutines that take whatever requests are waiting and insert them in one
 statement (group commit), so throughput grows with load instead of with connections.
@@ -12,8 +15,11 @@ down the rows stay `received` and the beat sweep sends them later.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hmac
 import html
+import ipaddress
 import json
 import logging
 import time
@@ -22,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
-import redis
 from celery import Celery
 from starlette.applications import Starlette
 from starlette.convertors import PathConvertor, register_url_convertor
@@ -35,7 +40,7 @@ from worker.domain.errors import BadPayload, JiraSyncError, classify
 from worker.domain.event import read_event
 from worker.jira import linking
 from worker.jira.linking import CALLBACK_PATH, WEBHOOK_PREFIX
-from worker.receiver import payload, signatures, tokens
+from worker.receiver import metrics, payload, signatures, tokens
 from worker.receiver.intake import AuthCache, DeliveryWriter, Publisher, WebhookAuth
 from worker.runtime.logs import configure_logging
 from worker.runtime.resources import Resources, open_resources
@@ -98,7 +103,7 @@ class Receiver:
     auth: AuthCache
     writer: DeliveryWriter
     publisher: Publisher
-    broker: redis.Redis
+    gauges: metrics.StoreGauges
 
     async def authenticate(self, token: str) -> WebhookAuth | None:
         """The integration a token belongs to, if it verifies and the integration is active."""
@@ -149,6 +154,7 @@ class Receiver:
         except BadPayload as exc:
             raise payload.Refused(400, "bad_request", str(exc)) from None
         if event is None:
+            metrics.IGNORED.inc()
             return _json(200, {"status": "ignored"}), None
         headers = {
             k: payload.clean_header(v)
@@ -166,7 +172,9 @@ class Receiver:
         )
         delivery_id = await self.writer.store(delivery)
         if delivery_id is None:
+            metrics.DUPLICATE.inc()
             return _json(200, {"status": "duplicate"}), None
+        metrics.ACCEPTED.inc()
         self.publisher.submit(delivery_id)
         return _json(202, {"status": "accepted", "delivery": str(delivery_id)}), delivery_id
 
@@ -193,12 +201,14 @@ async def issue_updated(request: Request) -> Response:
             {"error": "unavailable", "detail": "the delivery store is unreachable; retry later"},
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
+    duration_s = time.perf_counter() - started
+    metrics.observe_request(response.status_code, duration_s)
     log.info(
         "payload.request",
         extra={
             "status": response.status_code,
             "delivery_id": delivery_id,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "duration_ms": round(duration_s * 1000, 2),
         },
     )
     return response
@@ -215,8 +225,13 @@ async def readyz(request: Request) -> Response:
         with transaction(receiver.res.pool) as conn:
             conn.execute("SELECT 1")
 
+    def check_broker() -> None:
+        # A fresh connection on whichever broker is configured (Redis or RabbitMQ).
+        with receiver.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+
     checks: dict[str, str] = {}
-    for name, check in (("database", check_database), ("broker", receiver.broker.ping)):
+    for name, check in (("database", check_database), ("broker", check_broker)):
         try:
             await anyio.to_thread.run_sync(check)
             checks[name] = "ok"
@@ -224,6 +239,42 @@ async def readyz(request: Request) -> Response:
             checks[name] = f"unreachable ({type(exc).__name__})"
     ready = all(v == "ok" for v in checks.values())
     return _json(200 if ready else 503, {"status": "ready" if ready else "not ready", **checks})
+
+
+async def metrics_page(request: Request) -> Response:
+    receiver = _receiver(request)
+    refusal = _metrics_refusal(request, receiver.res.settings.metrics_basic_auth)
+    if refusal is not None:
+        return refusal
+    try:
+        text = await anyio.to_thread.run_sync(metrics.scrape, receiver.gauges)
+    except Exception as exc:
+        if not classify(exc).retryable:
+            raise
+        detail = "the delivery store is unreachable; retry later"
+        return _json(503, {"error": "unavailable", "detail": detail})
+    return Response(text, 200, media_type=metrics.CONTENT_TYPE)
+
+
+def _metrics_refusal(request: Request, basic_auth: str) -> Response | None:
+    """None when the client may read /metrics: it sent METRICS_BASIC_AUTH's credentials, or,
+    with no credentials configured, it is on this machine (like Flower: never open)."""
+    if basic_auth:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = base64.b64encode(basic_auth.encode())
+        if scheme.lower() == "basic" and hmac.compare_digest(given.strip().encode(), expected):
+            return None
+        return _json(
+            401,
+            {"error": "unauthorized", "detail": "/metrics needs the METRICS_BASIC_AUTH user"},
+            headers={"WWW-Authenticate": 'Basic realm="jira-sync metrics"'},
+        )
+    host = request.client.host if request.client else ""
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    detail = "/metrics answers 127.0.0.1 only; set METRICS_BASIC_AUTH to scrape from elsewhere"
+    return _json(403, {"error": "forbidden", "detail": detail})
 
 
 CALLBACK_PAGE = """<!doctype html>
@@ -289,9 +340,7 @@ def create_app(
             auth=AuthCache(resources),
             writer=DeliveryWriter(resources, count),
             publisher=Publisher(resources, celery_app),
-            broker=redis.Redis.from_url(
-                resources.settings.broker_url, socket_timeout=2, socket_connect_timeout=2
-            ),
+            gauges=metrics.StoreGauges(resources),
         )
         await anyio.to_thread.run_sync(_warm_up, receiver)
         listener = asyncio.create_task(receiver.auth.listen())
@@ -310,7 +359,6 @@ def create_app(
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
-            receiver.broker.close()
             if own:
                 resources.close()
 
@@ -320,6 +368,7 @@ def create_app(
             Route(CALLBACK_PATH, oauth_callback, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan,

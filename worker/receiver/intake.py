@@ -13,7 +13,7 @@ import anyio.to_thread
 import psycopg
 from celery import Celery
 
-from worker.receiver import relay
+from worker.receiver import metrics, relay
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import deliveries as q
@@ -169,6 +169,7 @@ class DeliveryWriter:
                     if not w.done.done():
                         w.done.set_exception(exc)
                 continue
+            metrics.INSERT_BATCH.observe(len(batch))
             for w, delivery_id in zip(batch, ids, strict=True):
                 if not w.done.done():
                     w.done.set_result(delivery_id)

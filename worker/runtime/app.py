@@ -13,9 +13,10 @@ from celery.signals import (
     task_prerun,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
 )
 
-from config.celery import celery_config
+from config.celery import celery_config, dead_letter_queue
 from config.settings import get_settings
 from worker.runtime import logs, resources
 from worker.runtime.logs import configure_logging
@@ -52,6 +53,14 @@ app.add_defaults(lambda: celery_config(get_settings()))
 @after_setup_logger.connect
 def _json_logs(**_: Any) -> None:
     configure_logging(get_settings().log_level)
+
+
+@worker_ready.connect
+def _declare_dead_letters(**_: Any) -> None:
+    # RabbitMQ drops what it dead-letters to an exchange that does not exist yet.
+    if get_settings().broker_is_amqp:
+        with app.connection_for_write() as conn:
+            dead_letter_queue().bind(conn.default_channel).declare()
 
 
 @worker_process_init.connect

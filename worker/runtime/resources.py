@@ -33,6 +33,8 @@ def open_resources(settings: Settings) -> Resources:
     register_secret(settings.secret_key)
     if settings.flower_basic_auth:
         register_secret(settings.flower_basic_auth.partition(":")[2])
+    if settings.metrics_basic_auth:
+        register_secret(settings.metrics_basic_auth.partition(":")[2])
     return Resources(
         settings=settings,
         pool=open_pool(settings.database_url, max_size=settings.db_pool_max_size),

@@ -7,6 +7,7 @@ project 99`), and then nothing is imported.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -211,25 +212,42 @@ class LoadResult:
     counts: dict[str, int]
 
 
-def load_scene(res: Resources, doc: Any) -> LoadResult:
-    """Validate the whole document, then upsert it in one transaction; raise InvalidInput."""
+def load_scene(
+    res: Resources, doc: Any, progress: Callable[[int], None] | None = None
+) -> LoadResult:
+    """Validate the whole document, then upsert it in one transaction; raise InvalidInput.
+    `progress` is told how many rows each section added as it is written."""
     errors = check_shape(doc)
     if errors:
         raise InvalidInput("; ".join(errors[:20]))
+
+    def rows(section: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = doc.get(section, [])
+        if progress:
+            progress(len(found))
+        return found
+
     with transaction(res.pool) as conn:
         errors = _check_refs(doc, _known(doc, q.existing_ids(conn)))
         if errors:
             raise InvalidInput("; ".join(errors[:20]))
-        org_ids = q.upsert_organizations(conn, doc.get("organizations", []))
+        org_ids = q.upsert_organizations(conn, rows("organizations"))
         org_ids |= q.organization_ids(conn)
-        q.upsert_users(conn, doc.get("users", []))
-        q.upsert_teams(conn, doc.get("teams", []), org_ids)
-        q.upsert_projects(conn, doc.get("projects", []), org_ids)
-        q.upsert_groups(conn, doc.get("groups", []))
-        q.upsert_integrations(conn, doc.get("integrations", []), org_ids, res.vault)
-        q.upsert_external_issues(conn, doc.get("external_issues", []), org_ids)
-        q.upsert_assignees(conn, doc.get("assignees", []))
-        q.upsert_subscriptions(conn, doc.get("subscriptions", []))
-        q.upsert_notification_settings(conn, doc.get("notification_settings", []))
+        q.upsert_users(conn, rows("users"))
+        q.upsert_teams(conn, rows("teams"), org_ids)
+        q.upsert_projects(conn, rows("projects"), org_ids)
+        q.upsert_groups(conn, rows("groups"))
+        q.upsert_integrations(conn, rows("integrations"), org_ids, res.vault)
+        q.upsert_external_issues(conn, rows("external_issues"), org_ids)
+        q.upsert_assignees(conn, rows("assignees"))
+        q.upsert_subscriptions(conn, rows("subscriptions"))
+        q.upsert_notification_settings(conn, rows("notification_settings"))
         q.bump_identities(conn)
     return LoadResult({section: len(doc.get(section, [])) for section in SECTIONS})
+
+
+def row_count(doc: Any) -> int:
+    """How many rows a document holds in all (for the progress bar of `load`)."""
+    if not isinstance(doc, dict):
+        return 0
+    return sum(len(v) for k, v in doc.items() if k in SECTIONS and isinstance(v, list))

@@ -1,0 +1,49 @@
+"""What `jira-sync status` calls a problem (exit 1) and what only a warning, decided from the
+figures alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.cli.status import BEAT_LATE_AFTER_S, problems
+
+DAY_S = 86400.0
+
+
+def healthy(**over: Any) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "receiver": {"url": "http://127.0.0.1:8000", "ready": True, "detail": {}},
+        "broker": {"reachable": True, "queues": {}, "unacked": 0},
+        "unfinished": {"count": 0, "stuck_after_s": 600.0, "stuck": 0, "stuck_ids": []},
+        "failed": {"not_replayed": 0, "by_error_type": {}},
+        "beat": {"age_s": 3.0},
+        "integrations": [{"id": 1, "name": "jira", "status": "active", "quiet_s": 60.0}],
+    }
+    view.update(over)
+    return view
+
+
+def test_healthy_figures_are_no_problem() -> None:
+    assert problems(healthy(), DAY_S) == ([], [])
+
+
+def test_beat_that_stopped_sweeping_is_a_problem() -> None:
+    found, _ = problems(healthy(beat={"age_s": BEAT_LATE_AFTER_S + 1}), DAY_S)
+    assert found == ["beat has not swept for 2 min (every 15 s)"]
+
+
+def test_a_quiet_active_integration_is_a_warning_and_a_disabled_one_nothing() -> None:
+    integrations = [
+        {"id": 1, "name": "a", "status": "active", "quiet_s": 3 * DAY_S},
+        {"id": 2, "name": "b", "status": "disabled", "quiet_s": 3 * DAY_S},
+    ]
+    assert problems(healthy(integrations=integrations), DAY_S) == (
+        [],
+        ["integration 1 (a) has sent nothing for 3 d"],
+    )
+
+
+def test_unreachable_broker_is_a_problem() -> None:
+    broker = {"reachable": False, "detail": "unreachable (ConnectionError)"}
+    found, _ = problems(healthy(broker=broker), DAY_S)
+    assert found == ["broker (BROKER_URL) unreachable (ConnectionError)"]

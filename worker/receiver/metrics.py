@@ -1,0 +1,147 @@
+"""The receiver's Prometheus metrics, served at `GET /metrics` in the text format.
+
+Counters and histograms are bumped on the request path (a lock and an addition each, about
+a microsecond). With `WEB_CONCURRENCY` above 1 every receiver process writes its values to
+files in one folder and a scrape, whichever process answers it, sums them all
+(prometheus_client's multiprocess mode); that folder is `PROMETHEUS_MULTIPROC_DIR` when set,
+else one per uvicorn supervisor under the temp folder. The figures of the store (deliveries
+and failed-task records per status) are read by one short transaction at most every
+`STORE_REFRESH_S` per process, never per scrape.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+
+# Multiprocess mode must be chosen before prometheus_client is first imported.
+# WEB_CONCURRENCY is the Procfile's knob for the number of uvicorn processes.
+MULTIPROCESS = int(os.environ.get("WEB_CONCURRENCY", "1") or "1") > 1
+if MULTIPROCESS and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # uvicorn's supervisor is the parent of every receiver process: one folder per supervisor.
+    _folder = os.path.join(tempfile.gettempdir(), f"jira-sync-metrics-{os.getppid()}")
+    os.makedirs(_folder, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _folder
+
+from prometheus_client import (  # noqa: E402
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily  # noqa: E402
+
+from worker.runtime.resources import Resources  # noqa: E402
+from worker.store.db import transaction  # noqa: E402
+from worker.store.queries import status as q  # noqa: E402
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+STORE_REFRESH_S = 10.0
+
+REQUESTS = Counter(
+    "jira_sync_receiver_requests",
+    "Webhook requests answered, by HTTP status code.",
+    ["code"],
+)
+DELIVERIES = Counter(
+    "jira_sync_receiver_deliveries",
+    "Webhook deliveries by what the receiver did: accepted (202, stored), duplicate, ignored.",
+    ["result"],
+)
+LATENCY = Histogram(
+    "jira_sync_receiver_request_duration_seconds",
+    "Time from a webhook request's start to its answer.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+INSERT_BATCH = Histogram(
+    "jira_sync_receiver_insert_batch_size",
+    "Deliveries stored per group-commit INSERT.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+
+# Children made once: the request path skips the label lookup.
+ACCEPTED = DELIVERIES.labels(result="accepted")
+DUPLICATE = DELIVERIES.labels(result="duplicate")
+IGNORED = DELIVERIES.labels(result="ignored")
+
+
+def observe_request(status: int, duration_s: float) -> None:
+    REQUESTS.labels(code=str(status)).inc()
+    LATENCY.observe(duration_s)
+
+
+class StoreGauges:
+    """Gauges read from PostgreSQL, cached for STORE_REFRESH_S (one transaction, three
+    statements, each answered from an index)."""
+
+    def __init__(self, res: Resources) -> None:
+        self.res = res
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._families: list[GaugeMetricFamily] = []
+        self._read_at = float("-inf")
+        self._lock = threading.Lock()
+        self.registry.register(self)
+
+    def refresh(self) -> None:
+        """Read the store if the cached figures are older than STORE_REFRESH_S."""
+        with self._lock:
+            if time.monotonic() - self._read_at < STORE_REFRESH_S:
+                return
+            with transaction(self.res.pool) as conn:
+                recent = q.recent_counts(conn)
+                unfinished = q.unfinished(conn, stuck_after_s=0, shown=0)
+                failed = q.failed_counts(conn)
+            self._families = _families(recent, unfinished, failed)
+            self._read_at = time.monotonic()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families
+
+
+def _families(
+    recent: dict[str, tuple[int, int]], unfinished: q.Unfinished, failed: dict[str, int]
+) -> list[GaugeMetricFamily]:
+    deliveries = GaugeMetricFamily(
+        "jira_sync_deliveries_last_day",
+        "Deliveries received in the last 24 hours, by status now.",
+        labels=["status"],
+    )
+    for status, (_, last_day) in recent.items():
+        deliveries.add_metric([status], last_day)
+    oldest = GaugeMetricFamily(
+        "jira_sync_oldest_unfinished_delivery_age_seconds",
+        "Age of the oldest delivery still received or queued (0 when none).",
+        value=unfinished.oldest_age_s or 0.0,
+    )
+    records = GaugeMetricFamily(
+        "jira_sync_failed_tasks",
+        "Records in the failed-task store, by status (failed ones wait for a replay).",
+        labels=["status"],
+    )
+    for status, count in failed.items():
+        records.add_metric([status], count)
+    return [deliveries, oldest, records]
+
+
+def _process_registry() -> CollectorRegistry:
+    if not MULTIPROCESS:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+_PROCESS = _process_registry()
+
+
+def scrape(store: StoreGauges) -> bytes:
+    """The exposition text: this process's (or every receiver process's) counters, then the
+    store's gauges. Blocking: run it in a thread."""
+    store.refresh()
+    return generate_latest(_PROCESS) + generate_latest(store.registry)
