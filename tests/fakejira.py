@@ -2,8 +2,11 @@
 
 Every request is checked by oauthlib's own server-side endpoints (RSA-SHA1 against the
 consumer's public key), so a wrong signature is refused by code this project did not write.
-It serves the OAuth dance (request token, authorize redirect, access token), webhook
-registration, assignable-user search and assignee updates, and records every call.
+It serves the OAuth dance (request token, authorize redirect, access token), server info,
+webhook registration, assignable-user search and assignee updates, and records every call.
+`server_version` picks the generation: 9.x serves only the old webhook resource; 10.x (Data
+Center) serves the new one too, over the same webhooks, and `outgoing` signs the bodies of
+webhooks registered with a secret as Data Center 10 does.
 
 Use the `fake_jira` fixture (registered in tests/conftest.py), or `from tests.fakejira import
 FakeJira, rsa_keypair`.
@@ -12,6 +15,8 @@ FakeJira, rsa_keypair`.
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -34,6 +39,17 @@ from oauthlib.oauth1 import (
 )
 
 CONSUMER_KEY = "jira-sync-test"
+LEGACY_HOOKS = "/rest/webhooks/1.0/webhook"
+HOOKS_10 = "/rest/jira-webhook/1.0/webhooks"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A webhook post as Jira would send it: where, with which headers, which bytes."""
+
+    url: str
+    headers: dict[str, str]
+    body: bytes
 
 
 @dataclass(frozen=True)
@@ -218,6 +234,8 @@ class FakeJira:
     overrides: dict[str, tuple[int, str, str]] = field(default_factory=dict)
     delay_s: float = 0.0
     base_url: str = ""
+    server_version: str = "9.12.2"
+    deployment_type: str = "Server"
     _webhook_ids: int = 0
     _nonces: set[tuple[str, str]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -256,6 +274,25 @@ class FakeJira:
         joiner = "&" if "?" in pending.callback else "?"
         query = urlencode({"oauth_token": request_token, "oauth_verifier": request_token})
         return f"{pending.callback}{joiner}{query}"
+
+    @property
+    def major(self) -> int:
+        return int(self.server_version.split(".")[0])
+
+    def outgoing(self, body: bytes) -> list[Outgoing]:
+        """What Jira posts to each registered webhook for an event with this body: signed
+        (`X-Hub-Signature: sha256=<hex>`) when the webhook has a secret and Jira is 10.x."""
+        posts = []
+        with self._lock:
+            hooks = list(self.webhooks)
+        for hook in hooks:
+            headers = {"Content-Type": "application/json; charset=UTF-8"}
+            secret = (hook.get("configuration") or {}).get("secret")
+            if secret and self.major >= 10:
+                digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+                headers["X-Hub-Signature"] = f"sha256={digest}"
+            posts.append(Outgoing(hook["url"], headers, body))
+        return posts
 
     def calls_to(self, path_prefix: str, method: str | None = None) -> list[Call]:
         with self._lock:
@@ -319,26 +356,55 @@ class FakeJira:
 
     def _rest(self, call: Call) -> tuple[int, dict[str, str], str]:
         json_type = {"Content-Type": "application/json"}
-        hooks_path = "/rest/webhooks/1.0/webhook"
-        if call.path == hooks_path and call.method == "POST":
+        if call.path == "/rest/api/2/serverInfo" and call.method == "GET":
+            numbers = [int(n) for n in self.server_version.split(".")]
+            info = {
+                "baseUrl": self.base_url,
+                "version": self.server_version,
+                "versionNumbers": numbers,
+                "deploymentType": self.deployment_type,
+                "buildNumber": 100000 + numbers[0],
+                "serverTitle": "Fake Jira",
+            }
+            return 200, json_type, json.dumps(info)
+        hooks_path = next(
+            (p for p in (LEGACY_HOOKS, HOOKS_10) if f"{call.path}/".startswith(f"{p}/")), None
+        )
+        if hooks_path == HOOKS_10 and self.major < 10:
+            hooks_path = None  # Jira 9 has no such resource
+        if hooks_path is not None and call.path == hooks_path and call.method == "POST":
             with self._lock:
                 self._webhook_ids += 1
-                hook = {**call.json(), "self": f"{self.base_url}{hooks_path}/{self._webhook_ids}"}
+                hook = {
+                    **call.json(),
+                    "id": self._webhook_ids,
+                    "self": f"{self.base_url}{LEGACY_HOOKS}/{self._webhook_ids}",
+                }
                 self.webhooks.append(hook)
             return 201, json_type, json.dumps(hook)
-        if call.path == hooks_path and call.method == "GET":
+        if hooks_path is not None and call.path == hooks_path and call.method == "GET":
             with self._lock:
                 return 200, json_type, json.dumps(self.webhooks)
-        if call.path.startswith(hooks_path + "/") and call.method in ("PUT", "DELETE"):
+        if (
+            hooks_path is not None
+            and call.path.startswith(hooks_path + "/")
+            and call.method in ("PUT", "DELETE")
+        ):
+            webhook_id = call.path.rsplit("/", 1)[1]
             with self._lock:
-                found = [h for h in self.webhooks if h["self"].endswith(call.path)]
+                found = [
+                    h
+                    for h in self.webhooks
+                    if str(h.get("id")) == webhook_id or h["self"].endswith(f"/{webhook_id}")
+                ]
                 if not found:
                     return 404, json_type, json.dumps({"errorMessages": ["no such webhook"]})
                 index = self.webhooks.index(found[0])
                 if call.method == "DELETE":
                     del self.webhooks[index]
                     return 204, {}, ""
-                self.webhooks[index] = {**call.json(), "self": found[0]["self"]}
+                kept = {k: found[0][k] for k in ("id", "self") if k in found[0]}
+                self.webhooks[index] = {**call.json(), **kept}
                 return 200, json_type, json.dumps(self.webhooks[index])
         if call.path == "/rest/api/2/user/assignable/search" and call.method == "GET":
             needle = call.query.get("username", "").casefold()

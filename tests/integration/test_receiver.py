@@ -267,7 +267,7 @@ def test_rotation_accepts_old_and_new_secret_until_finished(
     client: TestClient, res: Resources
 ) -> None:
     old_token = tokens.issue(EXTERNAL_ID, SECRET)
-    new_url = linking.rotate_secret(res, 1)
+    new_url = linking.rotate_secret(res, 1).webhook_url
     new_token = new_url.rstrip("/").rsplit("/", 1)[1]
     assert post(client, payload(), token=new_token).status_code == 202
     assert post(client, payload(), token=old_token).status_code == 202

@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.cli.common import EXIT_OK, EXIT_UNAVAILABLE, CliError, echo, emit_json, table
+from worker.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    CliError,
+    echo,
+    emit_json,
+    table,
+)
 from worker.domain.errors import JiraRejected, JiraUnavailable
 from worker.jira import linking
 from worker.runtime import resources
@@ -60,11 +68,25 @@ def register(sub: Any) -> None:
     p.add_argument("--finish", action="store_true", help="stop accepting the old secret")
     p.set_defaults(handler=cmd_rotate_secret)
 
-    p = cmds.add_parser("configure", help="turn assignee sync on or off for an organization")
+    p = cmds.add_parser(
+        "configure",
+        help="assignee sync per organization, the signature requirement, Jira's version",
+    )
     p.add_argument("id", type=int)
-    p.add_argument("--organization", required=True, metavar="SLUG")
+    p.add_argument("--organization", metavar="SLUG", help="where the assignment switches apply")
     p.add_argument("--reverse-assignment", type=_on_off, metavar="on|off", help="Jira -> us")
     p.add_argument("--forward-assignment", type=_on_off, metavar="on|off", help="us -> Jira")
+    p.add_argument(
+        "--require-signature",
+        type=_on_off,
+        metavar="on|off",
+        help="refuse deliveries without X-Hub-Signature (Data Center 10; on when registered there)",
+    )
+    p.add_argument(
+        "--refresh-server-info",
+        action="store_true",
+        help="read Jira's version again and re-register the webhook on the API it uses",
+    )
     p.set_defaults(handler=cmd_configure)
 
     p = cmds.add_parser("disable", help="refuse this instance's webhooks from now on")
@@ -128,6 +150,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             for o in r["organizations"]
         )
         status = r["status"] + (" rotating" if r["rotation_in_progress"] else "")
+        if r["signed"]:
+            status += " signed" + (" required" if r["require_signature"] else "")
         lines.append([r["id"], r["external_id"], r["base_url"], status, orgs or "-"])
     echo(table(lines, ["ID", "EXTERNAL ID", "BASE URL", "STATUS", "ORGANIZATIONS"]))
     return EXIT_OK
@@ -147,12 +171,19 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
         else:
             echo("Nothing to do: no rotation in progress.")
         return EXIT_OK
-    new_url = linking.rotate_secret(res, args.id)
+    rotation = linking.rotate_secret(res, args.id)
     echo(f"New secret for integration {args.id}; old and new both verify until --finish.")
-    echo(f"New webhook URL: {linking.masked(new_url)}")
-    echo(f"Put the full URL (jira-sync integration webhook-url {args.id}) in Jira, then run:")
+    echo(f"New webhook URL: {linking.masked(rotation.webhook_url)}")
+    if not rotation.signed:
+        echo(f"Put the full URL (jira-sync integration webhook-url {args.id}) in Jira, then run:")
+    elif rotation.jira_error is None:
+        echo("Jira's webhook now has the new URL and signing secret. When in-flight deliveries")
+        echo("have arrived, run:")
+    else:
+        echo(f"Jira's webhook could not be updated ({rotation.jira_error}); retry with")
+        echo(f"jira-sync integration configure {args.id} --refresh-server-info, then run:")
     echo(f"jira-sync integration rotate-secret {args.id} --finish")
-    return EXIT_OK
+    return EXIT_FAILED if rotation.jira_error else EXIT_OK
 
 
 def cmd_configure(args: argparse.Namespace) -> int:
@@ -164,13 +195,32 @@ def cmd_configure(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    config = linking.configure(resources.current(), args.id, args.organization, switches)
-    reverse = "on" if config.get(linking.SYNC_SWITCHES["reverse"]) else "off"
-    forward = "on" if config.get(linking.SYNC_SWITCHES["forward"]) else "off"
-    echo(
-        f"Integration {args.id}, {args.organization}: reverse assignment {reverse}, "
-        f"forward assignment {forward}"
-    )
+    if not (switches or args.require_signature is not None or args.refresh_server_info):
+        raise CliError(
+            "nothing to configure: give --reverse-assignment or --forward-assignment (with "
+            "--organization), --require-signature or --refresh-server-info"
+        )
+    if switches and not args.organization:
+        raise CliError("--reverse-assignment and --forward-assignment need --organization SLUG")
+    res = resources.current()
+    if args.refresh_server_info:
+        try:
+            server = linking.refresh_server_info(res, args.id)
+        except (JiraUnavailable, JiraRejected) as exc:
+            raise _jira_error(exc) from None
+        echo(f"Integration {args.id}: webhook registered in {linking.describe(server)}")
+    if args.require_signature is not None:
+        changed = linking.require_signature(res, args.id, args.require_signature)
+        state = "required" if args.require_signature else "not required (checked when sent)"
+        echo(f"Integration {args.id}: signature {state}" + ("" if changed else ", unchanged"))
+    if switches:
+        config = linking.configure(res, args.id, args.organization, switches)
+        reverse = "on" if config.get(linking.SYNC_SWITCHES["reverse"]) else "off"
+        forward = "on" if config.get(linking.SYNC_SWITCHES["forward"]) else "off"
+        echo(
+            f"Integration {args.id}, {args.organization}: reverse assignment {reverse}, "
+            f"forward assignment {forward}"
+        )
     return EXIT_OK
 
 

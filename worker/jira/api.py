@@ -1,4 +1,5 @@
-"""Jira Server client: OAuth 1.0a (RSA-SHA1) link set-up and the signed REST calls.
+"""Jira Server / Data Center client: OAuth 1.0a (RSA-SHA1) link set-up and the signed REST
+calls.
 
 Every request carries the OAuth parameters in the Authorization header (requests-oauthlib).
 Failures map onto the error tree: 5xx, timeouts and connection errors are JiraUnavailable
@@ -31,7 +32,12 @@ log = logging.getLogger(__name__)
 REQUEST_TOKEN_PATH = "/plugins/servlet/oauth/request-token"
 AUTHORIZE_PATH = "/plugins/servlet/oauth/authorize"
 ACCESS_TOKEN_PATH = "/plugins/servlet/oauth/access-token"
-WEBHOOK_PATH = "/rest/webhooks/1.0/webhook"
+SERVER_INFO_PATH = "/rest/api/2/serverInfo"
+# Jira Server 8/9 register webhooks here; Data Center 10 still serves it but ignores its JQL
+# filter (JRASERVER-78733) and takes no secret, so 10.x gets the new resource.
+LEGACY_WEBHOOK_PATH = "/rest/webhooks/1.0/webhook"
+WEBHOOK_PATH = "/rest/jira-webhook/1.0/webhooks"
+FIRST_SIGNING_MAJOR = 10
 WEBHOOK_EVENTS = ("jira:issue_created", "jira:issue_updated")
 MAX_CONSUMER_KEY_CHARS = 200
 BAD_KEY_MESSAGE = "private key must be a PEM-encoded RSA private key"
@@ -46,6 +52,36 @@ class TokenPair:
 
     def __repr__(self) -> str:
         return f"TokenPair(token={self.token[:4]}..., secret=***)"
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What GET /rest/api/2/serverInfo says about the instance."""
+
+    version: str
+    major: int
+    deployment_type: str
+
+    @property
+    def signs_webhooks(self) -> bool:
+        """Data Center 10 and later sign webhook bodies registered with a secret."""
+        return self.major >= FIRST_SIGNING_MAJOR
+
+    @classmethod
+    def from_json(cls, data: Any) -> ServerInfo:
+        if not isinstance(data, dict):
+            raise JiraRejected("Jira's serverInfo answer is not a JSON object")
+        version, numbers = data.get("version"), data.get("versionNumbers")
+        if isinstance(numbers, list) and numbers and isinstance(numbers[0], int):
+            major = numbers[0]
+        elif isinstance(version, str) and version.split(".", 1)[0].isdigit():
+            major = int(version.split(".", 1)[0])
+        else:
+            raise JiraRejected("Jira's serverInfo answer has no version")
+        deployment = data.get("deploymentType")
+        return cls(
+            str(version or major)[:40], major, str(deployment)[:40] if deployment else "unknown"
+        )
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -272,32 +308,56 @@ class JiraClient:
             "PUT", f"/rest/api/2/issue/{quote(issue_key, safe='')}/assignee", json={"name": name}
         )
 
-    def ensure_webhook(self, name: str, url: str, ours: Callable[[str], bool]) -> None:
+    def server_info(self) -> ServerInfo:
+        """The instance's version and deployment type."""
+        try:
+            data = self._call("GET", SERVER_INFO_PATH).json()
+        except ValueError:
+            raise JiraRejected("Jira's serverInfo answer is not JSON") from None
+        return ServerInfo.from_json(data)
+
+    def ensure_webhook(
+        self,
+        name: str,
+        url: str,
+        ours: Callable[[str], bool],
+        signing_secret: str | None = None,
+    ) -> None:
         """Exactly one webhook of ours in Jira, sending issue events to `url` (it holds the
         token): the first registered one whose URL `ours` recognizes is updated in place, any
-        other of ours is deleted, and one is created when there is none."""
-        body = {"name": name, "url": url, "events": list(WEBHOOK_EVENTS), "excludeBody": False}
+        other of ours is deleted, and one is created when there is none. With a signing secret
+        it is registered on Data Center 10's resource and Jira signs every body with it;
+        without, on the resource of Jira Server 8/9."""
+        path = LEGACY_WEBHOOK_PATH if signing_secret is None else WEBHOOK_PATH
+        body: dict[str, Any] = {
+            "name": name,
+            "url": url,
+            "events": list(WEBHOOK_EVENTS),
+            "excludeBody": False,
+        }
+        if signing_secret is not None:
+            body |= {"active": True, "configuration": {"secret": signing_secret}}
         try:
-            listed = self._call("GET", WEBHOOK_PATH).json()
+            listed = self._call("GET", path).json()
         except ValueError:
             raise JiraRejected("Jira's webhook list is not JSON") from None
         hooks = [h for h in listed if isinstance(h, dict)] if isinstance(listed, list) else []
         mine = [h for h in hooks if ours(str(h.get("url", "")))]
         if not mine:
-            self._call("POST", WEBHOOK_PATH, json=body)
+            self._call("POST", path, json=body)
             return
-        first, *extra = (_webhook_path(h) for h in mine)
+        first, *extra = (f"{path}/{_webhook_id(h)}" for h in mine)
         self._call("PUT", first, json=body)
-        for path in extra:
-            self._call("DELETE", path)
+        for hook_path in extra:
+            self._call("DELETE", hook_path)
 
 
-def _webhook_path(hook: dict[str, Any]) -> str:
-    """A listed webhook's own resource path, from its `self` link."""
-    webhook_id = str(hook.get("self", "")).rstrip("/").rsplit("/", 1)[-1]
+def _webhook_id(hook: dict[str, Any]) -> str:
+    """A listed webhook's id: `id` (Data Center 10), else the end of its `self` link."""
+    webhook_id = str(hook.get("id") or str(hook.get("self", "")).rstrip("/").rsplit("/", 1)[-1])
     if not webhook_id.isdigit():
-        raise JiraRejected(f"Jira listed a webhook without a usable self link: {hook.get('self')}")
-    return f"{WEBHOOK_PATH}/{webhook_id}"
+        raise JiraRejected(f"Jira listed a webhook without a usable id: {hook.get('self')}")
+    return webhook_id
 
 
 def client_for_integration(res: Resources, integration_id: int) -> JiraClient:

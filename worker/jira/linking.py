@@ -1,10 +1,12 @@
-"""Linking a Jira Server instance (SPEC 2) and managing linked ones.
+"""Linking a Jira Server / Data Center instance (SPEC 2, 11) and managing linked ones.
 
 start()     request token from Jira, pending link stored, authorize URL returned
 complete()  the operator authorized: access token, integration + credentials stored,
-            organizations linked (both syncs off), webhook registered in Jira
+            organizations linked (both syncs off), Jira's version read, webhook registered
+            on the resource that version uses (10.x: with a signing secret, required)
 Later:      list, webhook URL, secret rotation (old and new verify until finished),
-            per-organization sync switches, disable.
+            per-organization sync switches, server info refresh, signature requirement,
+            disable.
 
 Nothing is stored when an input or Jira's answer is bad; secrets are stored encrypted and
 never logged.
@@ -57,6 +59,7 @@ class LinkResult:
     webhook_registered: bool
     webhook_error: str | None
     active: bool = True
+    server: api.ServerInfo | None = None
 
     def __repr__(self) -> str:
         return f"LinkResult(integration_id={self.integration_id}, {self.external_id!r})"
@@ -184,7 +187,7 @@ def complete(res: Resources, oauth_token: str, register_webhook: bool = True) ->
         integration = q.get_integration(conn, integration_id)
     assert integration is not None
     url = webhook_url(settings, external_id, vault.decrypt(integration.webhook_secret_enc))
-    registered, error = False, None
+    registered, error, server = False, None, None
     if register_webhook:
         client = api.JiraClient(
             pending.base_url,
@@ -196,8 +199,7 @@ def complete(res: Resources, oauth_token: str, register_webhook: bool = True) ->
             timeout_s=settings.jira_timeout_s,
         )
         try:
-            name = f"jira-sync ({urlsplit(settings.public_url).netloc})"
-            client.ensure_webhook(name, url, lambda hook_url: _is_ours(hook_url, external_id))
+            server = _register_webhook(res, integration_id, client)
             registered = True
         except JiraSyncError as exc:
             error = str(exc)
@@ -211,6 +213,7 @@ def complete(res: Resources, oauth_token: str, register_webhook: bool = True) ->
             "new_integration": created,
             "webhook_registered": registered,
             "webhook_error": error,
+            "server_version": server.version if server else None,
         },
     )
     return LinkResult(
@@ -222,7 +225,54 @@ def complete(res: Resources, oauth_token: str, register_webhook: bool = True) ->
         registered,
         error,
         active=integration.status == "active",
+        server=server,
     )
+
+
+def _register_webhook(
+    res: Resources, integration_id: int, client: api.JiraClient
+) -> api.ServerInfo:
+    """Read Jira's version (stored in the metadata) and register the integration's one webhook
+    on the resource that version uses. On 10.x it carries the current signing secret, or a new
+    one that from then on is required; on 8/9 it carries none, and any stored one is dropped."""
+    server = client.server_info()
+    with transaction(res.pool) as conn:
+        integration = _integration(conn, integration_id)
+        info = {"server_version": server.version, "deployment_type": server.deployment_type}
+        q.merge_metadata(conn, integration_id, info)
+    vault, current = res.vault, integration.signing_secret_enc
+    secret = None
+    if server.signs_webhooks:
+        secret = vault.decrypt(current) if current else tokens.new_secret()
+    external_id = integration.external_id
+    client.ensure_webhook(
+        f"jira-sync ({urlsplit(res.settings.public_url).netloc})",
+        webhook_url(res.settings, external_id, vault.decrypt(integration.webhook_secret_enc)),
+        lambda hook_url: _is_ours(hook_url, external_id),
+        signing_secret=secret,
+    )
+    # Stored once Jira has it: a delivery signed meanwhile passes on its token alone.
+    if secret is not None and current is None:
+        with transaction(res.pool) as conn:
+            q.set_signing(conn, integration_id, vault.encrypt(secret), None, True)
+    elif secret is None and current is not None:
+        with transaction(res.pool) as conn:
+            q.set_signing(conn, integration_id, None, None, False)
+    log.info(
+        "integration.webhook_registered",
+        extra={
+            "integration_id": integration_id,
+            "server_version": server.version,
+            "signed": secret is not None,
+        },
+    )
+    return server
+
+
+def describe(server: api.ServerInfo) -> str:
+    """One phrase for the operator: the version and what it means for the webhook."""
+    signing = "bodies signed" if server.signs_webhooks else "unsigned (8/9 API)"
+    return f"Jira {server.version} ({server.deployment_type}): {signing}"
 
 
 def _is_ours(hook_url: str, external_id: str) -> bool:
@@ -243,8 +293,9 @@ def completion_message(result: LinkResult) -> str:
     done += f"{', '.join(result.organizations)}; assignee sync is off until configured."
     if not result.active:
         done += " It stays disabled (its webhooks get 401): link again with --enable to turn it on."
-    if result.webhook_registered:
-        return done + " The webhook is registered in Jira."
+    if result.webhook_registered and result.server is not None:
+        required = ", signature required" if result.server.signs_webhooks else ""
+        return done + f" The webhook is registered in {describe(result.server)}{required}."
     return (
         done + f" The webhook could not be registered in Jira ({result.webhook_error}); "
         f"register the URL from `jira-sync integration webhook-url {result.integration_id}`."
@@ -272,6 +323,10 @@ def list_view(res: Resources) -> list[dict[str, Any]]:
                     "verify_ssl": i.metadata.get("verify_ssl", True),
                     "status": i.status,
                     "rotation_in_progress": i.previous_webhook_secret_enc is not None,
+                    "server_version": i.metadata.get("server_version"),
+                    "deployment_type": i.metadata.get("deployment_type"),
+                    "signed": i.signing_secret_enc is not None,
+                    "require_signature": i.require_signature,
                     "organizations": [
                         {
                             "organization": link.organization,
@@ -294,9 +349,24 @@ def get_webhook_url(res: Resources, integration_id: int) -> str:
     return webhook_url(res.settings, integration.external_id, secret)
 
 
-def rotate_secret(res: Resources, integration_id: int) -> str:
-    """Start a rotation: a new secret signs, the old one still verifies. Returns the new URL."""
+@dataclass(frozen=True, repr=False)
+class Rotation:
+    """A started rotation. `webhook_url` holds the new token (never logged). An integration
+    that signs (Data Center 10) gets a new signing secret too, pushed to Jira's webhook with
+    the new URL (`jira_error` says why that failed; then `--refresh-server-info` retries)."""
+
+    webhook_url: str
+    signed: bool
+    jira_error: str | None
+
+    def __repr__(self) -> str:
+        return f"Rotation(signed={self.signed})"
+
+
+def rotate_secret(res: Resources, integration_id: int) -> Rotation:
+    """Start a rotation: new secrets sign, the old ones still verify."""
     secret = tokens.new_secret()
+    vault = res.vault
     with transaction(res.pool) as conn:
         integration = _integration(conn, integration_id)
         if integration.previous_webhook_secret_enc is not None:
@@ -305,20 +375,79 @@ def rotate_secret(res: Resources, integration_id: int) -> str:
                 "finish it with `rotate-secret --finish` first"
             )
         q.set_webhook_secrets(
-            conn, integration_id, res.vault.encrypt(secret), integration.webhook_secret_enc
+            conn, integration_id, vault.encrypt(secret), integration.webhook_secret_enc
         )
+        signed = integration.signing_secret_enc is not None
+        if signed:
+            q.set_signing(
+                conn,
+                integration_id,
+                vault.encrypt(tokens.new_secret()),
+                integration.signing_secret_enc,
+                integration.require_signature,
+            )
     log.info("integration.secret_rotated", extra={"integration_id": integration_id})
-    return webhook_url(res.settings, integration.external_id, secret)
+    error = None
+    if signed:
+        try:
+            refresh_server_info(res, integration_id)
+        except JiraSyncError as exc:
+            error = str(exc)
+    return Rotation(webhook_url(res.settings, integration.external_id, secret), signed, error)
 
 
 def finish_rotation(res: Resources, integration_id: int) -> bool:
-    """The old secret stops verifying. False when no rotation was in progress."""
+    """The old secrets stop verifying. False when no rotation was in progress."""
     with transaction(res.pool) as conn:
         integration = _integration(conn, integration_id)
         if integration.previous_webhook_secret_enc is None:
             return False
         q.set_webhook_secrets(conn, integration_id, integration.webhook_secret_enc, None)
+        if integration.previous_signing_secret_enc is not None:
+            q.set_signing(
+                conn,
+                integration_id,
+                integration.signing_secret_enc,
+                None,
+                integration.require_signature,
+            )
     log.info("integration.rotation_finished", extra={"integration_id": integration_id})
+    return True
+
+
+def refresh_server_info(res: Resources, integration_id: int) -> api.ServerInfo:
+    """Read Jira's version again and register the webhook on the resource it uses (after an
+    upgrade to Data Center 10: with a new signing secret, then required)."""
+    client = api.client_for_integration(res, integration_id)
+    try:
+        return _register_webhook(res, integration_id, client)
+    finally:
+        client.close()
+
+
+def require_signature(res: Resources, integration_id: int, on: bool) -> bool:
+    """Refuse (on) or accept (off) deliveries without a signature; a wrong one is refused
+    either way. False when nothing changed."""
+    with transaction(res.pool) as conn:
+        integration = _integration(conn, integration_id)
+        if on and integration.signing_secret_enc is None:
+            raise InvalidInput(
+                f"integration {integration_id} has no signing secret (its webhook is not "
+                "registered on Jira Data Center 10 by jira-sync): run `jira-sync integration "
+                f"configure {integration_id} --refresh-server-info` once Jira runs 10.x"
+            )
+        if integration.require_signature == on:
+            return False
+        q.set_signing(
+            conn,
+            integration_id,
+            integration.signing_secret_enc,
+            integration.previous_signing_secret_enc,
+            on,
+        )
+    log.info(
+        "integration.signature_requirement", extra={"integration_id": integration_id, "on": on}
+    )
     return True
 
 

@@ -40,7 +40,7 @@ from worker.domain.errors import BadPayload, JiraSyncError, classify
 from worker.domain.event import read_event
 from worker.jira import linking
 from worker.jira.linking import CALLBACK_PATH, WEBHOOK_PREFIX
-from worker.receiver import metrics, payload, tokens
+from worker.receiver import metrics, payload, signatures, tokens
 from worker.receiver.intake import AuthCache, DeliveryWriter, Publisher, WebhookAuth
 from worker.runtime.logs import configure_logging
 from worker.runtime.resources import Resources, open_resources
@@ -118,6 +118,22 @@ class Receiver:
             ok = tokens.verify(token, auth.secrets if auth else ())
         return auth if ok and auth is not None and auth.active else None
 
+    async def signed(self, request: Request, raw: bytes, auth: WebhookAuth) -> bool:
+        """Whether the body's signature verifies, or may be left out (not required, none sent)."""
+        sent = request.headers.getlist(signatures.HEADER)
+        if not (sent or auth.require_signature):
+            return True
+        ok = signatures.verify(raw, sent, auth.signing_secrets)
+        if not ok and self.auth.age_s(auth.external_id) > AUTH_REFRESH_AFTER_S:
+            fresh = await self.auth.get(auth.external_id, refresh=True)  # a rotation may be newer
+            ok = fresh is not None and signatures.verify(raw, sent, fresh.signing_secrets)
+        if not ok:
+            log.info(
+                "payload.bad_signature",
+                extra={"integration_id": auth.integration_id, "signature_headers": len(sent)},
+            )
+        return ok
+
     async def accept(self, request: Request, token: str) -> tuple[Response, int | None]:
         auth = await self.authenticate(token)
         if auth is None:
@@ -127,6 +143,11 @@ class Receiver:
                 415, "unsupported_media_type", "content type must be application/json"
             )
         raw = await _read_body(request, self.res.settings.webhook_body_limit_bytes)
+        # Only an integration that signs (Data Center 10) pays for the HMAC, before parsing.
+        if (auth.signing_secrets or auth.require_signature) and not await self.signed(
+            request, raw, auth
+        ):
+            return _json(401, UNAUTHORIZED), None
         text, body = payload.parse_body(raw)
         try:
             event = read_event(body)

@@ -1,5 +1,5 @@
-"""What the receiver keeps open between requests: cached webhook secrets, the group-commit
-writer of the inbox, and the background publisher to the broker."""
+"""What the receiver keeps open between requests: cached webhook secrets (URL token and body
+signing), the group-commit writer of the inbox, and the background publisher to the broker."""
 
 from __future__ import annotations
 
@@ -31,11 +31,16 @@ BATCH_MAX = 256
 
 @dataclass(frozen=True, repr=False)
 class WebhookAuth:
-    """What verifying a token needs: the integration's id, state and plain secrets."""
+    """What verifying a token and a body signature needs: the integration's id and state,
+    its plain URL-token secrets and body-signing secrets (none unless it signs), and whether
+    a delivery without a signature is refused."""
 
     integration_id: int
+    external_id: str
     active: bool
     secrets: tuple[str, ...]
+    signing_secrets: tuple[bytes, ...]
+    require_signature: bool
 
 
 class AuthCache:
@@ -106,7 +111,19 @@ class AuthCache:
         secrets = [vault.decrypt(row["webhook_secret_enc"])]
         if row["previous_webhook_secret_enc"]:
             secrets.append(vault.decrypt(row["previous_webhook_secret_enc"]))
-        return WebhookAuth(int(row["id"]), row["status"] == "active", tuple(secrets))
+        signing = tuple(
+            vault.decrypt(row[column]).encode()
+            for column in ("signing_secret_enc", "previous_signing_secret_enc")
+            if row[column]
+        )
+        return WebhookAuth(
+            int(row["id"]),
+            external_id,
+            row["status"] == "active",
+            tuple(secrets),
+            signing,
+            bool(row["require_signature"]),
+        )
 
 
 @dataclass

@@ -50,7 +50,9 @@ def clean_header(value: str) -> str:
 
 
 def dedupe_key(integration_id: int, identifier: str | None, payload: dict[str, Any]) -> str:
-    """Jira's delivery identifier when sent, else a hash of what identifies the event."""
+    """Jira's delivery identifier when sent, else a hash of what identifies the change:
+    (integration, issue.id, changelog.id, timestamp). Data Center does not document the
+    identifier header, and one change must be stored once whichever event name carried it."""
     if identifier:
         if len(identifier) <= MAX_IDENTIFIER_CHARS and identifier.isprintable():
             return f"id:{identifier}"
@@ -58,7 +60,6 @@ def dedupe_key(integration_id: int, identifier: str | None, payload: dict[str, A
     issue, changelog = payload.get("issue"), payload.get("changelog")
     parts = [
         integration_id,
-        payload.get("webhookEvent"),
         issue.get("id") if isinstance(issue, dict) else None,
         changelog.get("id") if isinstance(changelog, dict) else None,
         payload.get("timestamp"),

@@ -24,6 +24,9 @@ class Integration:
     previous_webhook_secret_enc: str | None
     status: str
     created_at: datetime
+    signing_secret_enc: str | None
+    previous_signing_secret_enc: str | None
+    require_signature: bool
 
     def __repr__(self) -> str:
         return f"Integration(id={self.id}, external_id={self.external_id!r}, status={self.status})"
@@ -96,14 +99,16 @@ def get_credentials(conn: Connection, integration_id: int) -> Credentials | None
     return None if row is None else Credentials(**row)
 
 
-# A re-link issues a fresh secret (the old ones stop verifying at once) and keeps a disabled
-# integration disabled unless asked to enable it.
+# A re-link issues a fresh secret (the old ones stop verifying at once; a signing secret comes
+# with the webhook's registration) and keeps a disabled integration disabled unless asked to
+# enable it.
 UPSERT_INTEGRATION = """
 INSERT INTO integration (external_id, name, metadata, webhook_secret_enc, status)
 VALUES (%(external_id)s, %(name)s, %(metadata)s, %(secret)s, 'active')
 ON CONFLICT (external_id) DO UPDATE
 SET name = EXCLUDED.name, metadata = EXCLUDED.metadata,
     webhook_secret_enc = EXCLUDED.webhook_secret_enc, previous_webhook_secret_enc = NULL,
+    signing_secret_enc = NULL, previous_signing_secret_enc = NULL, require_signature = false,
     status = CASE WHEN %(enable)s THEN 'active' ELSE integration.status END
 RETURNING id, (xmax = 0) AS created
 """
@@ -165,6 +170,31 @@ def set_webhook_secrets(
     conn: Connection, integration_id: int, current_enc: str, previous_enc: str | None
 ) -> None:
     conn.execute(SET_WEBHOOK_SECRETS, (current_enc, previous_enc, integration_id))
+
+
+SET_SIGNING = """
+UPDATE integration
+SET signing_secret_enc = %s, previous_signing_secret_enc = %s, require_signature = %s
+WHERE id = %s
+"""
+
+
+def set_signing(
+    conn: Connection,
+    integration_id: int,
+    current_enc: str | None,
+    previous_enc: str | None,
+    require: bool,
+) -> None:
+    """The body-signing secrets (Jira Data Center 10) and whether a signature is required."""
+    conn.execute(SET_SIGNING, (current_enc, previous_enc, require, integration_id))
+
+
+MERGE_METADATA = "UPDATE integration SET metadata = metadata || %s WHERE id = %s"
+
+
+def merge_metadata(conn: Connection, integration_id: int, changes: dict[str, Any]) -> None:
+    conn.execute(MERGE_METADATA, (Jsonb(changes), integration_id))
 
 
 SET_INTEGRATION_STATUS = "UPDATE integration SET status = %s WHERE id = %s"
@@ -291,12 +321,14 @@ def delete_expired_pending_links(conn: Connection) -> int:
 
 
 SELECT_WEBHOOK_AUTH = """
-SELECT id, status, webhook_secret_enc, previous_webhook_secret_enc
+SELECT id, status, webhook_secret_enc, previous_webhook_secret_enc,
+       signing_secret_enc, previous_signing_secret_enc, require_signature
 FROM integration WHERE external_id = %s
 """
 
 
 def get_webhook_auth(conn: Connection, external_id: str) -> dict[str, Any] | None:
-    """What the receiver needs to verify a token: id, status and the encrypted secrets."""
+    """What the receiver needs to verify a token and a body signature: id, status, whether a
+    signature is required and the encrypted secrets."""
     row: dict[str, Any] | None = conn.execute(SELECT_WEBHOOK_AUTH, (external_id,)).fetchone()
     return row

@@ -1,0 +1,29 @@
+"""Webhook body signatures (Jira Data Center 10): `X-Hub-Signature: sha256=<lowercase hex>`,
+the HMAC-SHA256 of the raw request body keyed with the integration's signing secret.
+
+The whole header value is compared with the expected one, so only that exact spelling
+verifies: `sha1=`, uppercase hex, spaces or a second header are refused. Every candidate
+secret is tried with a constant-time comparison, so timing tells nothing about which one
+matched (during a rotation: the new one and the previous one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+
+HEADER = "x-hub-signature"
+
+
+def verify(body: bytes, sent: Sequence[str], candidate_secrets: Sequence[bytes]) -> bool:
+    """True when exactly one signature header was sent and it signs `body` with one of the
+    secrets; False for no secret at all."""
+    if len(sent) != 1:
+        return False
+    given = sent[0].encode("latin-1")  # the header's bytes as the client sent them
+    matched = False
+    for secret in candidate_secrets:
+        expected = b"sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+        matched = hmac.compare_digest(given, expected) or matched
+    return matched
