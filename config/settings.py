@@ -41,6 +41,7 @@ class Settings:
     jira_timeout_s: float
     db_pool_max_size: int
     pipeline_batch_size: int
+    status_categories_ttl_s: int = 3600
 
     def __repr__(self) -> str:
         shown = []
@@ -160,6 +161,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         jira_timeout_s=float(_number(env, "JIRA_TIMEOUT_S", 10, 1, 300)),
         db_pool_max_size=_number(env, "DB_POOL_MAX_SIZE", 10, 1, 200),
         pipeline_batch_size=_number(env, "PIPELINE_BATCH_SIZE", 200, 1, 1000),
+        status_categories_ttl_s=_number(env, "STATUS_CATEGORIES_TTL_S", 3600, 10, 86400),
     )
 
 

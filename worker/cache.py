@@ -1,11 +1,13 @@
 """Everything this service keeps in Redis besides the broker: key formats, the assignee-exists
 and owners-debounce caches and their purges (SPEC 4.7, key formats kept compatible with the
-original system), and the snowflake id claim (SPEC 6, one Lua script per claim).
+original system), the snowflake id claim (SPEC 6, one Lua script per claim) and each Jira
+instance's status categories (SPEC 10).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import redis
@@ -205,3 +207,22 @@ class IdClaimer:
             sequence=sequence,
             lookback_s=lookback_s,
         )
+
+
+STATUS_CATEGORIES_KEY = "jira_sync:status_categories:{integration_id}"
+
+
+def cached_status_categories(client: redis.Redis, integration_id: int) -> dict[str, str] | None:
+    """An instance's Jira status id -> status category key, or None when nothing is cached."""
+    raw = client.get(STATUS_CATEGORIES_KEY.format(integration_id=integration_id))
+    if raw is None:
+        return None
+    found = json.loads(raw)
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else None
+
+
+def fill_status_categories(
+    client: redis.Redis, integration_id: int, categories: Mapping[str, str], ttl_s: int
+) -> None:
+    key = STATUS_CATEGORIES_KEY.format(integration_id=integration_id)
+    client.set(key, json.dumps(dict(categories), sort_keys=True), ex=ttl_s)

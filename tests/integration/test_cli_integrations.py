@@ -85,7 +85,8 @@ def test_configure_rotate_and_disable(
     )  # fmt: skip
     assert (code, out.strip()) == (
         EXIT_OK,
-        f"Integration {iid}, acme: reverse assignment on, forward assignment off",
+        f"Integration {iid}, acme: reverse assignment on, forward assignment off, "
+        "reverse status off, forward status off",
     )
     assert run("integration", "rotate-secret", iid)[0] == EXIT_OK
     assert "rotating" in run("integration", "list")[1]

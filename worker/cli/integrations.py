@@ -1,4 +1,5 @@
-"""`jira-sync integration link|complete|list|webhook-url|rotate-secret|configure|disable`."""
+"""`jira-sync integration link|complete|list|webhook-url|rotate-secret|configure|map-status|
+disable`."""
 
 from __future__ import annotations
 
@@ -60,12 +61,28 @@ def register(sub: Any) -> None:
     p.add_argument("--finish", action="store_true", help="stop accepting the old secret")
     p.set_defaults(handler=cmd_rotate_secret)
 
-    p = cmds.add_parser("configure", help="turn assignee sync on or off for an organization")
+    p = cmds.add_parser(
+        "configure", help="turn assignee and status sync on or off for an organization"
+    )
     p.add_argument("id", type=int)
     p.add_argument("--organization", required=True, metavar="SLUG")
     p.add_argument("--reverse-assignment", type=_on_off, metavar="on|off", help="Jira -> us")
     p.add_argument("--forward-assignment", type=_on_off, metavar="on|off", help="us -> Jira")
+    p.add_argument("--reverse-status", type=_on_off, metavar="on|off", help="Jira -> us")
+    p.add_argument("--forward-status", type=_on_off, metavar="on|off", help="us -> Jira")
     p.set_defaults(handler=cmd_configure)
+
+    p = cmds.add_parser(
+        "map-status",
+        help="the Jira status to move a project's issues to when their group is resolved "
+        "or unresolved",
+    )
+    p.add_argument("id", type=int)
+    p.add_argument("--organization", required=True, metavar="SLUG")
+    p.add_argument("--jira-project", required=True, metavar="KEY", help="e.g. APP")
+    p.add_argument("--resolved", required=True, metavar="STATUS", help="Jira status id or name")
+    p.add_argument("--unresolved", required=True, metavar="STATUS", help="Jira status id or name")
+    p.set_defaults(handler=cmd_map_status)
 
     p = cmds.add_parser("disable", help="refuse this instance's webhooks from now on")
     p.add_argument("id", type=int)
@@ -161,15 +178,35 @@ def cmd_configure(args: argparse.Namespace) -> int:
         for name, value in (
             ("reverse", args.reverse_assignment),
             ("forward", args.forward_assignment),
+            ("reverse_status", args.reverse_status),
+            ("forward_status", args.forward_status),
         )
         if value is not None
     }
     config = linking.configure(resources.current(), args.id, args.organization, switches)
-    reverse = "on" if config.get(linking.SYNC_SWITCHES["reverse"]) else "off"
-    forward = "on" if config.get(linking.SYNC_SWITCHES["forward"]) else "off"
+    state = {
+        name: "on" if config.get(key) else "off" for name, key in linking.SYNC_SWITCHES.items()
+    }
     echo(
-        f"Integration {args.id}, {args.organization}: reverse assignment {reverse}, "
-        f"forward assignment {forward}"
+        f"Integration {args.id}, {args.organization}: reverse assignment {state['reverse']}, "
+        f"forward assignment {state['forward']}, reverse status {state['reverse_status']}, "
+        f"forward status {state['forward_status']}"
+    )
+    return EXIT_OK
+
+
+def cmd_map_status(args: argparse.Namespace) -> int:
+    linking.map_status(
+        resources.current(),
+        args.id,
+        args.organization,
+        args.jira_project,
+        args.resolved,
+        args.unresolved,
+    )
+    echo(
+        f"Integration {args.id}, {args.organization}, Jira project {args.jira_project.strip()}: "
+        f"resolved -> {args.resolved.strip()}, unresolved -> {args.unresolved.strip()}"
     )
     return EXIT_OK
 

@@ -26,6 +26,7 @@ TASK_MODULES = [
     "tasks.side_effects",
     "tasks.projects",
     "tasks.maintenance",
+    "tasks.status",
 ]
 
 
