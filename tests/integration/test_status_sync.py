@@ -140,7 +140,10 @@ def test_with_the_switch_off_jira_is_not_asked_and_nothing_changes(
 
 
 def test_one_delivery_changing_assignee_and_status_applies_both(
-    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira
+    res: Resources,
+    scene: Callable[[dict[str, Any]], None],
+    jira: FakeJira,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     scene(status_scene(jira))
     items = [assignee_item("ann"), status_item(OPEN, RESOLVED)]
@@ -151,6 +154,9 @@ def test_one_delivery_changing_assignee_and_status_applies_both(
         int(ActivityType.SET_RESOLVED), int(ActivityType.ASSIGNED)
     ]  # fmt: skip
     assert group_status(res) == ("resolved", True)
+    capsys.readouterr()
+    assert main(["deliveries", "list", "--status-outcome", "resolved"]) == EXIT_OK
+    assert "assigned, status resolved" in capsys.readouterr().out
 
 
 def test_an_older_status_event_never_overrides_a_newer_one_whatever_the_assignee_events(
