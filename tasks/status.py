@@ -200,23 +200,40 @@ def outbound_status(
     return sum(moved)
 
 
+# Rounds of moves in one step while the group's status keeps changing under it; a status
+# still changing after that is left to the step its own change sent.
+MAX_ROUNDS = 3
+
+
 def _move_group(step: Step, group_id: int, clients: dict[int, JiraClient], only: int | None) -> int:
+    """Move the group's issues to the mapping of its status, again when the status changed
+    while Jira was called: the last move to land carries the newest status."""
+    moved = 0
+    status, targets = _targets(step, group_id)
+    for _ in range(MAX_ROUNDS):
+        for target in targets:
+            if only is not None and target.external_issue_id != only:
+                continue
+            try:
+                moved += _move(step, clients, target, status == GroupStatus.RESOLVED)
+            except (JiraRejected, NotFound) as exc:  # permanent for this issue only
+                step.record_item_failure(
+                    exc,
+                    {"group_ids": [group_id], "external_issue_id": target.external_issue_id},
+                    f"{target.key} on integration {target.integration_id}: {exc}",
+                )
+        now, targets = _targets(step, group_id)
+        if now == status:
+            break
+        status = now
+    return moved
+
+
+def _targets(step: Step, group_id: int) -> tuple[str | None, list[q.StatusTarget]]:
+    """The group's status now and the issues to move (none when the group is gone)."""
     with transaction(step.resources.pool) as conn:
         status = q.group_status(conn, group_id)
-        targets = q.status_targets(conn, group_id) if status is not None else []
-    moved = 0
-    for target in targets:
-        if only is not None and target.external_issue_id != only:
-            continue
-        try:
-            moved += _move(step, clients, target, status == GroupStatus.RESOLVED)
-        except (JiraRejected, NotFound) as exc:  # permanent for this issue only
-            step.record_item_failure(
-                exc,
-                {"group_ids": [group_id], "external_issue_id": target.external_issue_id},
-                f"{target.key} on integration {target.integration_id}: {exc}",
-            )
-    return moved
+        return status, q.status_targets(conn, group_id) if status is not None else []
 
 
 def _move(

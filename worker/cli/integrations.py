@@ -141,7 +141,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in rows:
         orgs = ", ".join(
             f"{o['organization']}(reverse {'on' if o['reverse_assignment'] else 'off'}, "
-            f"forward {'on' if o['forward_assignment'] else 'off'})"
+            f"forward {'on' if o['forward_assignment'] else 'off'}, "
+            f"status reverse {'on' if o['reverse_status'] else 'off'}, "
+            f"status forward {'on' if o['forward_status'] else 'off'})"
             for o in r["organizations"]
         )
         status = r["status"] + (" rotating" if r["rotation_in_progress"] else "")
