@@ -3,7 +3,8 @@
 Inbound: check_changelog -> sync -> assign | deassign -> side effects (purge assignee-exists;
 deassign also purges owners-debounce; outbound sync). A delivery with a status change runs
 sync_status (SPEC 10) between check_changelog and sync (which it skips when the assignee did
-not change). Group status from this tracker: outbound_status moves the linked Jira issues.
+not change), then outbound_status for the groups it changed. Group status changed here:
+outbound_status moves the linked Jira issues.
 Projects: save (slug, id, insert) and delete (settings, outbox + rows, cache purge).
 
 Inbound steps carry batches: check_changelog and sync take `delivery_ids`, the group steps
@@ -79,9 +80,15 @@ def after_changelog(
     _send(app, calls)
 
 
-def outbound_status(app: Celery, group_ids: Sequence[int]) -> None:
-    """These groups were resolved or unresolved here: move their linked Jira issues."""
-    _send(app, [StepCall(OUTBOUND_STATUS, {"group_ids": b}) for b in batches(group_ids)])
+def outbound_status(
+    app: Celery, group_ids: Sequence[int], source_integration_id: int | None = None
+) -> None:
+    """These groups were resolved or unresolved (here, or by a Jira instance: its issues are
+    left alone): move their linked Jira issues."""
+    source = (
+        {} if source_integration_id is None else {"source_integration_id": source_integration_id}
+    )
+    _send(app, [StepCall(OUTBOUND_STATUS, {"group_ids": b, **source}) for b in batches(group_ids)])
 
 
 def after_sync(app: Celery, group_actions: Iterable[tuple[int, int, str]]) -> None:
@@ -138,7 +145,7 @@ def rest_of_chain(step: str) -> list[str]:
     if step == CHECK_CHANGELOG:
         return [f"{SYNC_STATUS} (if the status changed)", SYNC, *rest_of_chain(SYNC)]
     if step == SYNC_STATUS:
-        return [f"{SYNC} (if the assignee changed)", *rest_of_chain(SYNC)]
+        return [f"{SYNC} (if the assignee changed) + {OUTBOUND_STATUS}", *rest_of_chain(SYNC)]
     if step == SYNC:
         every_effect = dict.fromkeys(name for names in SIDE_EFFECTS.values() for name in names)
         return [" | ".join(GROUP_STEPS.values()), " + ".join(every_effect)]

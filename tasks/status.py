@@ -14,6 +14,7 @@ outcome (webhook_delivery.status_outcome), so a redelivered step only sends on w
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from tasks import pipeline
 from tasks.base import DeliveryBatchStep, GroupBatchStep, Step, delivery_ids_of
@@ -41,6 +42,8 @@ from worker.store.queries import inbound as q_inbound
 from worker.store.queries import status as q
 
 log = logging.getLogger(__name__)
+
+CHANGED = frozenset({StatusOutcome.RESOLVED, StatusOutcome.UNRESOLVED})
 
 
 class StatusCategories:
@@ -86,19 +89,37 @@ class StatusCategories:
         return categories
 
 
+@dataclass(frozen=True)
+class Synced:
+    """A delivery's status part applied: whether the assignee sync follows, and the groups it
+    resolved or unresolved (whose issues on other instances follow them)."""
+
+    delivery_id: int
+    integration_id: int
+    forward: bool
+    changed: list[int]
+
+
 @app.task(base=DeliveryBatchStep, bind=True, name=pipeline.SYNC_STATUS)
 def sync_status(self: Step, *, delivery_ids: list[int] | None = None, **legacy: int) -> list[int]:
     """Apply each delivery's status change; finish the deliveries whose assignee did not
-    change (or cannot be synced) and send the others on to the assignee sync together."""
+    change (or cannot be synced) and send the others on to the assignee sync together; send
+    the changed groups to the outbound move, per source instance (never moved back there)."""
     categories = StatusCategories(self.resources)
     ids = delivery_ids_of(delivery_ids, legacy)
-    forwarded = [d for d in self.each(ids, lambda d: _sync_one(self, d, categories)) if d]
+    synced = self.each(ids, lambda d: _sync_one(self, d, categories))
+    forwarded = [s.delivery_id for s in synced if s.forward]
     pipeline.after_changelog(app, forwarded)
+    changed: dict[int, set[int]] = {}
+    for s in synced:
+        changed.setdefault(s.integration_id, set()).update(s.changed)
+    for integration_id, group_ids in sorted(changed.items()):
+        pipeline.outbound_status(app, sorted(group_ids), source_integration_id=integration_id)
     return forwarded
 
 
-def _sync_one(step: Step, delivery_id: int, categories: StatusCategories) -> int | None:
-    """The delivery's status part; its id when the assignee sync follows."""
+def _sync_one(step: Step, delivery_id: int, categories: StatusCategories) -> Synced:
+    """The delivery's status part (once: a redelivered step only re-sends what follows)."""
     pool = step.resources.pool
     with transaction(pool) as conn:
         delivery = q_deliveries.get_delivery(conn, delivery_id)
@@ -109,19 +130,17 @@ def _sync_one(step: Step, delivery_id: int, categories: StatusCategories) -> int
         groups = q_inbound.affected_groups(
             conn, [i.id for i in issues], sorted({i.organization_id for i in issues})
         )
-    if delivery.status == "done":
-        return None
     # Jira is asked (when the cache cannot answer) with no transaction open.
-    needed = delivery.status_outcome is None and groups
+    needed = delivery.status_outcome is None and delivery.status != "done" and groups
     target = categories.target(delivery.integration_id, event) if needed else None
     change = decide_change(event)
     with transaction(pool) as conn:
         q_inbound.lock_delivery(conn, delivery_id)
         delivery = q_deliveries.get_delivery(conn, delivery_id)
         assert delivery is not None
-        if delivery.status == "done":
-            return None
-        if delivery.status_outcome is None:
+        done = delivery.status == "done"
+        detail = delivery.status_detail
+        if delivery.status_outcome is None and not done:
             outcome, detail = _apply(conn, delivery, event, issues, groups, target)
             q.set_status_outcome(conn, delivery_id, outcome, detail)
             log.info(
@@ -132,15 +151,22 @@ def _sync_one(step: Step, delivery_id: int, categories: StatusCategories) -> int
                     "outcome": str(outcome),
                 },
             )
-        if change.action is not None:
-            return delivery_id
-        assert change.outcome is not None
-        q_deliveries.finish_delivery(conn, delivery_id, change.outcome)
-    log.info(
-        "delivery.finished",
-        extra={"delivery_id": delivery_id, "issue_key": event.issue_key, "outcome": change.outcome},
-    )
-    return None
+        finish = not done and change.action is None
+        if finish:
+            assert change.outcome is not None
+            q_deliveries.finish_delivery(conn, delivery_id, change.outcome)
+    if finish:
+        log.info(
+            "delivery.finished",
+            extra={
+                "delivery_id": delivery_id,
+                "issue_key": event.issue_key,
+                "outcome": change.outcome,
+            },
+        )
+    changed = [int(g) for g, o in detail.get("groups", {}).items() if o in CHANGED]
+    forward = not done and change.action is not None
+    return Synced(delivery_id, delivery.integration_id, forward, changed)
 
 
 def _apply(
@@ -183,16 +209,22 @@ def _apply(
 
 @app.task(base=GroupBatchStep, bind=True, name=pipeline.OUTBOUND_STATUS)
 def outbound_status(
-    self: Step, *, group_ids: list[int] | None = None, external_issue_id: int | None = None
+    self: Step,
+    *,
+    group_ids: list[int] | None = None,
+    external_issue_id: int | None = None,
+    source_integration_id: int | None = None,
 ) -> int:
     """Move each group's linked Jira issues (links with forward status sync on) to the status
-    mapped for the group's status now; with external_issue_id, that issue alone (the replay
-    of its recorded failure). No mapping, or no transition leading to the mapped status, fails
-    that issue alone: recorded in the failed-task store."""
+    mapped for the group's status now, except those on the instance the change came from
+    (source_integration_id: it is there already); with external_issue_id, that issue alone
+    (the replay of its recorded failure). No mapping, or no transition leading to the mapped
+    status, fails that issue alone: recorded in the failed-task store."""
     clients: dict[int, JiraClient] = {}
     try:
         moved = self.each(
-            list(group_ids or []), lambda g: _move_group(self, g, clients, external_issue_id)
+            list(group_ids or []),
+            lambda g: _move_group(self, g, clients, external_issue_id, source_integration_id),
         )
     finally:
         for client in clients.values():
@@ -205,14 +237,21 @@ def outbound_status(
 MAX_ROUNDS = 3
 
 
-def _move_group(step: Step, group_id: int, clients: dict[int, JiraClient], only: int | None) -> int:
+def _move_group(
+    step: Step,
+    group_id: int,
+    clients: dict[int, JiraClient],
+    only: int | None,
+    source: int | None,
+) -> int:
     """Move the group's issues to the mapping of its status, again when the status changed
     while Jira was called: the last move to land carries the newest status."""
     moved = 0
     status, targets = _targets(step, group_id)
     for _ in range(MAX_ROUNDS):
         for target in targets:
-            if only is not None and target.external_issue_id != only:
+            replaying_another = only is not None and target.external_issue_id != only
+            if target.integration_id == source or replaying_another:
                 continue
             try:
                 moved += _move(step, clients, target, status == GroupStatus.RESOLVED)

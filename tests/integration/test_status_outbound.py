@@ -19,11 +19,13 @@ from tests.integration.inbound_support import (
     GROUP,
     declare_queues,
     group_state,
+    integration,
     post,
     wait_finished,
     wait_idle,
 )
 from tests.integration.status_support import (
+    CLOSED,
     OPEN,
     REOPENED,
     RESOLVED,
@@ -39,6 +41,7 @@ from worker.domain.model import ActivityType
 from worker.runtime.resources import Resources
 
 TRANSITIONS = "/rest/api/2/issue/APP-1/transitions"
+OTHER = 2  # a second Jira instance, its issue OPS-9 linked to the same group
 TS = 1_764_000_000_000
 
 
@@ -108,6 +111,41 @@ def test_resolve_and_unresolve_move_the_jira_issue_and_its_echo_changes_nothing(
     # Resolving a resolved group: nothing to do.
     assert main(["group", "resolve", str(GROUP)]) == EXIT_OK
     assert main(["group", "resolve", "4242"]) == EXIT_NOT_FOUND
+
+
+def test_a_status_change_from_one_jira_moves_the_other_jiras_issue_not_its_own(
+    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira
+) -> None:
+    other = FakeJiraServer().start()
+    try:
+        other.fake.add_consumer()
+        other.fake.issue_statuses["OPS-9"] = OPEN
+        data = status_scene(jira, reverse=True, forward=True)
+        second = integration(
+            OTHER, "ops.acme.test",
+            [{"organization": "acme", "sync_status_reverse": True, "sync_status_forward": True}],
+            base_url=other.fake.base_url,
+        )  # fmt: skip
+        second["access_token"], second["access_token_secret"] = other.fake.grant_access_token()
+        data["integrations"].append(second)
+        data["external_issues"].append(
+            {"id": 8, "integration": OTHER, "organization": "acme", "key": "OPS-9",
+             "groups": [GROUP]}
+        )  # fmt: skip
+        scene(data)
+        map_status()
+        assert main(["integration", "map-status", str(OTHER), "--organization", "acme",
+                     "--jira-project", "OPS", "--resolved", "Closed",
+                     "--unresolved", "Open"]) == EXIT_OK  # fmt: skip
+        delivery_id = post(res, status_payload(OPEN, RESOLVED, TS, 1))
+        wait_finished(res, [delivery_id])
+        assert status_outcome(res, delivery_id)[2] == "resolved"
+        wait_for(lambda: other.fake.issue_statuses["OPS-9"] == CLOSED, 20, "OPS-9 closed")
+        # The source already is where the change came from: not asked, not moved.
+        assert jira.calls_to("/rest/api/2/issue") == []
+        assert jira.issue_statuses["APP-1"] == OPEN
+    finally:
+        other.stop()
 
 
 def test_no_mapping_and_no_transition_are_replayable_failures(

@@ -24,7 +24,7 @@ def test_a_group_step_is_followed_by_its_own_side_effects() -> None:
 
 def test_the_status_sync_is_followed_by_the_assignee_chain() -> None:
     assert pipeline.rest_of_chain(pipeline.SYNC_STATUS)[0] == (
-        f"{pipeline.SYNC} (if the assignee changed)"
+        f"{pipeline.SYNC} (if the assignee changed) + {pipeline.OUTBOUND_STATUS}"
     )
     assert pipeline.rest_of_chain(pipeline.SYNC_STATUS)[1:] == pipeline.rest_of_chain(pipeline.SYNC)
 
