@@ -188,3 +188,15 @@ def test_jira_unreachable_is_retried_recorded_and_replayed_not_dropped(
     assert wait_finished(res, [delivery_id])[delivery_id].status == "done"
     assert status_outcome(res, delivery_id)[2] == "resolved"
     assert group_status(res) == ("resolved", True)
+
+
+def test_a_status_jira_does_not_list_even_after_a_refresh_is_a_recorded_failure(
+    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira
+) -> None:
+    scene(status_scene(jira))
+    delivery_id = post(res, status_payload(OPEN, "999", TS, 1))
+    records = wait_for(lambda: failed_records(res, SYNC_STATUS), 30, "the failure record")
+    assert (records[0]["error_type"], records[0]["attempts"]) == ("NotFound", 1)
+    assert "Jira status 999 is not in integration 1's status list" in records[0]["message"]
+    assert status_outcome(res, delivery_id)[0] == "failed"
+    assert group_status(res) == ("unresolved", False)
