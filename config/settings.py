@@ -45,6 +45,7 @@ class Settings:
     pipeline_batch_size: int
     broker_delivery_limit: int
     metrics_basic_auth: str
+    status_categories_ttl_s: int
 
     @property
     def broker_is_amqp(self) -> bool:
@@ -178,6 +179,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         pipeline_batch_size=_number(env, "PIPELINE_BATCH_SIZE", 200, 1, 1000),
         broker_delivery_limit=_number(env, "BROKER_DELIVERY_LIMIT", 10, 2, 1000),
         metrics_basic_auth=metrics_auth,
+        status_categories_ttl_s=_number(env, "STATUS_CATEGORIES_TTL_S", 3600, 10, 86400),
     )
 
 

@@ -148,6 +148,13 @@ class ChangeBatchStep(Step):
     batch_kwarg = "changes"
 
 
+class GroupBatchStep(Step):
+    """A step over `group_ids`; a group that fails permanently is recorded alone."""
+
+    abstract = True
+    batch_kwarg = "group_ids"
+
+
 def changes_of(changes: list[list[int]] | None, legacy: dict[str, int]) -> list[tuple[int, int]]:
     """The batch; a message of the single-change form sent before batching (`delivery_id`
     and `group_id`) is a batch of one."""
@@ -163,7 +170,14 @@ def _is_celery_control(exc: BaseException) -> bool:
     return isinstance(exc, Retry | Ignore | Reject)
 
 
-CONTEXT_KWARGS = ("delivery_id", "project_id", "group_id", "delivery_ids", "changes")
+CONTEXT_KWARGS = (
+    "delivery_id",
+    "project_id",
+    "group_id",
+    "delivery_ids",
+    "changes",
+    "group_ids",
+)
 
 
 def _context(kwargs: dict[str, Any]) -> dict[str, Any]:

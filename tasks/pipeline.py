@@ -1,7 +1,10 @@
 """The only place that knows the order of steps: it builds and sends the chains.
 
 Inbound: check_changelog -> sync -> assign | deassign -> side effects (purge assignee-exists;
-deassign also purges owners-debounce; outbound sync).
+deassign also purges owners-debounce; outbound sync). A delivery with a status change runs
+sync_status (SPEC 10) between check_changelog and sync (which it skips when the assignee did
+not change), then outbound_status for the groups it changed. Group status changed here:
+outbound_status moves the linked Jira issues.
 Projects: save (slug, id, insert) and delete (settings, outbox + rows, cache purge).
 
 Inbound steps carry batches: check_changelog and sync take `delivery_ids`, the group steps
@@ -34,6 +37,8 @@ DEASSIGN = "jira_sync.inbound.deassign"
 PURGE_ASSIGNEE_EXISTS = "jira_sync.effects.purge_assignee_exists"
 PURGE_OWNERS_DEBOUNCE = "jira_sync.effects.purge_owners_debounce"
 OUTBOUND_SYNC = "jira_sync.effects.outbound_sync"
+SYNC_STATUS = "jira_sync.inbound.sync_status"
+OUTBOUND_STATUS = "jira_sync.effects.outbound_status"
 
 
 GROUP_STEPS = {"assign": ASSIGN, "deassign": DEASSIGN}
@@ -65,9 +70,25 @@ def _send(app: Celery, calls: list[StepCall]) -> None:
             send(calls)
 
 
-def after_changelog(app: Celery, delivery_ids: Sequence[int]) -> None:
-    """These deliveries ask for an assignee change: run the inbound sync."""
-    _send(app, [StepCall(SYNC, {"delivery_ids": b}) for b in batches(delivery_ids)])
+def after_changelog(
+    app: Celery, delivery_ids: Sequence[int], status_delivery_ids: Sequence[int] = ()
+) -> None:
+    """These deliveries ask for an assignee change: run the inbound sync; those that change
+    the status run the status sync first."""
+    calls = [StepCall(SYNC_STATUS, {"delivery_ids": b}) for b in batches(status_delivery_ids)]
+    calls += [StepCall(SYNC, {"delivery_ids": b}) for b in batches(delivery_ids)]
+    _send(app, calls)
+
+
+def outbound_status(
+    app: Celery, group_ids: Sequence[int], source_integration_id: int | None = None
+) -> None:
+    """These groups were resolved or unresolved (here, or by a Jira instance: its issues are
+    left alone): move their linked Jira issues."""
+    source = (
+        {} if source_integration_id is None else {"source_integration_id": source_integration_id}
+    )
+    _send(app, [StepCall(OUTBOUND_STATUS, {"group_ids": b, **source}) for b in batches(group_ids)])
 
 
 def after_sync(app: Celery, group_actions: Iterable[tuple[int, int, str]]) -> None:
@@ -122,7 +143,9 @@ def rest_of_chain(step: str) -> list[str]:
     """What runs after `step` for the same delivery or project request, in order (what a
     replay of its failure runs): alternatives joined by " | ", steps side by side by " + "."""
     if step == CHECK_CHANGELOG:
-        return [SYNC, *rest_of_chain(SYNC)]
+        return [f"{SYNC_STATUS} (if the status changed)", SYNC, *rest_of_chain(SYNC)]
+    if step == SYNC_STATUS:
+        return [f"{SYNC} (if the assignee changed) + {OUTBOUND_STATUS}", *rest_of_chain(SYNC)]
     if step == SYNC:
         every_effect = dict.fromkeys(name for names in SIDE_EFFECTS.values() for name in names)
         return [" | ".join(GROUP_STEPS.values()), " + ".join(every_effect)]

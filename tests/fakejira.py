@@ -3,10 +3,11 @@
 Every request is checked by oauthlib's own server-side endpoints (RSA-SHA1 against the
 consumer's public key), so a wrong signature is refused by code this project did not write.
 It serves the OAuth dance (request token, authorize redirect, access token), server info,
-webhook registration, assignable-user search and assignee updates, and records every call.
-`server_version` picks the generation: 9.x serves only the old webhook resource; 10.x (Data
-Center) serves the new one too, over the same webhooks, and `outgoing` signs the bodies of
-webhooks registered with a secret as Data Center 10 does.
+webhook registration, assignable-user search and assignee updates, the status list, an issue's
+status and its workflow transitions, and records every call. `server_version` picks the
+generation: 9.x serves only the old webhook resource; 10.x (Data Center) serves the new one
+too, over the same webhooks, and `outgoing` signs the bodies of webhooks registered with a
+secret as Data Center 10 does.
 
 Use the `fake_jira` fixture (registered in tests/conftest.py), or `from tests.fakejira import
 FakeJira, rsa_keypair`.
@@ -217,6 +218,15 @@ class JiraUser:
         return data
 
 
+STATUSES = {
+    "1": ("Open", "new"),
+    "3": ("In Progress", "indeterminate"),
+    "4": ("Reopened", "new"),
+    "5": ("Resolved", "done"),
+    "6": ("Closed", "done"),
+}
+
+
 @dataclass
 class FakeJira:
     """State and behaviour of the fake; tests change the public fields freely."""
@@ -233,6 +243,12 @@ class FakeJira:
     # Per path: (status, body, content type) answered instead of the normal behaviour.
     overrides: dict[str, tuple[int, str, str]] = field(default_factory=dict)
     delay_s: float = 0.0
+    # Status id -> (name, status category key), as GET /rest/api/2/status lists them.
+    statuses: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(STATUSES))
+    # Issue key -> its status id; an issue not listed does not exist.
+    issue_statuses: dict[str, str] = field(default_factory=dict)
+    # Statuses no workflow transition leads to (every other status is one transition away).
+    unreachable_statuses: set[str] = field(default_factory=set)
     base_url: str = ""
     server_version: str = "9.12.2"
     deployment_type: str = "Server"
@@ -432,6 +448,45 @@ class FakeJira:
             with self._lock:
                 self.assignees[key] = name
             return 204, {}, ""
+        if call.path == "/rest/api/2/status" and call.method == "GET":
+            listed = [self.status_json(status_id) for status_id in self.statuses]
+            return 200, json_type, json.dumps(listed)
+        if call.path.startswith(prefix):
+            return self._issue(call, call.path[len(prefix) :])
+        return 404, json_type, json.dumps({"errorMessages": ["not found"]})
+
+    def status_json(self, status_id: str) -> dict[str, Any]:
+        name, category = self.statuses[status_id]
+        return {"id": status_id, "name": name, "statusCategory": {"key": category}}
+
+    def _issue(self, call: Call, rest: str) -> tuple[int, dict[str, str], str]:
+        """GET an issue's status, GET its transitions, POST one."""
+        json_type = {"Content-Type": "application/json"}
+        key, _, sub = rest.partition("/")
+        with self._lock:
+            current = self.issue_statuses.get(key)
+            if current is None:
+                return 404, json_type, json.dumps({"errorMessages": ["Issue Does Not Exist"]})
+            targets = [
+                s for s in self.statuses if s != current and s not in self.unreachable_statuses
+            ]
+            if not sub and call.method == "GET":
+                body = {"key": key, "fields": {"status": self.status_json(current)}}
+                return 200, json_type, json.dumps(body)
+            if sub == "transitions" and call.method == "GET":
+                listed = [
+                    {"id": f"7{s}", "name": f"To {self.statuses[s][0]}", "to": self.status_json(s)}
+                    for s in targets
+                ]
+                return 200, json_type, json.dumps({"transitions": listed})
+            if sub == "transitions" and call.method == "POST":
+                wanted = str(call.json().get("transition", {}).get("id", ""))
+                found = [s for s in targets if f"7{s}" == wanted]
+                if not found:
+                    error = {"errorMessages": [f"Transition id '{wanted}' is not valid"]}
+                    return 400, json_type, json.dumps(error)
+                self.issue_statuses[key] = found[0]
+                return 204, {}, ""
         return 404, json_type, json.dumps({"errorMessages": ["not found"]})
 
 

@@ -1,7 +1,7 @@
 """Everything this service keeps in Redis besides the broker: key formats, the assignee-exists
 and owners-debounce caches and their purges (SPEC 4.7, key formats kept compatible with the
-original system), the snowflake id claim (SPEC 6, one Lua script per claim), and the
-record of beat's last sweep.
+original system), the snowflake id claim (SPEC 6, one Lua script per claim), the record
+of beat's last sweep and each Jira instance's status categories (SPEC 10).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import redis
@@ -240,3 +240,22 @@ def last_sweep(client: redis.Redis) -> SweepRecord | None:
     """The last sweep's record, or None when beat has never swept."""
     raw = client.get(LAST_SWEEP_KEY)
     return None if raw is None else SweepRecord(**json.loads(raw))
+
+
+STATUS_CATEGORIES_KEY = "jira_sync:status_categories:{integration_id}"
+
+
+def cached_status_categories(client: redis.Redis, integration_id: int) -> dict[str, str] | None:
+    """An instance's Jira status id -> status category key, or None when nothing is cached."""
+    raw = client.get(STATUS_CATEGORIES_KEY.format(integration_id=integration_id))
+    if raw is None:
+        return None
+    found = json.loads(raw)
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else None
+
+
+def fill_status_categories(
+    client: redis.Redis, integration_id: int, categories: Mapping[str, str], ttl_s: int
+) -> None:
+    key = STATUS_CATEGORIES_KEY.format(integration_id=integration_id)
+    client.set(key, json.dumps(dict(categories), sort_keys=True), ex=ttl_s)

@@ -85,7 +85,8 @@ def test_configure_rotate_and_disable(
     )  # fmt: skip
     assert (code, out.strip()) == (
         EXIT_OK,
-        f"Integration {iid}, acme: reverse assignment on, forward assignment off",
+        f"Integration {iid}, acme: reverse assignment on, forward assignment off, "
+        "reverse status off, forward status off",
     )
     assert run("integration", "rotate-secret", iid)[0] == EXIT_OK
     assert "rotating" in run("integration", "list")[1]
@@ -232,3 +233,39 @@ def test_no_secret_reaches_logs_or_cli_output(
         "private key": pem_body,
     }.items():
         assert secret not in text, f"the {name} was printed or logged"
+
+
+def test_status_switches_and_mapping_from_the_command_line(
+    run: Run, orgs: None, fake_jira: FakeJira, key_file: Path
+) -> None:
+    _, _, iid = link(run, fake_jira, key_file)
+    code, out, _ = run(
+        "integration", "configure", iid, "--organization", "acme",
+        "--reverse-status", "on", "--forward-status", "on",
+    )  # fmt: skip
+    assert (code, out.strip()) == (
+        EXIT_OK,
+        f"Integration {iid}, acme: reverse assignment off, forward assignment off, "
+        "reverse status on, forward status on",
+    )
+    (row,) = json.loads(run("integration", "list", "--json")[1])
+    assert (
+        row["organizations"][0]["reverse_status"],
+        row["organizations"][0]["forward_status"],
+    ) == (
+        True,
+        True,
+    )
+    mapping = ["--jira-project", "APP", "--resolved", "Done", "--unresolved", "Reopened"]
+    code, out, _ = run("integration", "map-status", iid, "--organization", "acme", *mapping)
+    assert (code, out.strip()) == (
+        EXIT_OK,
+        f"Integration {iid}, acme, Jira project APP: resolved -> Done, unresolved -> Reopened",
+    )
+    command = ("integration", "map-status", iid, "--organization", "acme")
+    code, _, err = run(*command, "--jira-project", "APP-1", "--resolved", "5", "--unresolved", "4")
+    assert code == EXIT_USAGE and "Jira project must be a project key like APP" in err
+    code, _, err = run(*command, "--jira-project", "APP", "--resolved", " ", "--unresolved", "4")
+    assert code == EXIT_USAGE and "--resolved must name a Jira status" in err
+    code, _, err = run("integration", "map-status", "999", "--organization", "acme", *mapping)
+    assert code == EXIT_NOT_FOUND

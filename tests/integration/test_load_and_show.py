@@ -47,6 +47,8 @@ def test_group_show_prints_the_documented_json(
     assert json.loads(proc.stdout) == {
         "id": 100,
         "project": 4503599627370506,
+        "status": "unresolved",
+        "resolved_at": None,
         "assignee": {"type": "user", "id": 1},
         "subscriptions": [{"user": 1, "reason": "assigned"}, {"user": 2, "reason": "comment"}],
         "activity": [],
@@ -102,6 +104,20 @@ def test_references_to_rows_already_loaded_are_accepted(res: Resources) -> None:
     load_scene(res, EXAMPLE)
     load_scene(res, {"groups": [{"id": 200, "project": 4503599627370506, "title": "later"}]})
     assert groups.show_group(res, 200)["project"] == 4503599627370506
+
+
+def test_a_group_loads_with_its_status_and_shows_it(res: Resources) -> None:
+    doc = copy.deepcopy(EXAMPLE)
+    doc["groups"][0].update(status="resolved", resolved_at="2026-11-29T11:00:00Z")
+    load_scene(res, doc)
+    shown = groups.show_group(res, 100)
+    assert (shown["status"], shown["resolved_at"]) == ("resolved", "2026-11-29T11:00:00+00:00")
+    doc["groups"][1].update(status="closed")
+    doc["groups"][0].update(status="unresolved")
+    with pytest.raises(InvalidInput) as caught:
+        load_scene(res, doc)
+    assert "groups[1].status: must be one of unresolved, resolved" in str(caught.value)
+    assert "groups[0].resolved_at: only a resolved group has one" in str(caught.value)
 
 
 def test_credentials_are_encrypted_at_rest(res: Resources) -> None:

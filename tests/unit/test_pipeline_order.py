@@ -7,6 +7,7 @@ from tasks import pipeline
 
 def test_a_failed_first_step_runs_the_whole_inbound_chain_again() -> None:
     assert pipeline.rest_of_chain(pipeline.CHECK_CHANGELOG) == [
+        f"{pipeline.SYNC_STATUS} (if the status changed)",
         pipeline.SYNC,
         f"{pipeline.ASSIGN} | {pipeline.DEASSIGN}",
         f"{pipeline.PURGE_ASSIGNEE_EXISTS} + {pipeline.OUTBOUND_SYNC} + "
@@ -21,8 +22,20 @@ def test_a_group_step_is_followed_by_its_own_side_effects() -> None:
     ]
 
 
+def test_the_status_sync_is_followed_by_the_assignee_chain() -> None:
+    assert pipeline.rest_of_chain(pipeline.SYNC_STATUS)[0] == (
+        f"{pipeline.SYNC} (if the assignee changed) + {pipeline.OUTBOUND_STATUS}"
+    )
+    assert pipeline.rest_of_chain(pipeline.SYNC_STATUS)[1:] == pipeline.rest_of_chain(pipeline.SYNC)
+
+
 def test_side_effects_and_last_project_steps_have_nothing_after_them() -> None:
-    for step in (pipeline.OUTBOUND_SYNC, pipeline.PROJECT_INSERT, pipeline.PROJECT_PURGE_CACHES):
+    for step in (
+        pipeline.OUTBOUND_SYNC,
+        pipeline.OUTBOUND_STATUS,
+        pipeline.PROJECT_INSERT,
+        pipeline.PROJECT_PURGE_CACHES,
+    ):
         assert pipeline.rest_of_chain(step) == []
 
 

@@ -1,4 +1,4 @@
-"""`jira-sync migrate`, `load FILE.json` and `group show ID`."""
+"""`jira-sync migrate`, `load FILE.json` and `group show|resolve|unresolve ID`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from config.settings import get_settings
+from tasks import pipeline
 from worker.cli.common import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
@@ -21,6 +22,7 @@ from worker.cli.common import (
     table,
 )
 from worker.domain.errors import classify
+from worker.domain.status import GroupStatus
 from worker.runtime import resources
 from worker.services import groups, loader
 from worker.store.db import migrate
@@ -41,6 +43,12 @@ def register(sub: Any) -> None:
     p.add_argument("id", type=int)
     p.add_argument("--json", action="store_true", help="print the stable JSON form")
     p.set_defaults(handler=cmd_group_show)
+    for status, verb in ((GroupStatus.RESOLVED, "resolve"), (GroupStatus.UNRESOLVED, "unresolve")):
+        p = group.add_parser(
+            verb, help=f"{verb} a group here; linked Jira issues follow (forward status sync)"
+        )
+        p.add_argument("id", type=int)
+        p.set_defaults(handler=cmd_group_status, status=status)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -76,6 +84,9 @@ def cmd_group_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     assignee = view["assignee"]
     echo(f"group {view['id']} (project {view['project']})")
+    echo(
+        f"status: {view['status']}" + (f" at {view['resolved_at']}" if view["resolved_at"] else "")
+    )
     echo(f"assignee: {assignee['type'] + ' ' + str(assignee['id']) if assignee else 'none'}")
     echo(f"assignee-exists cache: {view['assignee_exists_cache']}")
     subs = [[s.get("user", ""), s.get("team", ""), s["reason"]] for s in view["subscriptions"]]
@@ -84,4 +95,18 @@ def cmd_group_show(args: argparse.Namespace) -> int:
     echo("activity:\n" + table(acts, ["type", "user", "data"]))
     hist = [[h["status"], h["actor"]] for h in view["history"]]
     echo("history:\n" + table(hist, ["status", "actor"]))
+    return EXIT_OK
+
+
+def cmd_group_status(args: argparse.Namespace) -> int:
+    from worker.runtime.app import app
+
+    if not groups.set_status(resources.current(), args.id, args.status):
+        echo(f"Nothing to do: group {args.id} is already {args.status}.")
+        return EXIT_OK
+    pipeline.outbound_status(app, [args.id])
+    echo(
+        f"Group {args.id} {args.status}; its linked Jira issues follow where forward status "
+        "sync is on."
+    )
     return EXIT_OK

@@ -30,6 +30,7 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("list", help="newest deliveries first")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--outcome", help="e.g. missing-assignee-email, stale, user-not-found")
+    p.add_argument("--status-outcome", help="the status part's, e.g. resolved, echo")
     p.add_argument("--limit", type=positive_int, default=LIST_LIMIT)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_list)
@@ -44,7 +45,7 @@ def register(sub: Any) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     with transaction(resources.current().pool) as conn:
-        found = q.list_deliveries(conn, args.status, args.outcome, args.limit)
+        found = q.list_deliveries(conn, args.status, args.outcome, args.limit, args.status_outcome)
     views = [delivery_view(d) for d in found]
     if args.json:
         emit_json(views)
@@ -53,7 +54,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         echo("No deliveries.")
         return EXIT_OK
     rows = [
-        [v["id"], v["integration"], v["issue_key"], v["status"], v["outcome"], v["received_at"]]
+        [v["id"], v["integration"], v["issue_key"], v["status"], outcomes(v), v["received_at"]]
         for v in views
     ]
     echo(table(rows, ["ID", "INTEGRATION", "ISSUE", "STATUS", "OUTCOME", "RECEIVED"]))
@@ -105,6 +106,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def outcomes(view: dict[str, Any]) -> str | None:
+    """Both parts of a delivery's outcome: the assignee's and, when it changed the status,
+    the status's."""
+    if view["status_outcome"] is None:
+        return view["outcome"]  # type: ignore[no-any-return]
+    return f"{view['outcome'] or '-'}, status {view['status_outcome']}"
+
+
 def delivery_view(d: q.Delivery) -> dict[str, Any]:
     """The operator's view of a delivery (CLI `deliveries show`, JSON)."""
     return {
@@ -114,6 +123,8 @@ def delivery_view(d: q.Delivery) -> dict[str, Any]:
         "status": d.status,
         "outcome": d.outcome,
         "detail": d.detail,
+        "status_outcome": d.status_outcome,
+        "status_detail": d.status_detail,
         "attempts": d.attempts,
         "failed_task": d.failed_task_id,
         "received_at": d.received_at.isoformat(),

@@ -1,4 +1,5 @@
-"""`jira-sync integration link|complete|list|webhook-url|rotate-secret|configure|disable`."""
+"""`jira-sync integration link|complete|list|webhook-url|rotate-secret|configure|map-status|
+disable`."""
 
 from __future__ import annotations
 
@@ -70,12 +71,14 @@ def register(sub: Any) -> None:
 
     p = cmds.add_parser(
         "configure",
-        help="assignee sync per organization, the signature requirement, Jira's version",
+        help="assignee and status sync per organization, the signature requirement, Jira's version",
     )
     p.add_argument("id", type=int)
     p.add_argument("--organization", metavar="SLUG", help="where the assignment switches apply")
     p.add_argument("--reverse-assignment", type=_on_off, metavar="on|off", help="Jira -> us")
     p.add_argument("--forward-assignment", type=_on_off, metavar="on|off", help="us -> Jira")
+    p.add_argument("--reverse-status", type=_on_off, metavar="on|off", help="Jira -> us")
+    p.add_argument("--forward-status", type=_on_off, metavar="on|off", help="us -> Jira")
     p.add_argument(
         "--require-signature",
         type=_on_off,
@@ -88,6 +91,18 @@ def register(sub: Any) -> None:
         help="read Jira's version again and re-register the webhook on the API it uses",
     )
     p.set_defaults(handler=cmd_configure)
+
+    p = cmds.add_parser(
+        "map-status",
+        help="the Jira status to move a project's issues to when their group is resolved "
+        "or unresolved",
+    )
+    p.add_argument("id", type=int)
+    p.add_argument("--organization", required=True, metavar="SLUG")
+    p.add_argument("--jira-project", required=True, metavar="KEY", help="e.g. APP")
+    p.add_argument("--resolved", required=True, metavar="STATUS", help="Jira status id or name")
+    p.add_argument("--unresolved", required=True, metavar="STATUS", help="Jira status id or name")
+    p.set_defaults(handler=cmd_map_status)
 
     p = cmds.add_parser("disable", help="refuse this instance's webhooks from now on")
     p.add_argument("id", type=int)
@@ -146,7 +161,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in rows:
         orgs = ", ".join(
             f"{o['organization']}(reverse {'on' if o['reverse_assignment'] else 'off'}, "
-            f"forward {'on' if o['forward_assignment'] else 'off'})"
+            f"forward {'on' if o['forward_assignment'] else 'off'}, "
+            f"status reverse {'on' if o['reverse_status'] else 'off'}, "
+            f"status forward {'on' if o['forward_status'] else 'off'})"
             for o in r["organizations"]
         )
         status = r["status"] + (" rotating" if r["rotation_in_progress"] else "")
@@ -192,16 +209,19 @@ def cmd_configure(args: argparse.Namespace) -> int:
         for name, value in (
             ("reverse", args.reverse_assignment),
             ("forward", args.forward_assignment),
+            ("reverse_status", args.reverse_status),
+            ("forward_status", args.forward_status),
         )
         if value is not None
     }
     if not (switches or args.require_signature is not None or args.refresh_server_info):
         raise CliError(
-            "nothing to configure: give --reverse-assignment or --forward-assignment (with "
-            "--organization), --require-signature or --refresh-server-info"
+            "nothing to configure: give --reverse-assignment, --forward-assignment, "
+            "--reverse-status or --forward-status (with --organization), --require-signature "
+            "or --refresh-server-info"
         )
     if switches and not args.organization:
-        raise CliError("--reverse-assignment and --forward-assignment need --organization SLUG")
+        raise CliError("the assignment and status switches need --organization SLUG")
     res = resources.current()
     if args.refresh_server_info:
         try:
@@ -211,16 +231,34 @@ def cmd_configure(args: argparse.Namespace) -> int:
         echo(f"Integration {args.id}: webhook registered in {linking.describe(server)}")
     if args.require_signature is not None:
         changed = linking.require_signature(res, args.id, args.require_signature)
-        state = "required" if args.require_signature else "not required (checked when sent)"
-        echo(f"Integration {args.id}: signature {state}" + ("" if changed else ", unchanged"))
+        required = "required" if args.require_signature else "not required (checked when sent)"
+        echo(f"Integration {args.id}: signature {required}" + ("" if changed else ", unchanged"))
     if switches:
         config = linking.configure(res, args.id, args.organization, switches)
-        reverse = "on" if config.get(linking.SYNC_SWITCHES["reverse"]) else "off"
-        forward = "on" if config.get(linking.SYNC_SWITCHES["forward"]) else "off"
+        state = {
+            name: "on" if config.get(key) else "off" for name, key in linking.SYNC_SWITCHES.items()
+        }
         echo(
-            f"Integration {args.id}, {args.organization}: reverse assignment {reverse}, "
-            f"forward assignment {forward}"
+            f"Integration {args.id}, {args.organization}: reverse assignment {state['reverse']}, "
+            f"forward assignment {state['forward']}, reverse status {state['reverse_status']}, "
+            f"forward status {state['forward_status']}"
         )
+    return EXIT_OK
+
+
+def cmd_map_status(args: argparse.Namespace) -> int:
+    linking.map_status(
+        resources.current(),
+        args.id,
+        args.organization,
+        args.jira_project,
+        args.resolved,
+        args.unresolved,
+    )
+    echo(
+        f"Integration {args.id}, {args.organization}, Jira project {args.jira_project.strip()}: "
+        f"resolved -> {args.resolved.strip()}, unresolved -> {args.unresolved.strip()}"
+    )
     return EXIT_OK
 
 

@@ -7,7 +7,8 @@ other body must carry what the steps will read, or it is a BadPayload naming the
 an integer `timestamp`, `issue.key`, `changelog.items` as a list of objects with a string
 `field`, `changelog.id` (when present) as an integer or a string of digits, and, when an item
 changes the `assignee`, an `issue.fields` object with an `assignee` key (null or an object).
-A missing assignee key is malformed input, never an unassignment.
+A missing assignee key is malformed input, never an unassignment. An item changing the
+`status` carries Jira status ids: `to` a string, `from` a string or null (SPEC 10).
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ class IssueEvent:
     assignee_changed: bool
     assignee_present: bool
     assignee_email: str | None
+    # The last `status` item's Jira status ids (status_to None: no status change).
+    status_from: str | None = None
+    status_to: str | None = None
+
+    @property
+    def status_changed(self) -> bool:
+        return self.status_to is not None
 
     @property
     def order(self) -> tuple[int, int]:
@@ -46,11 +54,14 @@ def read_event(payload: Mapping[str, Any]) -> IssueEvent | None:
     if not items:
         return None
     assignee_changed = False
+    status: tuple[str | None, str] | None = None
     for index, item in enumerate(items):
         field = _object(item, f"changelog.items[{index}]").get("field")
         if not isinstance(field, str):
             raise BadPayload(f"changelog.items[{index}].field must be a string")
         assignee_changed = assignee_changed or field == "assignee"
+        if field == "status":
+            status = _status_ids(item, f"changelog.items[{index}]")
     issue = payload.get("issue")
     if not isinstance(issue, dict):
         raise BadPayload("issue.key is missing (no issue object)")
@@ -66,6 +77,8 @@ def read_event(payload: Mapping[str, Any]) -> IssueEvent | None:
         assignee_changed=assignee_changed,
         assignee_present=assignee is not None,
         assignee_email=(email or "").strip() or None,
+        status_from=status[0] if status else None,
+        status_to=status[1] if status else None,
     )
 
 
@@ -102,6 +115,16 @@ def _assignee(issue: Mapping[str, Any]) -> dict[str, Any] | None:
     if assignee is not None and not isinstance(assignee, dict):
         raise BadPayload("issue.fields.assignee must be null or an object")
     return assignee
+
+
+def _status_ids(item: Mapping[str, Any], path: str) -> tuple[str | None, str]:
+    """A status item's (from, to) Jira status ids."""
+    old, new = item.get("from"), item.get("to")
+    if not isinstance(new, str) or not new.strip():
+        raise BadPayload(f"{path}.to must be a Jira status id")
+    if old is not None and not isinstance(old, str):
+        raise BadPayload(f"{path}.from must be a Jira status id or null")
+    return (old or "").strip() or None, new.strip()
 
 
 def _issue_key(key: Any) -> str:

@@ -6,11 +6,15 @@ from enum import IntEnum
 
 
 class ActivityType(IntEnum):
+    SET_RESOLVED = 1
+    SET_UNRESOLVED = 2
     ASSIGNED = 11
     UNASSIGNED = 12
 
 
 class HistoryStatus(IntEnum):
+    UNRESOLVED = 0
+    RESOLVED = 1
     ASSIGNED = 5
     UNASSIGNED = 6
 

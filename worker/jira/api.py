@@ -21,6 +21,7 @@ from oauthlib.oauth1 import SIGNATURE_RSA
 from requests_oauthlib import OAuth1
 
 from worker.domain.errors import InvalidInput, JiraRejected, JiraUnavailable, NotFound
+from worker.domain.status import Transition
 from worker.store.db import transaction
 from worker.store.queries import integrations as q
 
@@ -308,6 +309,52 @@ class JiraClient:
             "PUT", f"/rest/api/2/issue/{quote(issue_key, safe='')}/assignee", json={"name": name}
         )
 
+    def status_categories(self) -> dict[str, str]:
+        """Every status of the instance: its id -> its status category key (`done`, ...)."""
+        statuses = self._json("GET", "/rest/api/2/status", "status list")
+        if not isinstance(statuses, list):
+            raise JiraRejected("Jira's status list is not a list")
+        found = {}
+        for status in statuses:
+            category = status.get("statusCategory") if isinstance(status, dict) else None
+            if isinstance(category, dict) and status.get("id") is not None:
+                found[str(status["id"])] = str(category.get("key", ""))
+        return found
+
+    def issue_status(self, issue_key: str) -> dict[str, Any]:
+        """The issue's current status object (id, name, statusCategory)."""
+        issue = self._json("GET", _issue_path(issue_key), "issue", params={"fields": "status"})
+        status = issue.get("fields", {}).get("status") if isinstance(issue, dict) else None
+        if not isinstance(status, dict):
+            raise JiraRejected(f"Jira's answer for {issue_key} has no fields.status")
+        return status
+
+    def transitions(self, issue_key: str) -> list[Transition]:
+        """The workflow transitions the issue can take now, each with its target status."""
+        found = self._json("GET", _issue_path(issue_key) + "/transitions", "transition list")
+        listed = found.get("transitions") if isinstance(found, dict) else None
+        if not isinstance(listed, list):
+            raise JiraRejected(f"Jira's transition list for {issue_key} is malformed")
+        return [
+            Transition(str(t["id"]), t["to"])
+            for t in listed
+            if isinstance(t, dict) and t.get("id") is not None and isinstance(t.get("to"), dict)
+        ]
+
+    def transition(self, issue_key: str, transition_id: str) -> None:
+        """Move the issue through one workflow transition."""
+        self._call(
+            "POST",
+            _issue_path(issue_key) + "/transitions",
+            json={"transition": {"id": transition_id}},
+        )
+
+    def _json(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+        try:
+            return self._call(method, path, **kwargs).json()
+        except ValueError:
+            raise JiraRejected(f"Jira's {what} answer is not JSON") from None
+
     def server_info(self) -> ServerInfo:
         """The instance's version and deployment type."""
         try:
@@ -350,6 +397,10 @@ class JiraClient:
         self._call("PUT", first, json=body)
         for hook_path in extra:
             self._call("DELETE", hook_path)
+
+
+def _issue_path(issue_key: str) -> str:
+    return f"/rest/api/2/issue/{quote(issue_key, safe='')}"
 
 
 def _webhook_id(hook: dict[str, Any]) -> str:

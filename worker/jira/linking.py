@@ -25,6 +25,7 @@ from worker.jira import api
 from worker.receiver import tokens
 from worker.runtime.resources import Resources
 from worker.store.db import Connection, transaction
+from worker.store.queries import group_status as q_status
 from worker.store.queries import integrations as q
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ MAX_EXTERNAL_ID_CHARS = 64
 SYNC_SWITCHES = {
     "reverse": "sync_reverse_assignment",
     "forward": "sync_forward_assignment",
+    "reverse_status": "sync_status_reverse",
+    "forward_status": "sync_status_forward",
 }
 
 
@@ -333,6 +336,12 @@ def list_view(res: Resources) -> list[dict[str, Any]]:
                             "status": link.status,
                             "reverse_assignment": bool(link.config.get(SYNC_SWITCHES["reverse"])),
                             "forward_assignment": bool(link.config.get(SYNC_SWITCHES["forward"])),
+                            "reverse_status": bool(
+                                link.config.get(SYNC_SWITCHES["reverse_status"])
+                            ),
+                            "forward_status": bool(
+                                link.config.get(SYNC_SWITCHES["forward_status"])
+                            ),
                         }
                         for link in q.organization_links(conn, i.id)
                     ],
@@ -454,11 +463,13 @@ def require_signature(res: Resources, integration_id: int, on: bool) -> bool:
 def configure(
     res: Resources, integration_id: int, organization: str, switches: dict[str, bool]
 ) -> dict[str, Any]:
-    """Turn reverse (inbound) / forward (outbound) assignee sync on or off for one org."""
+    """Turn reverse (inbound) / forward (outbound) assignee and status sync on or off for
+    one org."""
     changes = {SYNC_SWITCHES[name]: on for name, on in switches.items()}
     if not changes:
         raise InvalidInput(
-            "nothing to configure: give --reverse-assignment or --forward-assignment"
+            "nothing to configure: give --reverse-assignment, --forward-assignment, "
+            "--reverse-status or --forward-status"
         )
     with transaction(res.pool) as conn:
         _integration(conn, integration_id)
@@ -475,6 +486,39 @@ def configure(
         extra={"integration_id": integration_id, "organization": organization, **changes},
     )
     return link.config
+
+
+def map_status(
+    res: Resources,
+    integration_id: int,
+    organization: str,
+    jira_project: str,
+    resolved: str,
+    unresolved: str,
+) -> None:
+    """The Jira statuses (id or name) an organization's issues of one Jira project are moved
+    to when their group is resolved or unresolved (SPEC 10, outbound)."""
+    project = jira_project.strip()
+    if not project or "-" in project:
+        raise InvalidInput(f"Jira project must be a project key like APP, got {jira_project!r}")
+    names = {"--resolved": resolved.strip(), "--unresolved": unresolved.strip()}
+    for option, value in names.items():
+        if not value:
+            raise InvalidInput(f"{option} must name a Jira status (its id or name)")
+    with transaction(res.pool) as conn:
+        _integration(conn, integration_id)
+        org_id = _organization_ids(conn, [organization])[organization]
+        if not any(x.organization_id == org_id for x in q.organization_links(conn, integration_id)):
+            raise NotFound(
+                f"organization {organization} is not linked to integration {integration_id}"
+            )
+        q_status.set_status_mapping(
+            conn, org_id, integration_id, project, names["--resolved"], names["--unresolved"]
+        )
+    log.info(
+        "integration.status_mapped",
+        extra={"integration_id": integration_id, "organization": organization, "project": project},
+    )
 
 
 def disable(res: Resources, integration_id: int) -> bool:

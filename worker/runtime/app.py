@@ -27,6 +27,7 @@ TASK_MODULES = [
     "tasks.side_effects",
     "tasks.projects",
     "tasks.maintenance",
+    "tasks.status",
 ]
 
 

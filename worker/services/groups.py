@@ -1,4 +1,5 @@
-"""The read model of a group: assignee, subscriptions, activity, history, cache state.
+"""The read model of a group: status, assignee, subscriptions, activity, history, cache
+state; and resolving or unresolving a group here (the tracker's side of status sync).
 
 This is the read path of the assignee-exists cache: reading fills it (24 h when an assignee
 exists, 60 s when none), as the original system's readers did.
@@ -12,8 +13,10 @@ from worker import cache
 from worker.domain.assignment import Assignee
 from worker.domain.errors import NotFound
 from worker.domain.model import ActivityType, HistoryStatus, reason_name
+from worker.domain.status import GroupStatus
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
+from worker.store.queries import group_status as q_status
 from worker.store.queries import groups as q
 from worker.store.queries import inbound as q_inbound
 
@@ -45,6 +48,8 @@ def show_group(res: Resources, group_id: int) -> dict[str, Any]:
     return {
         "id": group["id"],
         "project": group["project_id"],
+        "status": group["status"],
+        "resolved_at": group["resolved_at"].isoformat() if group["resolved_at"] else None,
         "assignee": _assignee(assignee),
         "subscriptions": [{**_actor(s), "reason": reason_name(s["reason"])} for s in subscriptions],
         "activity": [
@@ -56,6 +61,20 @@ def show_group(res: Resources, group_id: int) -> dict[str, Any]:
         ],
         "assignee_exists_cache": cached_before,
     }
+
+
+def set_status(res: Resources, group_id: int, status: GroupStatus) -> bool:
+    """Resolve or unresolve a group (activity and history by no acting user); False when it
+    already is in that state (nothing written)."""
+    with transaction(res.pool) as conn:
+        group = q_status.lock_group_status(conn, group_id)
+        if group is None:
+            raise NotFound(f"no such group {group_id}")
+        if group.status == status:
+            return False
+        ref = q_inbound.GroupRef(group.id, group.project_id)
+        q_status.change_group_status(conn, ref, status, {}, None)
+    return True
 
 
 def _assignee(assignee: Assignee | None) -> dict[str, Any] | None:

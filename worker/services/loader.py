@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from worker.domain.errors import InvalidInput
 from worker.domain.model import SubscriptionReason
+from worker.domain.status import GroupStatus
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import reference as q
@@ -27,6 +28,8 @@ ORG_LINK: Spec = {
     "organization": (str, True),
     "sync_reverse_assignment": (bool, False),
     "sync_forward_assignment": (bool, False),
+    "sync_status_reverse": (bool, False),
+    "sync_status_forward": (bool, False),
     "status": (str, False),
 }
 SECTIONS: dict[str, Spec] = {
@@ -39,7 +42,7 @@ SECTIONS: dict[str, Spec] = {
     "projects": {"id": (int, True), "organization": (str, True), "slug": (str, True),
                  "name": (str, True), "teams": ([int], False)},
     "groups": {"id": (int, True), "project": (int, True), "title": (str, False),
-               "last_seen": (str, False)},
+               "last_seen": (str, False), "status": (str, False), "resolved_at": (str, False)},
     "integrations": {"id": (int, True), "external_id": (str, True), "name": (str, False),
                      "base_url": (str, True), "verify_ssl": (bool, False),
                      "consumer_key": (str, True), "private_key": (str, True),
@@ -56,6 +59,7 @@ SECTIONS: dict[str, Spec] = {
                               "type": (str, True), "value": (str, True)},
 }  # fmt: skip
 STATUSES = ("active", "disabled")
+GROUP_STATUSES = tuple(str(s) for s in GroupStatus)
 MAX_ID = (1 << 63) - 1
 
 
@@ -150,11 +154,16 @@ def _check_refs(doc: dict[str, Any], known: Known) -> list[str]:
             ref(f"projects[{i}].teams[{j}]", team_id, known.teams, "team")
     for i, group in enumerate(doc.get("groups", [])):
         ref(f"groups[{i}].project", group["project"], known.projects, "project")
-        if "last_seen" in group:
-            try:
-                datetime.fromisoformat(group["last_seen"].replace("Z", "+00:00"))
-            except ValueError:
-                errors.append(f"groups[{i}].last_seen: must be an ISO-8601 time")
+        for name in ("last_seen", "resolved_at"):
+            if name in group:
+                try:
+                    datetime.fromisoformat(group[name].replace("Z", "+00:00"))
+                except ValueError:
+                    errors.append(f"groups[{i}].{name}: must be an ISO-8601 time")
+        if group.get("status", "unresolved") not in GROUP_STATUSES:
+            errors.append(f"groups[{i}].status: must be one of {', '.join(GROUP_STATUSES)}")
+        elif "resolved_at" in group and group.get("status") != "resolved":
+            errors.append(f"groups[{i}].resolved_at: only a resolved group has one")
     for i, integ in enumerate(doc.get("integrations", [])):
         if len(integ["external_id"]) > 64:
             errors.append(f"integrations[{i}].external_id: at most 64 characters")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +31,9 @@ class Delivery:
     queued_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    # The status part (SPEC 10): None until applied, or when the delivery changes no status.
+    status_outcome: str | None = None
+    status_detail: dict[str, Any] = field(default_factory=dict)
 
 
 # queued_at is when the first step was last put on the broker (a re-send moves it).
@@ -118,14 +121,25 @@ LIST_DELIVERIES = """
 SELECT * FROM webhook_delivery
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(outcome)s::text IS NULL OR outcome = %(outcome)s)
+  AND (%(status_outcome)s::text IS NULL OR status_outcome = %(status_outcome)s)
 ORDER BY id DESC LIMIT %(limit)s
 """
 
 
 def list_deliveries(
-    conn: Connection, status: str | None, outcome: str | None, limit: int
+    conn: Connection,
+    status: str | None,
+    outcome: str | None,
+    limit: int,
+    status_outcome: str | None = None,
 ) -> list[Delivery]:
-    rows = conn.execute(LIST_DELIVERIES, {"status": status, "outcome": outcome, "limit": limit})
+    params = {
+        "status": status,
+        "outcome": outcome,
+        "limit": limit,
+        "status_outcome": status_outcome,
+    }
+    rows = conn.execute(LIST_DELIVERIES, params)
     return [Delivery(**r) for r in rows]
 
 

@@ -1,4 +1,4 @@
-"""SQL for reading a group's assignment state (`jira-sync group show`)."""
+"""SQL for reading a group's assignment and status state (`jira-sync group show`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from typing import Any
 
 from worker.store.db import Connection
 
-SELECT_GROUP = "SELECT id, project_id, title, last_seen FROM issue_group WHERE id = %s"
+SELECT_GROUP = """
+SELECT id, project_id, title, last_seen, status, resolved_at FROM issue_group WHERE id = %s
+"""
 SELECT_SUBSCRIPTIONS = """
 SELECT user_id, team_id, reason FROM group_subscription
 WHERE group_id = %s ORDER BY user_id NULLS LAST, team_id

@@ -273,7 +273,7 @@ def delete_assignee(conn: Connection, group_id: int) -> None:
 INSERT_ACTIVITY = """
 INSERT INTO activity (group_id, project_id, type, user_id, data, delivery_id)
 VALUES (%s, %s, %s, NULL, %s, %s)
-ON CONFLICT (delivery_id, group_id) WHERE delivery_id IS NOT NULL DO NOTHING
+ON CONFLICT (delivery_id, group_id, type) WHERE delivery_id IS NOT NULL DO NOTHING
 """
 
 
@@ -282,9 +282,10 @@ def insert_activity(
     group: GroupRef,
     type_: ActivityType,
     data: dict[str, Any],
-    delivery_id: int,
+    delivery_id: int | None,
 ) -> None:
-    """Activity by the system (no acting user); one per delivery and group at most."""
+    """Activity by the system (no acting user); one of a type per delivery and group at most
+    (None: a change made here, not by a delivery)."""
     conn.execute(
         INSERT_ACTIVITY, (group.id, group.project_id, int(type_), Jsonb(data), delivery_id)
     )
@@ -293,12 +294,12 @@ def insert_activity(
 INSERT_HISTORY = """
 INSERT INTO group_history (group_id, project_id, status, actor_id, delivery_id)
 VALUES (%s, %s, %s, NULL, %s)
-ON CONFLICT (delivery_id, group_id) WHERE delivery_id IS NOT NULL DO NOTHING
+ON CONFLICT (delivery_id, group_id, status) WHERE delivery_id IS NOT NULL DO NOTHING
 """
 
 
 def insert_history(
-    conn: Connection, group: GroupRef, status: HistoryStatus, delivery_id: int
+    conn: Connection, group: GroupRef, status: HistoryStatus, delivery_id: int | None
 ) -> None:
     conn.execute(INSERT_HISTORY, (group.id, group.project_id, int(status), delivery_id))
 

@@ -104,17 +104,31 @@ def upsert_projects(conn: Connection, projects: list[dict[str, Any]], orgs: dict
 
 
 UPSERT_GROUP = """
-INSERT INTO issue_group (id, project_id, title, last_seen)
-VALUES (%s, %s, %s, COALESCE(%s::timestamptz, now()))
+INSERT INTO issue_group (id, project_id, title, last_seen, status, resolved_at)
+VALUES (%(id)s, %(project)s, %(title)s, COALESCE(%(seen)s::timestamptz, now()),
+    %(status)s,
+    CASE WHEN %(status)s = 'resolved' THEN COALESCE(%(resolved_at)s::timestamptz, now()) END)
 ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, title = EXCLUDED.title,
-    last_seen = COALESCE(%s::timestamptz, issue_group.last_seen)
+    last_seen = COALESCE(%(seen)s::timestamptz, issue_group.last_seen),
+    status = EXCLUDED.status,
+    resolved_at = CASE WHEN %(status)s = 'resolved' THEN
+        COALESCE(%(resolved_at)s::timestamptz, issue_group.resolved_at, now()) END
 """
 
 
 def upsert_groups(conn: Connection, groups: list[dict[str, Any]]) -> None:
+    """Groups with their status (unresolved unless the document says resolved; resolved_at
+    defaults to when the group was first loaded resolved)."""
     for g in groups:
-        seen = g.get("last_seen")
-        conn.execute(UPSERT_GROUP, (g["id"], g["project"], g.get("title", ""), seen, seen))
+        params = {
+            "id": g["id"],
+            "project": g["project"],
+            "title": g.get("title", ""),
+            "seen": g.get("last_seen"),
+            "status": g.get("status", "unresolved"),
+            "resolved_at": g.get("resolved_at"),
+        }
+        conn.execute(UPSERT_GROUP, params)
 
 
 UPSERT_INTEGRATION = """
@@ -184,6 +198,8 @@ def upsert_integrations(
             config = {
                 "sync_reverse_assignment": link.get("sync_reverse_assignment", False),
                 "sync_forward_assignment": link.get("sync_forward_assignment", False),
+                "sync_status_reverse": link.get("sync_status_reverse", False),
+                "sync_status_forward": link.get("sync_status_forward", False),
             }
             conn.execute(
                 UPSERT_ORG_INTEGRATION,

@@ -1,0 +1,186 @@
+"""Outbound status sync (SPEC 10): resolving or unresolving a group here moves its linked Jira
+issues through a workflow transition to the mapped status (signed), skips an issue already
+there, records a missing mapping or transition as a replayable failure, and Jira's webhook for
+our own transition changes nothing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tasks.pipeline import OUTBOUND_STATUS
+from tests.conftest import Servers, WorkerProcess, launch_worker, wait_for
+from tests.fakejira import FakeJira, FakeJiraServer
+from tests.integration.failure_support import failed_records
+from tests.integration.inbound_support import (
+    GROUP,
+    declare_queues,
+    group_state,
+    integration,
+    post,
+    wait_finished,
+    wait_idle,
+)
+from tests.integration.status_support import (
+    CLOSED,
+    OPEN,
+    REOPENED,
+    RESOLVED,
+    STATUS_ACTIVITY,
+    group_status,
+    status_outcome,
+    status_payload,
+    status_scene,
+)
+from worker.cli import main
+from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK
+from worker.domain.model import ActivityType
+from worker.runtime.resources import Resources
+
+TRANSITIONS = "/rest/api/2/issue/APP-1/transitions"
+OTHER = 2  # a second Jira instance, its issue OPS-9 linked to the same group
+TS = 1_764_000_000_000
+
+
+@pytest.fixture(scope="module")
+def module_worker(
+    servers: Servers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    log_path = tmp_path_factory.mktemp("status-outbound") / "worker.log"
+    handle = launch_worker({**os.environ, **servers.env}, log_path, concurrency=2)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def jira(res: Resources, servers: Servers, module_worker: WorkerProcess) -> Iterator[FakeJira]:
+    """The fake Jira of this test (APP-1 is Open in it), the module's worker idle around it."""
+    declare_queues()
+    server = FakeJiraServer().start()
+    server.fake.add_consumer()
+    server.fake.issue_statuses["APP-1"] = OPEN
+    try:
+        yield server.fake
+    finally:
+        wait_idle(servers.env["BROKER_URL"])
+        server.stop()
+
+
+def map_status(resolved: str = "Resolved", unresolved: str = "4") -> None:
+    assert main(["integration", "map-status", "1", "--organization", "acme",
+                 "--jira-project", "APP", "--resolved", resolved,
+                 "--unresolved", unresolved]) == EXIT_OK  # fmt: skip
+
+
+def moved_to(jira: FakeJira, status_id: str) -> None:
+    wait_for(lambda: jira.issue_statuses["APP-1"] == status_id, 20, f"APP-1 in {status_id}")
+
+
+def test_resolve_and_unresolve_move_the_jira_issue_and_its_echo_changes_nothing(
+    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira, servers: Servers
+) -> None:
+    scene(status_scene(jira, reverse=True, forward=True))
+    map_status()
+    assert main(["group", "resolve", str(GROUP)]) == EXIT_OK
+    moved_to(jira, RESOLVED)
+    posts = jira.calls_to(TRANSITIONS, "POST")
+    assert [(p.json(), p.signed) for p in posts] == [({"transition": {"id": "75"}}, True)]
+    assert all(c.signed for c in jira.calls)
+    assert group_status(res) == ("resolved", True)
+
+    # Jira's webhook for the transition we made: nothing changes, nothing is written.
+    delivery_id = post(res, status_payload(OPEN, RESOLVED, TS, 1))
+    wait_finished(res, [delivery_id])
+    assert status_outcome(res, delivery_id)[2] == "echo"
+    activity = [a for a in group_state(res).activity if a[0] in STATUS_ACTIVITY]
+    assert activity == [(int(ActivityType.SET_RESOLVED), {})]
+
+    assert main(["group", "unresolve", str(GROUP)]) == EXIT_OK
+    moved_to(jira, REOPENED)
+    assert group_status(res) == ("unresolved", False)
+
+    # Already in the mapped status in Jira: looked at, not moved.
+    jira.issue_statuses["APP-1"] = RESOLVED
+    assert main(["group", "resolve", str(GROUP)]) == EXIT_OK
+    wait_idle(servers.env["BROKER_URL"])
+    assert len(jira.calls_to(TRANSITIONS, "POST")) == 2
+    assert len(jira.calls_to("/rest/api/2/issue/APP-1", "GET")) >= 3
+    # Resolving a resolved group: nothing to do.
+    assert main(["group", "resolve", str(GROUP)]) == EXIT_OK
+    assert main(["group", "resolve", "4242"]) == EXIT_NOT_FOUND
+
+
+def test_a_status_change_from_one_jira_moves_the_other_jiras_issue_not_its_own(
+    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira
+) -> None:
+    other = FakeJiraServer().start()
+    try:
+        other.fake.add_consumer()
+        other.fake.issue_statuses["OPS-9"] = OPEN
+        data = status_scene(jira, reverse=True, forward=True)
+        second = integration(
+            OTHER, "ops.acme.test",
+            [{"organization": "acme", "sync_status_reverse": True, "sync_status_forward": True}],
+            base_url=other.fake.base_url,
+        )  # fmt: skip
+        second["access_token"], second["access_token_secret"] = other.fake.grant_access_token()
+        data["integrations"].append(second)
+        data["external_issues"].append(
+            {"id": 8, "integration": OTHER, "organization": "acme", "key": "OPS-9",
+             "groups": [GROUP]}
+        )  # fmt: skip
+        scene(data)
+        map_status()
+        assert main(["integration", "map-status", str(OTHER), "--organization", "acme",
+                     "--jira-project", "OPS", "--resolved", "Closed",
+                     "--unresolved", "Open"]) == EXIT_OK  # fmt: skip
+        delivery_id = post(res, status_payload(OPEN, RESOLVED, TS, 1))
+        wait_finished(res, [delivery_id])
+        assert status_outcome(res, delivery_id)[2] == "resolved"
+        wait_for(lambda: other.fake.issue_statuses["OPS-9"] == CLOSED, 20, "OPS-9 closed")
+        # The source already is where the change came from: not asked, not moved.
+        assert jira.calls_to("/rest/api/2/issue") == []
+        assert jira.issue_statuses["APP-1"] == OPEN
+    finally:
+        other.stop()
+
+
+def test_no_mapping_and_no_transition_are_replayable_failures(
+    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira
+) -> None:
+    scene(status_scene(jira, reverse=False, forward=True))
+    assert main(["group", "resolve", str(GROUP)]) == EXIT_OK
+    records = wait_for(lambda: failed_records(res, OUTBOUND_STATUS), 20, "the failure record")
+    assert (records[0]["error_type"], records[0]["kwargs"]["group_ids"]) == ("NotFound", [GROUP])
+    assert "no status mapping for organization acme, Jira project APP" in records[0]["message"]
+    assert jira.calls_to(TRANSITIONS, "POST") == []
+
+    map_status()
+    jira.unreachable_statuses.add(RESOLVED)  # the workflow has no way to Resolved from Open
+    assert main(["failed", "replay", str(records[0]["id"])]) == EXIT_OK
+    records = wait_for(
+        lambda: [r for r in failed_records(res, OUTBOUND_STATUS) if r["error_type"] != "NotFound"],
+        20,
+        "the second failure record",
+    )
+    assert records[0]["error_type"] == "JiraRejected"
+    assert "no transition of APP-1 leads to status 'Resolved'" in records[0]["message"]
+
+    jira.unreachable_statuses.clear()
+    assert main(["failed", "replay", str(records[0]["id"])]) == EXIT_OK
+    moved_to(jira, RESOLVED)
+
+
+def test_with_forward_status_sync_off_jira_is_not_called(
+    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira, servers: Servers
+) -> None:
+    scene(status_scene(jira, reverse=True, forward=False))
+    map_status()
+    assert main(["group", "resolve", str(GROUP)]) == EXIT_OK
+    wait_idle(servers.env["BROKER_URL"])
+    assert jira.calls == []
+    assert failed_records(res, OUTBOUND_STATUS) == []
+    assert group_status(res) == ("resolved", True)

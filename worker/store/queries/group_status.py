@@ -1,0 +1,219 @@
+"""SQL for status sync (SPEC 10): the issues and groups a status event acts on, a group's
+status and its newest applied status event, a delivery's status outcome, the outbound mapping
+and targets, and the transitions this service made (so their echo changes nothing)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from worker.domain.status import STATUS_RECORDS, GroupStatus
+from worker.store.db import Connection
+from worker.store.queries.inbound import GroupRef, insert_activity, insert_history
+
+# Jira's webhook for a transition this service made arrives within seconds; an older marker
+# (its webhook lost) no longer swallows a change made in Jira by a person.
+ECHO_WINDOW_S = 600
+
+
+@dataclass(frozen=True)
+class StatusIssue:
+    """An external issue row of an organization with inbound status sync on."""
+
+    id: int
+    organization_id: int
+
+
+@dataclass(frozen=True)
+class GroupStatusRow:
+    id: int
+    project_id: int
+    status: str
+
+
+@dataclass(frozen=True)
+class StatusTarget:
+    """A Jira issue linked to a group, on a link with forward status sync on, and the status
+    mapped for its organization and Jira project (None when there is no mapping)."""
+
+    external_issue_id: int
+    integration_id: int
+    organization: str
+    key: str
+    resolved_status: str | None
+    unresolved_status: str | None
+
+
+SELECT_STATUS_SYNCED_ISSUES = """
+SELECT ei.id, ei.organization_id
+FROM external_issue ei
+JOIN organization_integration oi
+  ON oi.organization_id = ei.organization_id AND oi.integration_id = ei.integration_id
+JOIN organization o ON o.id = ei.organization_id
+WHERE ei.integration_id = %s AND ei.key = %s
+  AND oi.status = 'active'
+  AND coalesce((oi.config ->> 'sync_status_reverse')::boolean, false)
+  AND o.issue_sync_enabled
+ORDER BY ei.id
+"""
+
+
+def status_synced_issues(conn: Connection, integration_id: int, key: str) -> list[StatusIssue]:
+    """The issue's rows in organizations with inbound status sync on."""
+    rows = conn.execute(SELECT_STATUS_SYNCED_ISSUES, (integration_id, key))
+    return [StatusIssue(**r) for r in rows]
+
+
+LOCK_GROUP_STATUS = """
+SELECT id, project_id, status FROM issue_group WHERE id = %s FOR NO KEY UPDATE
+"""
+
+
+def lock_group_status(conn: Connection, group_id: int) -> GroupStatusRow | None:
+    """The group's row locked (the lock every change to a group takes), with its status."""
+    row = conn.execute(LOCK_GROUP_STATUS, (group_id,)).fetchone()
+    return None if row is None else GroupStatusRow(**row)
+
+
+SET_GROUP_STATUS = """
+UPDATE issue_group
+SET status = %(status)s,
+    resolved_at = CASE WHEN %(status)s = 'resolved' THEN now() END
+WHERE id = %(id)s
+"""
+
+
+def change_group_status(
+    conn: Connection,
+    group: GroupRef,
+    status: GroupStatus,
+    data: dict[str, Any],
+    delivery_id: int | None,
+) -> None:
+    """Move a locked group into `status` with its activity and history (by the system; a
+    delivery writes each kind once per group)."""
+    conn.execute(SET_GROUP_STATUS, {"status": str(status), "id": group.id})
+    activity, history = STATUS_RECORDS[status]
+    insert_activity(conn, group, activity, data, delivery_id)
+    insert_history(conn, group, history, delivery_id)
+
+
+SELECT_GROUP_STATUS_EVENT = (
+    "SELECT event_ts, changelog_id FROM group_status_event WHERE group_id = %s"
+)
+
+
+def group_status_event(conn: Connection, group_id: int) -> tuple[int, int] | None:
+    row = conn.execute(SELECT_GROUP_STATUS_EVENT, (group_id,)).fetchone()
+    return None if row is None else (int(row["event_ts"]), int(row["changelog_id"]))
+
+
+UPSERT_GROUP_STATUS_EVENT = """
+INSERT INTO group_status_event (group_id, event_ts, changelog_id, delivery_id)
+VALUES (%s, %s, %s, %s)
+ON CONFLICT (group_id) DO UPDATE SET
+    event_ts = EXCLUDED.event_ts, changelog_id = EXCLUDED.changelog_id,
+    delivery_id = EXCLUDED.delivery_id, applied_at = now()
+"""
+
+
+def set_group_status_event(
+    conn: Connection, group_id: int, order: tuple[int, int], delivery_id: int
+) -> None:
+    conn.execute(UPSERT_GROUP_STATUS_EVENT, (group_id, order[0], order[1], delivery_id))
+
+
+SET_STATUS_OUTCOME = """
+UPDATE webhook_delivery SET status_outcome = %s, status_detail = %s, updated_at = now()
+WHERE id = %s
+"""
+
+
+def set_status_outcome(
+    conn: Connection, delivery_id: int, outcome: str, detail: dict[str, Any]
+) -> None:
+    conn.execute(SET_STATUS_OUTCOME, (outcome, Jsonb(detail), delivery_id))
+
+
+TAKE_ECHOES = """
+DELETE FROM status_push
+WHERE external_issue_id = ANY(%s) AND status_id = %s
+  AND created_at > now() - make_interval(secs => %s)
+RETURNING external_issue_id
+"""
+
+
+def take_echoes(conn: Connection, issue_ids: list[int], status_id: str) -> set[int]:
+    """The issues this service itself moved to `status_id` lately: their markers are used up
+    (one echo each) and returned."""
+    rows = conn.execute(TAKE_ECHOES, (issue_ids, status_id, ECHO_WINDOW_S))
+    return {int(r["external_issue_id"]) for r in rows}
+
+
+RECORD_STATUS_PUSH = """
+INSERT INTO status_push (external_issue_id, status_id) VALUES (%s, %s)
+ON CONFLICT (external_issue_id) DO UPDATE
+SET status_id = EXCLUDED.status_id, created_at = now()
+"""
+
+
+def record_status_push(conn: Connection, external_issue_id: int, status_id: str) -> None:
+    conn.execute(RECORD_STATUS_PUSH, (external_issue_id, status_id))
+
+
+SELECT_STATUS_TARGETS = """
+SELECT ei.id AS external_issue_id, ei.integration_id, o.slug AS organization, ei.key,
+       m.resolved_status, m.unresolved_status
+FROM group_link gl
+JOIN external_issue ei ON ei.id = gl.external_issue_id
+JOIN organization o ON o.id = ei.organization_id
+JOIN organization_integration oi
+  ON oi.organization_id = ei.organization_id AND oi.integration_id = ei.integration_id
+JOIN integration i ON i.id = ei.integration_id
+LEFT JOIN status_mapping m
+  ON m.organization_id = ei.organization_id AND m.integration_id = ei.integration_id
+ AND m.jira_project = split_part(ei.key, '-', 1)
+WHERE gl.group_id = %s
+  AND oi.status = 'active' AND i.status = 'active'
+  AND coalesce((oi.config ->> 'sync_status_forward')::boolean, false)
+ORDER BY ei.id
+"""
+
+
+def status_targets(conn: Connection, group_id: int) -> list[StatusTarget]:
+    """The Jira issues to move when the group is resolved or unresolved."""
+    return [StatusTarget(**r) for r in conn.execute(SELECT_STATUS_TARGETS, (group_id,))]
+
+
+SELECT_GROUP_STATUS = "SELECT status FROM issue_group WHERE id = %s"
+
+
+def group_status(conn: Connection, group_id: int) -> str | None:
+    row = conn.execute(SELECT_GROUP_STATUS, (group_id,)).fetchone()
+    return None if row is None else str(row["status"])
+
+
+UPSERT_STATUS_MAPPING = """
+INSERT INTO status_mapping
+    (organization_id, integration_id, jira_project, resolved_status, unresolved_status)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (organization_id, integration_id, jira_project) DO UPDATE
+SET resolved_status = EXCLUDED.resolved_status,
+    unresolved_status = EXCLUDED.unresolved_status, updated_at = now()
+"""
+
+
+def set_status_mapping(
+    conn: Connection,
+    organization_id: int,
+    integration_id: int,
+    jira_project: str,
+    resolved: str,
+    unresolved: str,
+) -> None:
+    conn.execute(
+        UPSERT_STATUS_MAPPING,
+        (organization_id, integration_id, jira_project, resolved, unresolved),
+    )
