@@ -41,6 +41,10 @@ class Settings:
     jira_timeout_s: float
     db_pool_max_size: int
     pipeline_batch_size: int
+    reconcile_interval_s: int
+    reconcile_overlap_s: int
+    reconcile_page_size: int
+    reconcile_window_max_results: int
 
     def __repr__(self) -> str:
         shown = []
@@ -160,6 +164,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         jira_timeout_s=float(_number(env, "JIRA_TIMEOUT_S", 10, 1, 300)),
         db_pool_max_size=_number(env, "DB_POOL_MAX_SIZE", 10, 1, 200),
         pipeline_batch_size=_number(env, "PIPELINE_BATCH_SIZE", 200, 1, 1000),
+        reconcile_interval_s=_number(env, "RECONCILE_INTERVAL_S", 300, 10, 86400),
+        reconcile_overlap_s=_number(env, "RECONCILE_OVERLAP_S", 180, 0, 3600),
+        reconcile_page_size=_number(env, "RECONCILE_PAGE_SIZE", 500, 1, 1000),
+        reconcile_window_max_results=_number(
+            env, "RECONCILE_WINDOW_MAX_RESULTS", 10_000, 1, 1_000_000
+        ),
     )
 
 

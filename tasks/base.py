@@ -158,7 +158,14 @@ def _is_celery_control(exc: BaseException) -> bool:
     return isinstance(exc, Retry | Ignore | Reject)
 
 
-CONTEXT_KWARGS = ("delivery_id", "project_id", "group_id", "delivery_ids", "changes")
+CONTEXT_KWARGS = (
+    "delivery_id",
+    "project_id",
+    "group_id",
+    "delivery_ids",
+    "changes",
+    "integration_id",
+)
 
 
 def _context(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """jira-sync: the operator's command line (migrate, load, group, integration, deliveries,
-project, snowflake, cache, failed, run)."""
+project, snowflake, cache, failed, reconcile, run)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "worker.cli.snowflake",
     "worker.cli.cache",
     "worker.cli.failed",
+    "worker.cli.reconcile",
 ]
 
 

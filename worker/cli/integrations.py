@@ -1,4 +1,5 @@
-"""`jira-sync integration link|complete|list|webhook-url|rotate-secret|configure|disable`."""
+"""`jira-sync integration link|complete|list|webhook-url|rotate-secret|configure|disable`
+(configure also switches an integration's reconciliation, SPEC 9)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.cli.common import EXIT_OK, EXIT_UNAVAILABLE, CliError, echo, emit_json, table
-from worker.domain.errors import JiraRejected, JiraUnavailable
+from worker.cli.common import (
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    CliError,
+    echo,
+    emit_json,
+    positive_int,
+    table,
+)
+from worker.domain.errors import JiraRejected, JiraUnavailable, NotFound
+from worker.domain.reconcile import MIN_INTERVAL_S
 from worker.jira import linking
 from worker.runtime import resources
+from worker.store.db import transaction
+from worker.store.queries import reconcile as q_reconcile
 
 
 def _on_off(value: str) -> bool:
@@ -60,11 +72,21 @@ def register(sub: Any) -> None:
     p.add_argument("--finish", action="store_true", help="stop accepting the old secret")
     p.set_defaults(handler=cmd_rotate_secret)
 
-    p = cmds.add_parser("configure", help="turn assignee sync on or off for an organization")
+    p = cmds.add_parser(
+        "configure",
+        help="turn assignee sync on or off for an organization, or reconciliation for the "
+        "integration",
+    )
     p.add_argument("id", type=int)
-    p.add_argument("--organization", required=True, metavar="SLUG")
+    p.add_argument("--organization", metavar="SLUG", help="needed by the assignment switches")
     p.add_argument("--reverse-assignment", type=_on_off, metavar="on|off", help="Jira -> us")
     p.add_argument("--forward-assignment", type=_on_off, metavar="on|off", help="us -> Jira")
+    p.add_argument(
+        "--reconcile", type=_on_off, metavar="on|off", help="periodic search for missed webhooks"
+    )
+    p.add_argument(
+        "--reconcile-interval", type=positive_int, metavar="SECONDS", help="time between sweeps"
+    )
     p.set_defaults(handler=cmd_configure)
 
     p = cmds.add_parser("disable", help="refuse this instance's webhooks from now on")
@@ -156,6 +178,39 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
 
 
 def cmd_configure(args: argparse.Namespace) -> int:
+    reconciling = args.reconcile is not None or args.reconcile_interval is not None
+    if args.organization is None:
+        if args.reverse_assignment is not None or args.forward_assignment is not None:
+            raise CliError("--reverse-assignment and --forward-assignment need --organization")
+        if not reconciling:
+            raise CliError(
+                "nothing to configure: give --organization SLUG with --reverse-assignment or "
+                "--forward-assignment, or --reconcile on|off / --reconcile-interval SECONDS"
+            )
+    if args.reconcile_interval is not None and args.reconcile_interval < MIN_INTERVAL_S:
+        raise CliError(f"--reconcile-interval must be at least {MIN_INTERVAL_S} seconds")
+    if args.organization is not None:
+        _configure_sync(args)
+    if reconciling:
+        _configure_reconcile(args.id, args.reconcile, args.reconcile_interval)
+    return EXIT_OK
+
+
+def _configure_reconcile(integration_id: int, enabled: bool | None, interval_s: int | None) -> None:
+    res = resources.current()
+    with transaction(res.pool) as conn:
+        if not q_reconcile.states(conn, integration_id):
+            raise NotFound(f"no such integration: {integration_id}")
+        q_reconcile.configure(conn, integration_id, enabled, interval_s)
+        state = q_reconcile.states(conn, integration_id)[0]
+    every = state.interval_s or res.settings.reconcile_interval_s
+    echo(
+        f"Integration {integration_id}: reconciliation {'on' if state.enabled else 'off'}, "
+        f"every {every} s"
+    )
+
+
+def _configure_sync(args: argparse.Namespace) -> None:
     switches = {
         name: value
         for name, value in (
@@ -171,7 +226,6 @@ def cmd_configure(args: argparse.Namespace) -> int:
         f"Integration {args.id}, {args.organization}: reverse assignment {reverse}, "
         f"forward assignment {forward}"
     )
-    return EXIT_OK
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
