@@ -97,7 +97,6 @@ def sweep(
     )
     result = Sweep(integration_id, window.start_ms, window.start_ms)
     name = f"integration {integration_id} ({state.external_id})"
-    error: str | None = None
     client = client_for_integration(res, integration_id)
     try:
         end_ms = window.end_ms
@@ -111,23 +110,14 @@ def sweep(
                 break
             window = Window(window.end_ms, end_ms)
     except JiraUnavailable as exc:
-        error = f"Jira unavailable, tried again at the next run: {exc}"
+        _record(res, result, dry_run, f"Jira unavailable, tried again at the next run: {exc}")
         raise JiraUnavailable(f"{name}: {exc}") from exc
     except JiraRejected as exc:
-        error = f"Jira refused: {exc}"
+        _record(res, result, dry_run, f"Jira refused: {exc}")
         raise JiraRejected(f"{name}: {exc}", status=exc.status) from exc
     finally:
         client.close()
-        if not dry_run:
-            with transaction(res.pool) as conn:
-                q.record_run(
-                    conn,
-                    integration_id,
-                    requests=result.requests,
-                    checked=result.checked,
-                    found=len(result.fed),
-                    error=error,
-                )
+    _record(res, result, dry_run, None)
     log.info(
         "reconcile.finished",
         extra={
@@ -141,6 +131,21 @@ def sweep(
         },
     )
     return result
+
+
+def _record(res: Resources, result: Sweep, dry_run: bool, error: str | None) -> None:
+    """What a sweep did, for `reconcile status`; a dry run records nothing."""
+    if dry_run:
+        return
+    with transaction(res.pool) as conn:
+        q.record_run(
+            conn,
+            result.integration_id,
+            requests=result.requests,
+            checked=result.checked,
+            found=len(result.fed),
+            error=error,
+        )
 
 
 def _read_window(
