@@ -3,9 +3,11 @@ issue's Jira assignee is remembered, whether an issue Jira reports must be fed i
 pipeline, and the synthetic delivery that feeds it.
 
 A fed issue becomes a delivery like a webhook's: a `jira:issue_updated` body whose changelog
-changes the assignee and whose `issue.fields.assignee` is the one Jira reports now. Its
-timestamp is the issue's `updated` and its changelog id 0, so it sorts after every event
-older than the state Jira reported and before a real webhook of the same instant.
+changes the assignee and whose `issue.fields.assignee` is the one Jira reports now. It carries
+Jira's state as of the issue's `updated`, after every change made up to that instant: its
+timestamp is `updated` and its changelog id the largest there is, so it sorts after every
+event of that millisecond or before (those end `stale` if they arrive later) and before any
+later one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from worker.domain.errors import BadPayload
+from worker.domain.event import BIGINT_MAX
 
 # How an unassigned issue is remembered (external_issue.jira_assignee); NULL is "never known".
 UNASSIGNED = ""
@@ -136,7 +139,7 @@ def synthetic_body(issue: FoundIssue) -> dict[str, Any]:
         "source": SOURCE,
         "issue": {"id": issue.id, "key": issue.key, "fields": {"assignee": issue.assignee}},
         "changelog": {
-            "id": "0",
+            "id": BIGINT_MAX,
             "items": [{"field": "assignee", "fieldtype": "jira", "from": None, "to": name}],
         },
     }
