@@ -9,6 +9,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -36,7 +37,7 @@ from tests.integration.inbound_support import (
     wait_idle,
 )
 from worker.cli import main
-from worker.cli.common import EXIT_OK, EXIT_UNAVAILABLE
+from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from worker.jira import reconcile as sweeps
 from worker.runtime.app import app
 from worker.runtime.resources import Resources
@@ -293,3 +294,46 @@ def test_our_own_outbound_push_is_not_fed_back(
     wait_for(lambda: jira.issues["OPS-9"].assignee == "ann", 15, "the push to OPS-9")
     code, out, _ = run(capsys, "run", "--since", "10m")
     assert code == EXIT_OK and out.count("0 change(s) fed") == 2, out
+
+
+def test_a_window_matching_too_many_issues_is_narrowed_and_read_whole(
+    res: Resources, jira: FakeJira, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):  # four minutes apart
+        jira.set_issue(f"APP-{n + 1}", "bob", now_ms(720 - 240 * n))
+    monkeypatch.setattr(res, "settings", replace(res.settings, reconcile_window_max_results=1))
+    result = sweeps.sweep(res, JIRA, lambda ids: enqueue(res, ids), since_ms=now_ms(900))
+    assert [f.issue_key for f in result.fed] == ["APP-1", "APP-2", "APP-3"]
+    assert result.requests > 3  # narrowed windows, each searched again
+    jql = [c.query["jql"] for c in jira.calls_to("/rest/api/2/search")]
+    assert len(set(jql)) > 3
+    wait_finished(res, [f.delivery_id for f in result.fed if f.delivery_id])
+    assert [group_state(res, GROUP + n).assignee for n in range(3)] == [BOB, BOB, BOB]
+    with transaction(res.pool) as conn:
+        row = conn.execute("SELECT watermark_ms FROM reconcile_state").fetchone()
+    assert row is not None and row["watermark_ms"] == result.end_ms
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "names"),
+    [
+        (["integration", "configure", "1"], EXIT_USAGE, "nothing to configure"),
+        (["integration", "configure", "1", "--reverse-assignment", "on"], EXIT_USAGE,
+         "--organization"),
+        (["integration", "configure", "1", "--reconcile-interval", "5"], EXIT_USAGE, "at least 10"),
+        (["integration", "configure", "9", "--reconcile", "on"], EXIT_NOT_FOUND, "integration: 9"),
+        (["reconcile", "run", "--integration", "9"], EXIT_NOT_FOUND, "integration: 9"),
+        (["reconcile", "run", "--since", "2999-01-01T00:00:00Z"], EXIT_USAGE, "in the future"),
+    ],
+)  # fmt: skip
+def test_bad_reconcile_arguments_name_what_to_fix(
+    res: Resources,
+    scene: Callable[[dict[str, Any]], None],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    code: int,
+    names: str,
+) -> None:
+    scene(base_scene())
+    assert main(argv) == code
+    assert names in capsys.readouterr().err
