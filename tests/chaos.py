@@ -130,6 +130,7 @@ class Answer:
 class Report:
     sent: int = 0
     dropped: int = 0  # events never posted
+    off_before_sweep: int = 0  # groups not as Jira holds their issue, before the sweep
     reconciled: int = 0  # deliveries the sweep fed
     needless_reconciles: int = 0  # fed for an issue whose last event was delivered
     accepted: int = 0
@@ -163,6 +164,7 @@ class Report:
         rows = [
             ("deliveries sent", self.sent),
             ("events never posted (dropped webhooks)", self.dropped),
+            ("groups not as Jira holds their issue, before the sweep", self.off_before_sweep),
             ("deliveries fed by the reconciliation sweep", self.reconciled),
             ("fed for an issue whose last event was delivered", self.needless_reconciles),
             ("accepted (202)", self.accepted),
@@ -681,6 +683,10 @@ def run(plan: Plan, seed: int | None = None, keep_state: bool = False) -> Report
                 report.failed = int(failed_row["n"])
                 replay_failed(services)
                 wait_for_quiet(res, accepted, plan.quiet_timeout_s)
+            report.off_before_sweep = sum(
+                group_state(res, e.group_id)["assignee"] != e.assignee
+                for e in last_events(events).values()
+            )
             reconcile_once(services)
             wait_for_quiet(res, accepted + fed_ids(res), plan.quiet_timeout_s)
             check(res, report, events, answers, faults.db_down)
