@@ -337,3 +337,15 @@ def test_bad_reconcile_arguments_name_what_to_fix(
     scene(base_scene())
     assert main(argv) == code
     assert names in capsys.readouterr().err
+
+
+def test_a_disabled_integration_is_never_swept(
+    res: Resources, jira: FakeJira, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jira.set_issue("APP-1", "ann", now_ms(10))
+    assert main(["integration", "disable", str(JIRA)]) == EXIT_OK
+    code, out, _ = run(capsys, "run", "--integration", str(JIRA))
+    assert code == EXIT_OK and "Nothing to do" in out
+    assert sweeps.sweep(res, JIRA, lambda ids: None).requests == 0  # e.g. a replayed sweep
+    assert jira.calls_to("/rest/api/2/search") == [] and fed(res) == []
+    assert not status(capsys)["enabled"]

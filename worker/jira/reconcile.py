@@ -79,17 +79,22 @@ def sweep(
     since_ms: int | None = None,
     dry_run: bool = False,
 ) -> Sweep:
-    """Sweep one integration up to now. Jira down: JiraUnavailable; Jira refusing (401, 403,
-    an answer we cannot read): JiraRejected; both name the integration, and the watermark
-    stays where the last whole window left it. A dry run reads and writes nothing."""
+    """Sweep one integration up to now (a disabled one: nothing to do). Jira down:
+    JiraUnavailable; Jira refusing (401, 403, an answer we cannot read): JiraRejected; both
+    name the integration, and the watermark stays where the last whole window left it. A dry
+    run reads and writes nothing."""
     settings = res.settings
     with transaction(res.pool) as conn:
         found = q.states(conn, integration_id)
     if not found:
         raise NotFound(f"integration {integration_id} does not exist")
     state = found[0]
+    now_ms = int(time.time() * 1000)
+    if state.integration_status != "active":  # its webhooks are refused: so are its changes
+        log.info("reconcile.skipped", extra={"integration_id": integration_id})
+        return Sweep(integration_id, now_ms, now_ms)
     window = first_window(
-        int(time.time() * 1000),
+        now_ms,
         state.watermark_ms,
         since_ms,
         state.interval_s or settings.reconcile_interval_s,
