@@ -116,6 +116,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": "jira_sync.maintenance.flush_failure_spool",
                 "schedule": SWEEP_INTERVAL_S,
             },
+            # Each integration's own interval decides when its reconciliation is due.
+            "reconcile-due-integrations": {
+                "task": "jira_sync.maintenance.reconcile_due",
+                "schedule": SWEEP_INTERVAL_S,
+            },
             **(
                 {
                     "drain-dead-letters": {

@@ -52,6 +52,11 @@ class Settings:
         """True when the broker is RabbitMQ (AMQP); otherwise it is Redis."""
         return urlsplit(self.broker_url).scheme in AMQP_SCHEMES
 
+    reconcile_interval_s: int
+    reconcile_overlap_s: int
+    reconcile_page_size: int
+    reconcile_window_max_results: int
+
     def __repr__(self) -> str:
         shown = []
         for f in fields(self):
@@ -180,6 +185,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         broker_delivery_limit=_number(env, "BROKER_DELIVERY_LIMIT", 10, 2, 1000),
         metrics_basic_auth=metrics_auth,
         status_categories_ttl_s=_number(env, "STATUS_CATEGORIES_TTL_S", 3600, 10, 86400),
+        reconcile_interval_s=_number(env, "RECONCILE_INTERVAL_S", 300, 10, 86400),
+        reconcile_overlap_s=_number(env, "RECONCILE_OVERLAP_S", 180, 0, 3600),
+        reconcile_page_size=_number(env, "RECONCILE_PAGE_SIZE", 500, 1, 1000),
+        reconcile_window_max_results=_number(
+            env, "RECONCILE_WINDOW_MAX_RESULTS", 10_000, 1, 1_000_000
+        ),
     )
 
 

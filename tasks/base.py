@@ -177,6 +177,7 @@ CONTEXT_KWARGS = (
     "delivery_ids",
     "changes",
     "group_ids",
+    "integration_id",
 )
 
 

@@ -34,10 +34,12 @@ from worker.domain.assignment import (
 from worker.domain.errors import BadPayload, NotFound
 from worker.domain.event import IssueEvent, parse_event
 from worker.domain.model import ActivityType, HistoryStatus
+from worker.domain.reconcile import assignee_mark
 from worker.runtime.app import app
 from worker.store.db import Connection, transaction
 from worker.store.queries import deliveries as q_deliveries
 from worker.store.queries import inbound as q
+from worker.store.queries import reconcile as q_reconcile
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ def _plan(
     newer = [issue.id for issue in issues if is_newer(event.order, issue.last_event)]
     if newer:
         q.mark_issue_event(conn, newer, event.order)  # the newest event seen, for operators
+        # What the reconciliation sweep compares Jira's assignee with.
+        mark = assignee_mark(event.assignee_present, event.assignee_email)
+        q_reconcile.remember_jira_assignee(conn, newer, mark)
     groups = q.affected_groups(
         conn, [issue.id for issue in issues], sorted({issue.organization_id for issue in issues})
     )

@@ -1,5 +1,5 @@
 """Periodic steps (beat): sweep stored-but-unqueued and stalled deliveries, flush the failure
-spool."""
+spool, and reconcile each linked Jira whose sweep is due (SPEC 9)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ from config.settings import Settings
 from tasks import pipeline
 from tasks.base import Step
 from worker import cache
+from worker.domain.errors import JiraUnavailable
 from worker.domain.retry import retry_window_s
+from worker.jira import reconcile as sweeps
 from worker.receiver import relay
 from worker.runtime.app import app
-from worker.runtime.publish import batch_sender
+from worker.runtime.publish import StepCall, batch_sender
 from worker.store import failures
 from worker.store.db import transaction
 from worker.store.queries import deliveries as q
 from worker.store.queries import inbound as q_inbound
+from worker.store.queries import reconcile as q_reconcile
 
 log = logging.getLogger(__name__)
 
@@ -112,3 +115,34 @@ def dead_letter_record(message: Message) -> failures.FailureRecord:
         traceback="",
         attempts=int(deliveries or 0),
     )
+
+
+RECONCILE = "jira_sync.maintenance.reconcile"
+
+
+@app.task(base=Step, bind=True, name="jira_sync.maintenance.reconcile_due")
+def reconcile_due(self: Step) -> list[int]:
+    """Send one reconciliation per integration whose sweep is due (each claimed until its
+    next run, so no two beats send the same one)."""
+    with transaction(self.resources.pool) as conn:
+        due = q_reconcile.claim_due(conn, self.resources.settings.reconcile_interval_s)
+    if due:
+        with batch_sender(app) as send:
+            send([StepCall(RECONCILE, {"integration_id": i}) for i in due])
+    return due
+
+
+@app.task(base=Step, bind=True, name=RECONCILE)
+def reconcile(self: Step, *, integration_id: int) -> int:
+    """Sweep one integration. Jira down: said in the log and in `reconcile status`, and tried
+    again at its next run; Jira refusing (401, 403): a failure record naming it."""
+    res = self.resources
+    try:
+        result = sweeps.sweep(res, integration_id, lambda ids: relay.enqueue_stored(app, res, ids))
+    except JiraUnavailable as exc:
+        log.warning(
+            "reconcile.jira_unavailable",
+            extra={"integration_id": integration_id, "error": str(exc)},
+        )
+        return 0
+    return len(result.fed)

@@ -19,11 +19,13 @@ from tasks.base import ChangeBatchStep, Step, changes_of
 from worker import cache
 from worker.domain.assignment import Assignee
 from worker.domain.errors import JiraRejected, JiraUserNotFound, NotFound, RetryableError
+from worker.domain.reconcile import assignee_mark
 from worker.jira.api import JiraClient, client_for_integration
 from worker.runtime.app import app
 from worker.runtime.resources import Resources
 from worker.store.db import Connection, transaction
 from worker.store.queries import inbound as q
+from worker.store.queries import reconcile as q_reconcile
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +140,11 @@ def _push(
         if wanted is not None and wanted.user_id is None:
             return None  # a team assignee has no Jira counterpart
         refused: JiraRejected | NotFound | None = None
-        name: str | None = None
+        name, mark = None, assignee_mark(False, None)  # what Jira's assignee will be: nobody
         try:
             client = _client(res, clients, target.integration_id)
-            name = _jira_username(client, target.key, emails) if wanted else None
+            if wanted:
+                name, mark = _jira_username(client, target.key, emails)
             client.set_assignee(target.key, name)
         except (JiraRejected, NotFound) as exc:
             refused = exc  # permanent for this issue only: the other issues still get theirs
@@ -154,6 +157,8 @@ def _push(
                 q.record_outbound_call(
                     conn, delivery_id, group_id, target.external_issue_id, status, detail
                 )
+                if refused is None:  # the reconciliation sweep must not feed our own push back
+                    q_reconcile.remember_jira_assignee(conn, [target.external_issue_id], mark)
         if now == wanted:
             break
         wanted, emails = now, now_emails  # changed while Jira was called: push the newer one
@@ -183,9 +188,10 @@ def _client(res: Resources, clients: dict[int, JiraClient], integration_id: int)
     return clients[integration_id]
 
 
-def _jira_username(client: JiraClient, issue_key: str, emails: list[str]) -> str:
+def _jira_username(client: JiraClient, issue_key: str, emails: list[str]) -> tuple[str, str | None]:
+    """The assignable Jira user with one of these emails: (username, that email's mark)."""
     for email in emails:
         name = client.find_assignable_username(issue_key, email)
         if name is not None:
-            return name
+            return name, assignee_mark(True, email)
     raise JiraUserNotFound(f"no assignable Jira user on {issue_key} has the assignee's email")

@@ -9,10 +9,15 @@ Celery workers (prefork, 2 children each) and beat, then posts real-shaped Jira 
 of them a second copy of another, each issue's events shuffled) while, at random moments, it
 SIGKILLs a worker (the main process with its children, or one pool child) and restarts it,
 restarts Redis once without its data (with `--broker amqp`: RabbitMQ once, in place of Redis)
-and PostgreSQL once. Then it waits for quiet and checks:
-every 202 ends `done` or in the failed-task store; no delivery is applied twice; each group
-ends as the sequential oracle of tests/integration/test_shuffle.py says over the accepted
-deliveries in Jira timestamp order; no 202 was answered while PostgreSQL was down.
+and PostgreSQL once. 10% of the events are never posted
+(the webhooks Jira dropped) but exist in a fake Jira, which holds every issue as its last
+event left it. Once quiet, one reconciliation sweep (`jira-sync reconcile run`) reads that
+Jira, then the run waits for quiet again and checks: every 202 ends `done` or in the
+failed-task store; no delivery is applied twice; each group ends as the last of all its
+events (dropped ones included) left its Jira issue, and as the sequential oracle of
+tests/integration/test_shuffle.py says over the accepted deliveries in Jira timestamp order
+followed by the sweep's; the sweep fed no issue whose last event was delivered; no 202 was
+answered while PostgreSQL was down.
 """
 
 from __future__ import annotations
@@ -46,11 +51,13 @@ from config.settings import default_broker_url, load_settings
 from devtools import rabbitmq as amqp
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.conftest import ROOT, WorkerProcess, launch_worker
+from tests.fakejira import FakeJira, FakeJiraServer
 from tests.integration.inbound_support import (
     ANN,
     BOB,
     CY,
     JIRA,
+    JIRA_USERS,
     PROJECT,
     base_scene,
     jira_payload,
@@ -88,6 +95,7 @@ class Plan:
     quiet_timeout_s: float
     senders: int = 8
     duplicate_ratio: float = 0.10
+    drop_ratio: float = 0.10  # events never posted: only reconciliation can bring them
 
 
 SHORT = Plan(posts=300, issues=20, load_s=40, worker_kills=2, quiet_timeout_s=150)
@@ -127,6 +135,10 @@ class Answer:
 @dataclass
 class Report:
     sent: int = 0
+    dropped: int = 0  # events never posted
+    off_before_sweep: int = 0  # groups not as Jira holds their issue, before the sweep
+    reconciled: int = 0  # deliveries the sweep fed
+    needless_reconciles: int = 0  # fed for an issue whose last event was delivered
     accepted: int = 0
     refused: int = 0
     duplicate_answers: int = 0
@@ -148,6 +160,7 @@ class Report:
             self.lost == 0
             and self.duplicated == 0
             and self.oracle_mismatches == 0
+            and self.needless_reconciles == 0
             and self.accepted_while_db_down == 0
             and self.quiet_after_last_fault_s is not None
         )
@@ -156,6 +169,10 @@ class Report:
         quiet = self.quiet_after_last_fault_s
         rows = [
             ("deliveries sent", self.sent),
+            ("events never posted (dropped webhooks)", self.dropped),
+            ("groups not as Jira holds their issue, before the sweep", self.off_before_sweep),
+            ("deliveries fed by the reconciliation sweep", self.reconciled),
+            ("fed for an issue whose last event was delivered", self.needless_reconciles),
             ("accepted (202)", self.accepted),
             ("refused (503 / no answer)", self.refused),
             ("duplicate (200)", self.duplicate_answers),
@@ -164,7 +181,7 @@ class Report:
             ("failed after the replay", self.still_failed),
             ("lost", self.lost),
             ("duplicated", self.duplicated),
-            ("groups differing from the oracle", self.oracle_mismatches),
+            ("groups differing from the oracle (after the sweep)", self.oracle_mismatches),
             ("202 answered while PostgreSQL was down", self.accepted_while_db_down),
             (
                 "answers while PostgreSQL was down",
@@ -200,10 +217,44 @@ def make_events(plan: Plan, rng: random.Random) -> list[Event]:
 
 
 def make_posts(plan: Plan, events: list[Event], rng: random.Random) -> list[Event]:
-    """Every event once, 10% of the posts a second copy, in random order."""
+    """Every event once, 10% of the posts a second copy, in random order; then the events
+    Jira drops (`drop_ratio` of them) are left out, copies included."""
     posts = events + rng.sample(events, plan.posts - len(events))
     rng.shuffle(posts)
-    return posts
+    dropped = {e.index for e in rng.sample(events, round(len(events) * plan.drop_ratio))}
+    return [e for e in posts if e.index not in dropped]
+
+
+def last_events(events: list[Event]) -> dict[str, Event]:
+    """Per issue, the event that left it as Jira holds it now."""
+    last: dict[str, Event] = {}
+    for event in sorted(events, key=lambda e: (e.ts, e.changelog_id)):
+        last[event.key] = event
+    return last
+
+
+def fake_jira_with(events: list[Event]) -> FakeJiraServer:
+    """A Jira holding every issue as its last event left it, dropped events included."""
+    server = FakeJiraServer(FakeJira()).start()
+    server.fake.add_consumer()
+    for uid in (ANN, BOB, CY):
+        u = JIRA_USERS[uid]
+        server.fake.add_user(u["name"], u["emailAddress"], u["displayName"])
+    for key, event in last_events(events).items():
+        name = JIRA_USERS[event.assignee]["name"] if event.assignee else None
+        server.fake.set_issue(key, name, event.ts)
+    return server
+
+
+def reconcile_once(services: Services) -> None:
+    """One sweep over every event's time, as `jira-sync reconcile run --since` does it."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(BASE_TS // 1000 - 60))
+    out = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "reconcile", "run", "--since", since],
+        cwd=ROOT, env=services.env, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"reconcile run exited {out.returncode}: {out.stderr[-2000:]}")
 
 
 def scene(plan: Plan) -> dict[str, Any]:
@@ -518,21 +569,28 @@ def check(
         else:
             report.done += row["status"] == "done"
             report.still_failed += row["status"] == "failed"
+    fed = reconcile_outcomes(res)
+    report.reconciled = len(fed)
+    last = last_events(events)
+    report.needless_reconciles = sum(last[key].index in delivery_of for key in fed)
     by_group: dict[int, list[Event]] = {}
     for event in events:
         if event.index in delivery_of:
             by_group.setdefault(event.group_id, []).append(event)
-    for group_id, group_events in sorted(by_group.items()):
-        in_order = sorted(group_events, key=lambda e: (e.ts, e.changelog_id))
+    for key, event in sorted(last.items()):
+        in_order = sorted(by_group.get(event.group_id, []), key=lambda e: (e.ts, e.changelog_id))
         oracle = Oracle()
-        for event in in_order:
-            (delivery_id,) = sorted(delivery_of[event.index])[:1]
+        for accepted_event in in_order:
+            (delivery_id,) = sorted(delivery_of[accepted_event.index])[:1]
             if rows.get(delivery_id, {}).get("outcome") != "stale":
-                oracle.apply(event.assignee)
+                oracle.apply(accepted_event.assignee)
+        if fed.get(key, "stale") != "stale":
+            oracle.apply(event.assignee)  # the sweep's delivery comes after all of them
+        group_id = event.group_id
         state = group_state(res, group_id)
         expected_subs = {f"user:{u}": int(SubscriptionReason.ASSIGNED) for u in oracle.subscribed}
         if (
-            state["assignee"] != in_order[-1].assignee
+            state["assignee"] != event.assignee
             or state["assignee"] != oracle.assignee
             or state["subscriptions"] != expected_subs
         ):
@@ -545,6 +603,21 @@ def check(
         elif extra < 0:
             report.oracle_mismatches += 1
             report.problems.append(f"group {group_id}: {-extra} activity rows missing")
+
+
+def fed_ids(res: Resources) -> list[int]:
+    with transaction(res.pool) as conn:
+        rows = conn.execute("SELECT id FROM webhook_delivery WHERE source = 'reconcile'")
+        return [int(r["id"]) for r in rows]
+
+
+def reconcile_outcomes(res: Resources) -> dict[str, str | None]:
+    """The sweep's deliveries: issue key -> outcome."""
+    with transaction(res.pool) as conn:
+        rows = conn.execute(
+            "SELECT issue_key, outcome FROM webhook_delivery WHERE source = 'reconcile'"
+        ).fetchall()
+    return {r["issue_key"]: r["outcome"] for r in rows}
 
 
 def group_state(res: Resources, group_id: int) -> dict[str, Any]:
@@ -591,15 +664,20 @@ def run(
     report = Report()
     with state_folder(keep_state) as state:
         services = Services(state, broker_url)
+        events = make_events(plan, rng)
+        posts = make_posts(plan, events, rng)
+        jira = fake_jira_with(events)
         try:
             services.start()
             res = services.resources()
             data = scene(plan)
-            load_scene(res, data)
             integration = data["integrations"][0]
+            integration["base_url"] = jira.fake.base_url
+            integration["access_token"], integration["access_token_secret"] = (
+                jira.fake.grant_access_token()
+            )
+            load_scene(res, data)
             token = tokens.issue(integration["external_id"], integration["webhook_secret"])
-            events = make_events(plan, rng)
-            posts = make_posts(plan, events, rng)
             faults = Faults(services, plan, rng)
             stop = threading.Event()
             started = time.monotonic()
@@ -610,6 +688,7 @@ def run(
             report.faults = faults.injected
             report.problems += faults.errors
             report.sent = len(answers)
+            report.dropped = len(events) - len({e.index for e in posts})
             report.accepted = sum(a.status == 202 for a in answers)
             report.duplicate_answers = sum(a.status == 200 for a in answers)
             report.refused = report.sent - report.accepted - report.duplicate_answers
@@ -624,10 +703,17 @@ def run(
                 report.failed = int(failed_row["n"])
                 replay_failed(services)
                 wait_for_quiet(res, accepted, plan.quiet_timeout_s)
+            report.off_before_sweep = sum(
+                group_state(res, e.group_id)["assignee"] != e.assignee
+                for e in last_events(events).values()
+            )
+            reconcile_once(services)
+            wait_for_quiet(res, accepted + fed_ids(res), plan.quiet_timeout_s)
             check(res, report, events, answers, faults.db_down)
             res.close()
         finally:
             services.stop()
+            jira.stop()
         print(f"chaos seed={seed} state={state if keep_state else '(removed)'}")
     return report
 

@@ -4,7 +4,8 @@ Every request is checked by oauthlib's own server-side endpoints (RSA-SHA1 again
 consumer's public key), so a wrong signature is refused by code this project did not write.
 It serves the OAuth dance (request token, authorize redirect, access token), server info,
 webhook registration, assignable-user search and assignee updates, the status list, an issue's
-status and its workflow transitions, and records every call. `server_version` picks the
+status and its workflow transitions, the JQL issue search of reconciliation (`issues`:
+`updated >= ms AND updated <= ms`, paginated), and records every call. `server_version` picks the
 generation: 9.x serves only the old webhook resource; 10.x (Data Center) serves the new one
 too, over the same webhooks, and `outgoing` signs the bodies of webhooks registered with a
 secret as Data Center 10 does.
@@ -19,6 +20,7 @@ import functools
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -228,12 +230,39 @@ STATUSES = {
 
 
 @dataclass
+class FakeIssue:
+    """An issue the search serves: when it was last updated and its assignee's username."""
+
+    key: str
+    updated_ms: int
+    assignee: str | None = None
+
+    def as_json(self, fields: set[str], users: list[JiraUser]) -> dict[str, Any]:
+        issue_id = str(10000 + sum(map(ord, self.key)))
+        data: dict[str, Any] = {}
+        if "assignee" in fields:
+            found = [u for u in users if u.name == self.assignee]
+            data["assignee"] = found[0].as_json() if found else None
+        if "updated" in fields:
+            instant = time.gmtime(self.updated_ms // 1000)
+            millis = self.updated_ms % 1000
+            data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S", instant) + f".{millis:03d}+0000"
+        return {"id": issue_id, "key": self.key, "fields": data}
+
+
+JQL_UPDATED = re.compile(r"updated\s*(>=|<=)\s*(\d+)")
+
+
+@dataclass
 class FakeJira:
     """State and behaviour of the fake; tests change the public fields freely."""
 
     consumers: dict[str, str] = field(default_factory=dict)  # consumer key -> public PEM
     users: list[JiraUser] = field(default_factory=list)
     assignees: dict[str, str | None] = field(default_factory=dict)
+    issues: dict[str, FakeIssue] = field(default_factory=dict)
+    # The most issues one search page answers, whatever maxResults asks (Jira caps it too).
+    search_page_cap: int = 1000
     webhooks: list[dict[str, Any]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     request_tokens: dict[str, _RequestToken] = field(default_factory=dict)
@@ -282,6 +311,12 @@ class FakeJira:
         user = JiraUser(name, email, display_name)
         self.users.append(user)
         return user
+
+    def set_issue(self, key: str, assignee: str | None, updated_ms: int | None = None) -> None:
+        """Change an issue in Jira (its `updated` moves to now unless given)."""
+        when = int(time.time() * 1000) if updated_ms is None else updated_ms
+        with self._lock:
+            self.issues[key] = FakeIssue(key, when, assignee)
 
     def approve(self, request_token: str) -> str:
         """The operator clicks "Allow": returns the callback URL Jira redirects to."""
@@ -447,7 +482,11 @@ class FakeJira:
                 return 400, json_type, json.dumps(error)
             with self._lock:
                 self.assignees[key] = name
+                if key in self.issues:
+                    self.issues[key] = FakeIssue(key, int(time.time() * 1000), name)
             return 204, {}, ""
+        if call.path == "/rest/api/2/search" and call.method == "GET":
+            return self._search(call)
         if call.path == "/rest/api/2/status" and call.method == "GET":
             listed = [self.status_json(status_id) for status_id in self.statuses]
             return 200, json_type, json.dumps(listed)
@@ -488,6 +527,30 @@ class FakeJira:
                 self.issue_statuses[key] = found[0]
                 return 204, {}, ""
         return 404, json_type, json.dumps({"errorMessages": ["not found"]})
+
+    def _search(self, call: Call) -> tuple[int, dict[str, str], str]:
+        """JQL `updated >= ms AND updated <= ms` (either bound optional), ordered by updated then
+        key, from startAt, at most maxResults (capped) issues; any other JQL is a 400."""
+        json_type = {"Content-Type": "application/json"}
+        jql = call.query.get("jql", "")
+        bounds = {op: int(value) for op, value in JQL_UPDATED.findall(jql)}
+        rest = (
+            JQL_UPDATED.sub("", jql).replace("AND", "").replace("ORDER BY updated ASC, key ASC", "")
+        )
+        if rest.strip():
+            return 400, json_type, json.dumps({"errorMessages": [f"unsupported JQL: {jql}"]})
+        low, high = bounds.get(">=", 0), bounds.get("<=", 1 << 62)
+        start_at = int(call.query.get("startAt", 0))
+        size = min(int(call.query.get("maxResults", 50)), self.search_page_cap)
+        fields = set(call.query.get("fields", "").split(","))
+        with self._lock:
+            matching = sorted(
+                (i for i in self.issues.values() if low <= i.updated_ms <= high),
+                key=lambda i: (i.updated_ms, i.key),
+            )
+            page = [i.as_json(fields, self.users) for i in matching[start_at : start_at + size]]
+        answer = {"startAt": start_at, "maxResults": size, "total": len(matching), "issues": page}
+        return 200, json_type, json.dumps(answer)
 
 
 def _handler_for(fake: FakeJira) -> type[BaseHTTPRequestHandler]:

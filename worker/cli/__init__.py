@@ -1,5 +1,5 @@
 """jira-sync: the operator's command line (migrate, load, group, integration, deliveries,
-project, snowflake, cache, failed, status, run)."""
+project, snowflake, cache, failed, status, reconcile, run)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "worker.cli.cache",
     "worker.cli.failed",
     "worker.cli.status",
+    "worker.cli.reconcile",
 ]
 
 

@@ -120,6 +120,7 @@ def delivery_view(d: q.Delivery) -> dict[str, Any]:
         "id": d.id,
         "integration": d.integration_id,
         "issue_key": d.issue_key,
+        "source": d.source,
         "status": d.status,
         "outcome": d.outcome,
         "detail": d.detail,

@@ -1,5 +1,5 @@
 """`jira-sync integration link|complete|list|webhook-url|rotate-secret|configure|map-status|
-disable`."""
+disable` (configure also switches an integration's reconciliation, SPEC 9)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ from worker.cli.common import (
     CliError,
     echo,
     emit_json,
+    positive_int,
     table,
 )
-from worker.domain.errors import JiraRejected, JiraUnavailable
+from worker.domain.errors import JiraRejected, JiraUnavailable, NotFound
+from worker.domain.reconcile import MIN_INTERVAL_S
 from worker.jira import linking
 from worker.runtime import resources
+from worker.store.db import transaction
+from worker.store.queries import reconcile as q_reconcile
 
 
 def _on_off(value: str) -> bool:
@@ -71,7 +75,8 @@ def register(sub: Any) -> None:
 
     p = cmds.add_parser(
         "configure",
-        help="assignee and status sync per organization, the signature requirement, Jira's version",
+        help="assignee and status sync per organization, reconciliation, the signature "
+        "requirement, Jira's version",
     )
     p.add_argument("id", type=int)
     p.add_argument("--organization", metavar="SLUG", help="where the assignment switches apply")
@@ -89,6 +94,12 @@ def register(sub: Any) -> None:
         "--refresh-server-info",
         action="store_true",
         help="read Jira's version again and re-register the webhook on the API it uses",
+    )
+    p.add_argument(
+        "--reconcile", type=_on_off, metavar="on|off", help="periodic search for missed webhooks"
+    )
+    p.add_argument(
+        "--reconcile-interval", type=positive_int, metavar="SECONDS", help="time between sweeps"
     )
     p.set_defaults(handler=cmd_configure)
 
@@ -214,14 +225,19 @@ def cmd_configure(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    if not (switches or args.require_signature is not None or args.refresh_server_info):
+    reconciling = args.reconcile is not None or args.reconcile_interval is not None
+    if not (
+        switches or reconciling or args.require_signature is not None or args.refresh_server_info
+    ):
         raise CliError(
             "nothing to configure: give --reverse-assignment, --forward-assignment, "
-            "--reverse-status or --forward-status (with --organization), --require-signature "
-            "or --refresh-server-info"
+            "--reverse-status or --forward-status (with --organization), --reconcile on|off, "
+            "--reconcile-interval SECONDS, --require-signature on|off or --refresh-server-info"
         )
     if switches and not args.organization:
         raise CliError("the assignment and status switches need --organization SLUG")
+    if args.reconcile_interval is not None and args.reconcile_interval < MIN_INTERVAL_S:
+        raise CliError(f"--reconcile-interval must be at least {MIN_INTERVAL_S} seconds")
     res = resources.current()
     if args.refresh_server_info:
         try:
@@ -243,7 +259,23 @@ def cmd_configure(args: argparse.Namespace) -> int:
             f"forward assignment {state['forward']}, reverse status {state['reverse_status']}, "
             f"forward status {state['forward_status']}"
         )
+    if reconciling:
+        _configure_reconcile(args.id, args.reconcile, args.reconcile_interval)
     return EXIT_OK
+
+
+def _configure_reconcile(integration_id: int, enabled: bool | None, interval_s: int | None) -> None:
+    res = resources.current()
+    with transaction(res.pool) as conn:
+        if not q_reconcile.states(conn, integration_id):
+            raise NotFound(f"no such integration: {integration_id}")
+        q_reconcile.configure(conn, integration_id, enabled, interval_s)
+        state = q_reconcile.states(conn, integration_id)[0]
+    every = state.interval_s or res.settings.reconcile_interval_s
+    echo(
+        f"Integration {integration_id}: reconciliation {'on' if state.enabled else 'off'}, "
+        f"every {every} s"
+    )
 
 
 def cmd_map_status(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """Talking to Jira Server: the OAuth 1.0a (RSA-SHA1) client and its signed REST calls
-(`api`), and linking and administering integrations (`linking`).
+(`api`), linking and administering integrations (`linking`), and the reconciliation sweep
+that searches Jira for changes whose webhooks never arrived (`reconcile`).
 
 May import `worker.store`, `worker.domain`, `worker.runtime.resources` and
 `worker.receiver.tokens` (a link mints its webhook URL token); never the CLI or the steps.

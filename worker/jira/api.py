@@ -9,7 +9,7 @@ Failures map onto the error tree: 5xx, timeouts and connection errors are JiraUn
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -40,8 +40,17 @@ LEGACY_WEBHOOK_PATH = "/rest/webhooks/1.0/webhook"
 WEBHOOK_PATH = "/rest/jira-webhook/1.0/webhooks"
 FIRST_SIGNING_MAJOR = 10
 WEBHOOK_EVENTS = ("jira:issue_created", "jira:issue_updated")
+SEARCH_PATH = "/rest/api/2/search"
 MAX_CONSUMER_KEY_CHARS = 200
 BAD_KEY_MESSAGE = "private key must be a PEM-encoded RSA private key"
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One page of a JQL search: how many issues match in all, and this page's (raw JSON)."""
+
+    total: int
+    issues: list[Any]
 
 
 @dataclass(frozen=True, repr=False)
@@ -308,6 +317,26 @@ class JiraClient:
         self._call(
             "PUT", f"/rest/api/2/issue/{quote(issue_key, safe='')}/assignee", json={"name": name}
         )
+
+    def search(
+        self, jql: str, fields: Sequence[str], start_at: int, max_results: int
+    ) -> SearchPage:
+        """One page of a JQL search: the matching issues from `start_at`, and how many match."""
+        params = {
+            "jql": jql,
+            "fields": ",".join(fields),
+            "startAt": start_at,
+            "maxResults": max_results,
+        }
+        try:
+            data = self._call("GET", SEARCH_PATH, params=params).json()
+        except ValueError:
+            raise JiraRejected("Jira's search answer is not JSON") from None
+        issues = data.get("issues") if isinstance(data, dict) else None
+        total = data.get("total") if isinstance(data, dict) else None
+        if not isinstance(issues, list) or isinstance(total, bool) or not isinstance(total, int):
+            raise JiraRejected("Jira's search answer has no issues list or total")
+        return SearchPage(total, issues)
 
     def status_categories(self) -> dict[str, str]:
         """Every status of the instance: its id -> its status category key (`done`, ...)."""

@@ -217,10 +217,4 @@ class Publisher:
 
     def _enqueue(self, ids: list[int]) -> None:
         # Anything not sent stays `received`: the beat sweep sends it later.
-        try:
-            with transaction(self.res.pool) as conn:
-                relay.enqueue(self.celery, conn, ids)
-        except Exception as exc:
-            log.warning(
-                "delivery.enqueue_deferred", extra={"count": len(ids), "error": type(exc).__name__}
-            )
+        relay.enqueue_stored(self.celery, self.res, ids)

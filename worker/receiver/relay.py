@@ -1,6 +1,7 @@
 """Sending stored deliveries to the broker: one round trip per batch, then marked queued.
 
-Used by the receiver's background publisher and by beat's sweep of unqueued deliveries."""
+Used by the receiver's background publisher, by beat's sweep of unqueued deliveries and by
+the reconciliation sweep."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from tasks import pipeline
 from worker.runtime.publish import batch_sender
-from worker.store.db import Connection
+from worker.runtime.resources import Resources
+from worker.store.db import Connection, transaction
 from worker.store.queries import deliveries as q
 
 log = logging.getLogger(__name__)
@@ -34,3 +36,16 @@ def enqueue(app: Celery, conn: Connection, delivery_ids: list[int]) -> list[int]
         return []
     q.mark_queued(conn, delivery_ids)
     return delivery_ids
+
+
+def enqueue_stored(app: Celery, res: Resources, delivery_ids: list[int]) -> None:
+    """Send deliveries just committed, in a transaction of their own; what cannot be sent
+    (broker or database down) stays `received` for the beat sweep."""
+    try:
+        with transaction(res.pool) as conn:
+            enqueue(app, conn, delivery_ids)
+    except Exception as exc:
+        log.warning(
+            "delivery.enqueue_deferred",
+            extra={"count": len(delivery_ids), "error": type(exc).__name__},
+        )

@@ -31,6 +31,7 @@ class Delivery:
     queued_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    source: str  # `webhook`, or `reconcile` when the sweep fed it
     # The status part (SPEC 10): None until applied, or when the delivery changes no status.
     status_outcome: str | None = None
     status_detail: dict[str, Any] = field(default_factory=dict)
@@ -145,7 +146,7 @@ def list_deliveries(
 
 @dataclass(frozen=True)
 class NewDelivery:
-    """A delivery the receiver accepted, not stored yet."""
+    """A delivery the receiver accepted (or the reconciliation sweep made), not stored yet."""
 
     integration_id: int
     dedupe_key: str
@@ -153,11 +154,14 @@ class NewDelivery:
     headers: dict[str, str]
     issue_key: str | None
     event_ts: int | None
+    source: str = "webhook"
 
 
 INSERT_DELIVERIES = """
-INSERT INTO webhook_delivery (integration_id, dedupe_key, body, headers, issue_key, event_ts)
-SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::jsonb[], %s::text[], %s::bigint[])
+INSERT INTO webhook_delivery
+    (integration_id, dedupe_key, body, headers, issue_key, event_ts, source)
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::jsonb[], %s::text[], %s::bigint[],
+                     %s::text[])
 ON CONFLICT (integration_id, dedupe_key) DO NOTHING
 RETURNING id, integration_id, dedupe_key
 """
@@ -179,6 +183,7 @@ def insert_deliveries(conn: Connection, batch: list[NewDelivery]) -> list[int | 
             [Jsonb(d.headers) for d in unique],
             [d.issue_key for d in unique],
             [d.event_ts for d in unique],
+            [d.source for d in unique],
         ),
     ).fetchall()
     stored = {(int(r["integration_id"]), str(r["dedupe_key"])): int(r["id"]) for r in rows}

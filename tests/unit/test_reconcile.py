@@ -1,0 +1,117 @@
+"""Reconciliation's pure decisions: the window and its JQL, how an assignee is remembered,
+when an issue is fed, and the synthetic delivery that the pipeline reads like a webhook."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from worker.domain.errors import BadPayload
+from worker.domain.event import parse_event
+from worker.domain.reconcile import (
+    MIN_WINDOW_MS,
+    UNASSIGNED,
+    FoundIssue,
+    Window,
+    assignee_mark,
+    dedupe_key,
+    first_window,
+    needs_feed,
+    read_found_issue,
+    synthetic_body,
+)
+
+NOW = 1_790_000_000_000
+ANN = {"name": "ann", "emailAddress": " Ann@Acme.test ", "displayName": "Ann A."}
+
+
+def issue(assignee: dict[str, str] | None = ANN, updated_ms: int = NOW - 5_000) -> FoundIssue:
+    return FoundIssue("10001", "APP-1", updated_ms, assignee)
+
+
+def test_a_first_sweep_reads_one_interval_and_the_overlap_back() -> None:
+    assert first_window(NOW, None, None, 300, 180) == Window(NOW - 480_000, NOW)
+
+
+def test_a_later_sweep_rereads_the_overlap_behind_the_watermark() -> None:
+    assert first_window(NOW, NOW - 60_000, None, 300, 180) == Window(NOW - 240_000, NOW)
+
+
+def test_since_replaces_the_watermark_and_the_overlap() -> None:
+    assert first_window(NOW, NOW - 60_000, NOW - 86_400_000, 300, 180).start_ms == (
+        NOW - 86_400_000
+    )
+
+
+def test_the_jql_uses_epoch_milliseconds_and_orders_by_updated() -> None:
+    assert Window(1000, 2000).jql() == (
+        "updated >= 1000 AND updated <= 2000 ORDER BY updated ASC, key ASC"
+    )
+
+
+def test_a_window_narrows_to_its_first_half_until_a_minute_apart() -> None:
+    wide = Window(0, 8 * MIN_WINDOW_MS)
+    assert wide.narrowed() == Window(0, 4 * MIN_WINDOW_MS)
+    assert Window(0, MIN_WINDOW_MS + 1).narrowed() is None
+
+
+def test_an_assignee_is_remembered_by_its_email_in_lower_case() -> None:
+    assert assignee_mark(True, " Ann@Acme.test ") == "ann@acme.test"
+    assert assignee_mark(False, None) == UNASSIGNED
+    assert assignee_mark(True, None) is None  # Jira hides the email
+
+
+def test_jira_time_is_read_as_epoch_milliseconds() -> None:
+    found = read_found_issue(
+        {"id": "1", "key": "APP-1", "fields": {"assignee": None,
+                                                 "updated": "2026-11-30T21:00:00.250+0100"}}
+    )  # fmt: skip
+    assert found.updated_ms == 1_796_068_800_250
+
+
+@pytest.mark.parametrize(
+    ("raw", "names"),
+    [
+        ({"fields": {}}, "no key"),
+        ({"key": "APP-1", "fields": {"updated": "2026-11-30T21:00:00.000+0000"}}, "assignee"),
+        ({"key": "APP-1", "fields": {"assignee": None, "updated": "yesterday"}}, "updated"),
+        ({"key": "APP-1", "fields": {"assignee": "ann", "updated": "x"}}, "null or an object"),
+    ],
+)
+def test_an_unusable_search_issue_names_what_it_lacks(raw: dict[str, object], names: str) -> None:
+    with pytest.raises(BadPayload, match=names):
+        read_found_issue(raw)
+
+
+def test_an_issue_is_fed_when_any_linked_row_knew_another_assignee() -> None:
+    assert needs_feed(issue(), ["ann@acme.test", "bob@acme.test"])
+    assert needs_feed(issue(None), ["ann@acme.test"])
+    assert needs_feed(issue(), [None])  # never known
+
+
+def test_an_issue_already_known_as_it_is_is_not_fed() -> None:
+    assert not needs_feed(issue(), ["ann@acme.test"])
+    assert not needs_feed(issue(None), [UNASSIGNED])
+
+
+def test_an_assignee_whose_email_jira_hides_is_not_fed() -> None:
+    assert not needs_feed(issue({"name": "ann", "displayName": "Ann"}), ["bob@acme.test"])
+
+
+def test_the_synthetic_body_is_an_assignee_event_at_the_updated_time() -> None:
+    event = parse_event(json.dumps(synthetic_body(issue())))
+    assert event.order[0] == NOW - 5_000
+    assert event.assignee_changed and event.assignee_email == "Ann@Acme.test"
+    unassigned = parse_event(json.dumps(synthetic_body(issue(None))))
+    assert unassigned.assignee_changed and not unassigned.assignee_present
+
+
+def test_the_synthetic_event_sorts_after_every_event_of_its_instant_and_before_later_ones() -> None:
+    order = parse_event(json.dumps(synthetic_body(issue()))).order
+    assert (NOW - 5_000, 10**17) < order < (NOW - 4_999, 0)
+
+
+def test_one_dedupe_key_per_issue_state() -> None:
+    assert dedupe_key(issue()) == dedupe_key(issue(None))
+    assert dedupe_key(issue()) != dedupe_key(issue(updated_ms=NOW))

@@ -1,0 +1,145 @@
+"""Pure decisions of reconciliation (SPEC 9): the window a sweep reads and its JQL, how an
+issue's Jira assignee is remembered, whether an issue Jira reports must be fed into the
+pipeline, and the synthetic delivery that feeds it.
+
+A fed issue becomes a delivery like a webhook's: a `jira:issue_updated` body whose changelog
+changes the assignee and whose `issue.fields.assignee` is the one Jira reports now. It carries
+Jira's state as of the issue's `updated`, after every change made up to that instant: its
+timestamp is `updated` and its changelog id the largest there is, so it sorts after every
+event of that millisecond or before (those end `stale` if they arrive later) and before any
+later one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from worker.domain.errors import BadPayload
+from worker.domain.event import BIGINT_MAX
+
+# How an unassigned issue is remembered (external_issue.jira_assignee); NULL is "never known".
+UNASSIGNED = ""
+SOURCE = "reconcile"
+# What the sweep asks Jira for: what the pipeline reads of an event's issue.
+SEARCH_FIELDS = ("assignee", "updated")
+# The shortest interval between two sweeps of one integration.
+MIN_INTERVAL_S = 10
+# JQL compares `updated` to the minute: a narrower window would not narrow the search.
+MIN_WINDOW_MS = 60_000
+JIRA_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
+
+
+@dataclass(frozen=True)
+class Window:
+    """Issues whose Jira `updated` lies in [start_ms, end_ms] (epoch milliseconds)."""
+
+    start_ms: int
+    end_ms: int
+
+    def jql(self) -> str:
+        """Epoch-millisecond values, so the Jira user's time zone does not matter."""
+        return (
+            f"updated >= {self.start_ms} AND updated <= {self.end_ms} ORDER BY updated ASC, key ASC"
+        )
+
+    def narrowed(self) -> Window | None:
+        """The first half of this window, or None when it is as narrow as JQL can tell."""
+        if self.end_ms - self.start_ms < 2 * MIN_WINDOW_MS:
+            return None
+        return Window(self.start_ms, self.start_ms + (self.end_ms - self.start_ms) // 2)
+
+
+def first_window(
+    now_ms: int, watermark_ms: int | None, since_ms: int | None, interval_s: int, overlap_s: int
+) -> Window:
+    """From `since` when given; else from the watermark less the overlap (JQL is minute-grained
+    and Jira commits late); a first sweep reads one interval back. Up to now."""
+    if since_ms is not None:
+        start = since_ms
+    elif watermark_ms is None:
+        start = now_ms - (interval_s + overlap_s) * 1000
+    else:
+        start = watermark_ms - overlap_s * 1000
+    return Window(min(start, now_ms), now_ms)
+
+
+def assignee_mark(present: bool, email: str | None) -> str | None:
+    """How an issue's Jira assignee is remembered: its email in lower case, UNASSIGNED for
+    nobody; None when Jira hides the email (nothing the pipeline could apply)."""
+    if not present:
+        return UNASSIGNED
+    cleaned = (email or "").strip().casefold()
+    return cleaned or None
+
+
+@dataclass(frozen=True)
+class FoundIssue:
+    """An issue as Jira's search reports it now."""
+
+    id: str
+    key: str
+    updated_ms: int
+    assignee: dict[str, Any] | None
+
+    @property
+    def mark(self) -> str | None:
+        email = self.assignee.get("emailAddress") if self.assignee else None
+        return assignee_mark(self.assignee is not None, email if isinstance(email, str) else None)
+
+
+def read_found_issue(raw: Any) -> FoundIssue:
+    """One issue of a search answer; BadPayload names what it lacks."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("key"), str) or not raw["key"]:
+        raise BadPayload("an issue of the search answer has no key")
+    fields = raw.get("fields")
+    if not isinstance(fields, dict) or "assignee" not in fields:
+        raise BadPayload(f"{raw['key']}: the search answer has no fields.assignee")
+    assignee = fields["assignee"]
+    if assignee is not None and not isinstance(assignee, dict):
+        raise BadPayload(f"{raw['key']}: fields.assignee must be null or an object")
+    return FoundIssue(
+        id=str(raw.get("id", "")),
+        key=raw["key"],
+        updated_ms=parse_jira_time(fields.get("updated"), raw["key"]),
+        assignee=assignee,
+    )
+
+
+def parse_jira_time(value: Any, key: str) -> int:
+    """Jira's `2026-11-30T20:41:16.123+0000` as epoch milliseconds."""
+    try:
+        instant = datetime.strptime(str(value), JIRA_TIME_FORMAT)
+    except ValueError:
+        raise BadPayload(f"{key}: fields.updated is not a Jira time: {value!r}") from None
+    return int(instant.timestamp() * 1000)
+
+
+def needs_feed(issue: FoundIssue, known: Iterable[str | None]) -> bool:
+    """Whether Jira's assignee differs from what the service last knew for any of the
+    issue's linked rows (never known counts as different). An assignee whose email Jira
+    hides is never fed: the pipeline could only record that it cannot act."""
+    current = issue.mark
+    return current is not None and any(mark != current for mark in known)
+
+
+def dedupe_key(issue: FoundIssue) -> str:
+    """One delivery per issue state: a re-read window (overlap, crash) feeds nothing twice."""
+    return f"{SOURCE}:{issue.key}:{issue.updated_ms}"
+
+
+def synthetic_body(issue: FoundIssue) -> dict[str, Any]:
+    """The delivery that feeds an issue's current assignee into the pipeline."""
+    name = issue.assignee.get("name") if issue.assignee else None
+    return {
+        "timestamp": issue.updated_ms,
+        "webhookEvent": "jira:issue_updated",
+        "source": SOURCE,
+        "issue": {"id": issue.id, "key": issue.key, "fields": {"assignee": issue.assignee}},
+        "changelog": {
+            "id": BIGINT_MAX,
+            "items": [{"field": "assignee", "fieldtype": "jira", "from": None, "to": name}],
+        },
+    }
