@@ -1,5 +1,6 @@
 """Step: decide what each delivery of a batch asks for (SPEC 4.1, handle_assignee_change; a
-status change, SPEC 10, goes to the status sync first, which finishes or forwards it)."""
+status change, SPEC 10, with groups to act on goes to the status sync first, which finishes
+or forwards it)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from tasks import pipeline
 from tasks.base import DeliveryBatchStep, Step, delivery_ids_of
 from worker.domain.assignment import decide_change
 from worker.domain.errors import NotFound
-from worker.domain.event import parse_event
+from worker.domain.event import IssueEvent, parse_event
 from worker.runtime.app import app
 from worker.store.db import transaction
 from worker.store.queries import deliveries as q_deliveries
+from worker.store.queries import group_status as q_status
 
 log = logging.getLogger(__name__)
 
@@ -21,35 +23,43 @@ log = logging.getLogger(__name__)
 def check_changelog(
     self: Step, *, delivery_ids: list[int] | None = None, **legacy: int
 ) -> list[int]:
-    """Finish each delivery that asks for no assignee or status change; send those with a
-    status change to the status sync and the others to one sync. One query reads the batch,
-    one transaction writes its outcomes."""
+    """Finish each delivery that asks for no assignee or status change; send those whose
+    status change has groups to act on to the status sync, and the others to one sync. One
+    query reads the batch, one finds which of its issues sync their status, one transaction
+    writes its outcomes. A status change of an issue no organization syncs the status of is
+    settled here (`no-affected-groups`), without a step of its own."""
     ids = delivery_ids_of(delivery_ids, legacy)
     with transaction(self.resources.pool) as conn:
         found = {d.id: d for d in q_deliveries.get_deliveries(conn, ids)}
 
-    status_changes: list[int] = []
-
-    def decide(delivery_id: int) -> tuple[int, str | None, str] | None:
-        """(id, the outcome that finishes it or None to sync it, issue key); None if done or
-        if its status changed (the status sync takes it on)."""
+    def read(delivery_id: int) -> tuple[int, IssueEvent] | None:
+        """The delivery's event; None if it is done already."""
         delivery = found.get(delivery_id)
         if delivery is None:
             raise NotFound(f"delivery {delivery_id} does not exist")
-        if delivery.status == "done":
-            return None
-        event = parse_event(delivery.body)
-        if event.status_changed:
-            status_changes.append(delivery_id)
-            return None
-        change = decide_change(event)
-        return delivery_id, None if change.outcome is None else str(change.outcome), event.issue_key
+        return None if delivery.status == "done" else (delivery_id, parse_event(delivery.body))
 
-    decided = [d for d in self.each(ids, decide) if d is not None]
-    finished = [(d, outcome, key) for d, outcome, key in decided if outcome is not None]
-    if finished:
+    events = dict(e for e in self.each(ids, read) if e is not None)
+    status_keys = {
+        (found[d].integration_id, e.issue_key) for d, e in events.items() if e.status_changed
+    }
+    if status_keys:
         with transaction(self.resources.pool) as conn:
-            q_deliveries.finish_deliveries(conn, [(d, o) for d, o, _ in finished])
+            synced = q_status.status_synced_keys(conn, status_keys)
+    else:
+        synced = set()
+    to_status = {d for d, e in events.items() if (found[d].integration_id, e.issue_key) in synced}
+    status_changes = sorted(to_status)
+    settled_status = [d for d, e in events.items() if e.status_changed and d not in to_status]
+    decided = [
+        (d, decide_change(e).outcome, e.issue_key) for d, e in events.items() if d not in to_status
+    ]
+    finished = [(d, str(outcome), key) for d, outcome, key in decided if outcome is not None]
+    if finished or settled_status:
+        with transaction(self.resources.pool) as conn:
+            q_status.set_no_affected_groups(conn, settled_status)
+            if finished:
+                q_deliveries.finish_deliveries(conn, [(d, o) for d, o, _ in finished])
         for delivery_id, outcome, issue_key in finished:
             log.info(
                 "delivery.finished",

@@ -39,7 +39,6 @@ from worker.runtime.app import app
 from worker.store.db import Connection, transaction
 from worker.store.queries import deliveries as q_deliveries
 from worker.store.queries import inbound as q
-from worker.store.queries import reconcile as q_reconcile
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +94,8 @@ def _plan(
     issues = q.lock_synced_external_issues(conn, integration_id, event.issue_key)
     newer = [issue.id for issue in issues if is_newer(event.order, issue.last_event)]
     if newer:
-        q.mark_issue_event(conn, newer, event.order)  # the newest event seen, for operators
-        # What the reconciliation sweep compares Jira's assignee with.
         mark = assignee_mark(event.assignee_present, event.assignee_email)
-        q_reconcile.remember_jira_assignee(conn, newer, mark)
+        q.mark_issue_event(conn, newer, event.order, mark)
     groups = q.affected_groups(
         conn, [issue.id for issue in issues], sorted({issue.organization_id for issue in issues})
     )
@@ -179,10 +176,10 @@ def _apply_group(
             if delivery is None:
                 raise NotFound(f"delivery {delivery_id} does not exist")
             event = parse_event(delivery.body)
-        if not is_newer(event.order, q.group_applied_event(conn, group_id)):
+        if not is_newer(event.order, q.group_event(conn, group_id)):
             outcome = Outcome.STALE
         else:
-            q.set_group_applied_event(conn, group_id, event.order, delivery_id)
+            q.set_group_event(conn, group_id, event.order, delivery_id)
             if action is Action.ASSIGN:
                 assert effect.user_id is not None
                 outcome = _assign(conn, group, effect.user_id, event, delivery_id)

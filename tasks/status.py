@@ -191,10 +191,10 @@ def _apply(
         group = q.lock_group_status(conn, ref.id)
         if group is None:
             continue  # deleted since it was read
-        if not is_newer(event.order, q.group_status_event(conn, group.id)):
+        if not is_newer(event.order, q_inbound.group_event(conn, group.id, "status")):
             outcomes[str(group.id)] = StatusOutcome.STALE
             continue
-        q.set_group_status_event(conn, group.id, event.order, delivery.id)
+        q_inbound.set_group_event(conn, group.id, event.order, delivery.id, "status")
         outcome = group_outcome(group.status, target)
         if outcome is not StatusOutcome.UNCHANGED:
             data = {

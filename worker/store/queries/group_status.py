@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from worker.domain.status import STATUS_RECORDS, GroupStatus
+from worker.domain.status import STATUS_RECORDS, GroupStatus, StatusOutcome
 from worker.store.db import Connection
 from worker.store.queries.inbound import GroupRef, insert_activity, insert_history
 
@@ -46,18 +46,49 @@ class StatusTarget:
     unresolved_status: str | None
 
 
-SELECT_STATUS_SYNCED_ISSUES = """
-SELECT ei.id, ei.organization_id
+# Issue rows in organizations with inbound status sync on (FROM and the switch's conditions).
+STATUS_SYNCED_FROM = """
 FROM external_issue ei
 JOIN organization_integration oi
   ON oi.organization_id = ei.organization_id AND oi.integration_id = ei.integration_id
 JOIN organization o ON o.id = ei.organization_id
-WHERE ei.integration_id = %s AND ei.key = %s
-  AND oi.status = 'active'
+WHERE oi.status = 'active'
   AND coalesce((oi.config ->> 'sync_status_reverse')::boolean, false)
   AND o.issue_sync_enabled
+"""
+
+SELECT_STATUS_SYNCED_ISSUES = f"""
+SELECT ei.id, ei.organization_id {STATUS_SYNCED_FROM}
+  AND ei.integration_id = %s AND ei.key = %s
 ORDER BY ei.id
 """
+
+SELECT_STATUS_SYNCED_KEYS = f"""
+SELECT DISTINCT ei.integration_id, ei.key {STATUS_SYNCED_FROM}
+  AND (ei.integration_id, ei.key) IN (SELECT * FROM unnest(%s::bigint[], %s::text[]))
+"""
+
+
+def status_synced_keys(conn: Connection, keys: set[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Which (integration, issue key) pairs have an issue row with inbound status sync on:
+    one query for a whole batch."""
+    if not keys:
+        return set()
+    pairs = sorted(keys)
+    rows = conn.execute(SELECT_STATUS_SYNCED_KEYS, ([i for i, _ in pairs], [k for _, k in pairs]))
+    return {(int(r["integration_id"]), str(r["key"])) for r in rows}
+
+
+SET_NO_AFFECTED_GROUPS = """
+UPDATE webhook_delivery SET status_outcome = %s, status_detail = '{}', updated_at = now()
+WHERE id = ANY(%s) AND status_outcome IS NULL
+"""
+
+
+def set_no_affected_groups(conn: Connection, delivery_ids: list[int]) -> None:
+    """The status part of these deliveries acts on no group (no issue row with the switch on)."""
+    if delivery_ids:
+        conn.execute(SET_NO_AFFECTED_GROUPS, (str(StatusOutcome.NO_AFFECTED_GROUPS), delivery_ids))
 
 
 def status_synced_issues(conn: Connection, integration_id: int, key: str) -> list[StatusIssue]:
@@ -98,31 +129,6 @@ def change_group_status(
     activity, history = STATUS_RECORDS[status]
     insert_activity(conn, group, activity, data, delivery_id)
     insert_history(conn, group, history, delivery_id)
-
-
-SELECT_GROUP_STATUS_EVENT = (
-    "SELECT event_ts, changelog_id FROM group_status_event WHERE group_id = %s"
-)
-
-
-def group_status_event(conn: Connection, group_id: int) -> tuple[int, int] | None:
-    row = conn.execute(SELECT_GROUP_STATUS_EVENT, (group_id,)).fetchone()
-    return None if row is None else (int(row["event_ts"]), int(row["changelog_id"]))
-
-
-UPSERT_GROUP_STATUS_EVENT = """
-INSERT INTO group_status_event (group_id, event_ts, changelog_id, delivery_id)
-VALUES (%s, %s, %s, %s)
-ON CONFLICT (group_id) DO UPDATE SET
-    event_ts = EXCLUDED.event_ts, changelog_id = EXCLUDED.changelog_id,
-    delivery_id = EXCLUDED.delivery_id, applied_at = now()
-"""
-
-
-def set_group_status_event(
-    conn: Connection, group_id: int, order: tuple[int, int], delivery_id: int
-) -> None:
-    conn.execute(UPSERT_GROUP_STATUS_EVENT, (group_id, order[0], order[1], delivery_id))
 
 
 SET_STATUS_OUTCOME = """

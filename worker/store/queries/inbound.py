@@ -8,6 +8,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from worker.domain.assignment import Assignee
@@ -94,12 +95,17 @@ def lock_synced_external_issues(
 
 
 MARK_ISSUE_EVENT = """
-UPDATE external_issue SET last_event_ts = %s, last_changelog_id = %s WHERE id = ANY(%s)
+UPDATE external_issue SET last_event_ts = %s, last_changelog_id = %s, jira_assignee = %s
+WHERE id = ANY(%s)
 """
 
 
-def mark_issue_event(conn: Connection, issue_ids: list[int], order: tuple[int, int]) -> None:
-    conn.execute(MARK_ISSUE_EVENT, (order[0], order[1], issue_ids))
+def mark_issue_event(
+    conn: Connection, issue_ids: list[int], order: tuple[int, int], jira_assignee: str | None
+) -> None:
+    """The newest event seen of the issues (for operators), and their Jira assignee as that
+    event left it (what the reconciliation sweep compares Jira's with): one statement."""
+    conn.execute(MARK_ISSUE_EVENT, (order[0], order[1], jira_assignee, issue_ids))
 
 
 SELECT_AFFECTED_GROUPS = """
@@ -206,18 +212,12 @@ def lock_group(conn: Connection, group_id: int) -> GroupRef | None:
     return None if row is None else GroupRef(**row)
 
 
-SELECT_GROUP_APPLIED_EVENT = (
-    "SELECT event_ts, changelog_id FROM group_applied_event WHERE group_id = %s"
-)
-
-
-def group_applied_event(conn: Connection, group_id: int) -> tuple[int, int] | None:
-    row = conn.execute(SELECT_GROUP_APPLIED_EVENT, (group_id,)).fetchone()
-    return None if row is None else (int(row["event_ts"]), int(row["changelog_id"]))
-
-
-UPSERT_GROUP_APPLIED_EVENT = """
-INSERT INTO group_applied_event (group_id, event_ts, changelog_id, delivery_id)
+# The newest event applied to a group, one table per field it orders: an assignee event and
+# a status event never make each other stale.
+EVENT_TABLES = {"assignee": "group_applied_event", "status": "group_status_event"}
+SELECT_GROUP_EVENT = "SELECT event_ts, changelog_id FROM {table} WHERE group_id = %s"
+UPSERT_GROUP_EVENT = """
+INSERT INTO {table} (group_id, event_ts, changelog_id, delivery_id)
 VALUES (%s, %s, %s, %s)
 ON CONFLICT (group_id) DO UPDATE SET
     event_ts = EXCLUDED.event_ts, changelog_id = EXCLUDED.changelog_id,
@@ -225,10 +225,24 @@ ON CONFLICT (group_id) DO UPDATE SET
 """
 
 
-def set_group_applied_event(
-    conn: Connection, group_id: int, order: tuple[int, int], delivery_id: int
+def _event_sql(template: str, field: str) -> sql.Composed:
+    return sql.SQL(template).format(table=sql.Identifier(EVENT_TABLES[field]))
+
+
+def group_event(conn: Connection, group_id: int, field: str = "assignee") -> tuple[int, int] | None:
+    """The order (Jira timestamp, changelog id) of the newest `field` event applied."""
+    row = conn.execute(_event_sql(SELECT_GROUP_EVENT, field), (group_id,)).fetchone()
+    return None if row is None else (int(row["event_ts"]), int(row["changelog_id"]))
+
+
+def set_group_event(
+    conn: Connection,
+    group_id: int,
+    order: tuple[int, int],
+    delivery_id: int,
+    field: str = "assignee",
 ) -> None:
-    conn.execute(UPSERT_GROUP_APPLIED_EVENT, (group_id, order[0], order[1], delivery_id))
+    conn.execute(_event_sql(UPSERT_GROUP_EVENT, field), (group_id, *order, delivery_id))
 
 
 SELECT_ASSIGNEE = "SELECT user_id, team_id FROM group_assignee WHERE group_id = %s"
