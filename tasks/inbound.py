@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 
 import redis
 
@@ -103,17 +104,21 @@ def _plan(
         _finish(conn, delivery_id, event, Outcome.NO_AFFECTED_GROUPS)
         return []
     if change.action is Action.DEASSIGN:
-        for group in groups:
-            q.insert_effect(conn, delivery_id, group.id, Action.DEASSIGN, None, PENDING)
+        planned = [
+            q.Effect(delivery_id, group.id, str(Action.DEASSIGN), None, PENDING) for group in groups
+        ]
     else:
         assert change.email is not None
         user_teams = q.user_teams_by_email(conn, change.email)
         teams = q.project_teams(conn, sorted({g.project_id for g in groups}))
+        planned = []
         for group in groups:
             user_id = choose_user(user_teams, teams.get(group.project_id, set()))
-            outcome = PENDING if user_id is not None else Outcome.USER_NOT_FOUND
-            q.insert_effect(conn, delivery_id, group.id, Action.ASSIGN, user_id, outcome)
-    return q.effects(conn, delivery_id)
+            outcome = PENDING if user_id is not None else str(Outcome.USER_NOT_FOUND)
+            planned.append(q.Effect(delivery_id, group.id, str(Action.ASSIGN), user_id, outcome))
+    # The delivery row is locked and had no effects: these are exactly what is stored now.
+    q.insert_effects(conn, planned)
+    return planned
 
 
 @app.task(base=ChangeBatchStep, bind=True, name=pipeline.ASSIGN)
@@ -138,12 +143,17 @@ def _apply_groups(step: Step, changes: list[tuple[int, int]], action: Action) ->
         changes, key=lambda c: (c[1], events[c[0]].order if c[0] in events else (0, 0), c[0])
     )
 
-    def apply(conn: Connection, change: tuple[int, int]) -> tuple[tuple[int, int], Outcome | None]:
+    def apply(conn: Connection, change: tuple[int, int]) -> tuple[tuple[int, int], Applied]:
         with conn.transaction():  # a savepoint
             return change, _apply_group(conn, *change, action, events.get(change[0]))
 
     with transaction(step.resources.pool) as conn:
-        applied = step.each(in_order, lambda c: apply(conn, c))
+        results = step.each(in_order, lambda c: apply(conn, c))
+        # What became of each change decided now, in one statement before the finishing reads.
+        q.set_effect_outcomes(
+            conn, [(d, g, str(r.outcome)) for (d, g), r in results if r.decided_now]
+        )
+        applied = [(change, r.outcome) for change, r in results]
         for delivery_id in sorted({d for (d, _), _ in applied}):
             q.lock_delivery(conn, delivery_id)
             _finish_if_settled(conn, delivery_id)
@@ -154,48 +164,55 @@ def _apply_groups(step: Step, changes: list[tuple[int, int]], action: Action) ->
     return [g for _, g in changed]
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What became of one group's change (None: the group is gone), and whether it was
+    decided now (its outcome is still to be stored) rather than by an earlier run."""
+
+    outcome: Outcome | None
+    decided_now: bool = False
+
+
 def _apply_group(
     conn: Connection,
     delivery_id: int,
     group_id: int,
     action: Action,
     event: IssueEvent | None,
-) -> Outcome | None:
-    """One group's change (its row locked); None when the group is gone. `event` is the
-    delivery's, read with the batch (None: read it here, which names what is wrong)."""
+) -> Applied:
+    """One group's change (its row locked). `event` is the delivery's, read with the batch
+    (None: read it here, which names what is wrong). The caller stores the outcome."""
     group = q.lock_group(conn, group_id)
     effect = q.effect(conn, delivery_id, group_id) if group is not None else None
     if group is None or effect is None:
         # The group was deleted since the sync (its effect row went with it).
-        outcome = None
-    elif effect.outcome != PENDING:
-        outcome = Outcome(effect.outcome)  # done before; only re-send what follows
+        return Applied(None)
+    if effect.outcome != PENDING:
+        return Applied(Outcome(effect.outcome))  # done before; only re-send what follows
+    if event is None:
+        delivery = q_deliveries.get_delivery(conn, delivery_id)
+        if delivery is None:
+            raise NotFound(f"delivery {delivery_id} does not exist")
+        event = parse_event(delivery.body)
+    if not is_newer(event.order, q.group_event(conn, group_id)):
+        outcome = Outcome.STALE
     else:
-        if event is None:
-            delivery = q_deliveries.get_delivery(conn, delivery_id)
-            if delivery is None:
-                raise NotFound(f"delivery {delivery_id} does not exist")
-            event = parse_event(delivery.body)
-        if not is_newer(event.order, q.group_event(conn, group_id)):
-            outcome = Outcome.STALE
+        q.set_group_event(conn, group_id, event.order, delivery_id)
+        if action is Action.ASSIGN:
+            assert effect.user_id is not None
+            outcome = _assign(conn, group, effect.user_id, event, delivery_id)
         else:
-            q.set_group_event(conn, group_id, event.order, delivery_id)
-            if action is Action.ASSIGN:
-                assert effect.user_id is not None
-                outcome = _assign(conn, group, effect.user_id, event, delivery_id)
-            else:
-                outcome = _deassign(conn, group, delivery_id)
-        q.set_effect_outcome(conn, delivery_id, group_id, outcome)
-        log.info(
-            "group.synced",
-            extra={
-                "delivery_id": delivery_id,
-                "group_id": group_id,
-                "issue_key": event.issue_key,
-                "outcome": str(outcome),
-            },
-        )
-    return outcome
+            outcome = _deassign(conn, group, delivery_id)
+    log.info(
+        "group.synced",
+        extra={
+            "delivery_id": delivery_id,
+            "group_id": group_id,
+            "issue_key": event.issue_key,
+            "outcome": str(outcome),
+        },
+    )
+    return Applied(outcome, decided_now=True)
 
 
 def _events(step: Step, delivery_ids: list[int]) -> dict[int, IssueEvent]:
@@ -233,8 +250,9 @@ def _assign(
         "assigneeType": "user",
         "integration": "jira_server",
     }
-    q.insert_activity(conn, group, ActivityType.ASSIGNED, data, delivery_id)
-    q.insert_history(conn, group, HistoryStatus.ASSIGNED, delivery_id)
+    q.insert_activity_and_history(
+        conn, group, ActivityType.ASSIGNED, data, HistoryStatus.ASSIGNED, delivery_id
+    )
     if previous is not None:
         _remove_old_assignees(conn, group.id, previous, new)
     return Outcome.ASSIGNED
@@ -246,8 +264,9 @@ def _deassign(conn: Connection, group: q.GroupRef, delivery_id: int) -> Outcome:
     if previous is None:
         return Outcome.UNCHANGED
     q.delete_assignee(conn, group.id)
-    q.insert_activity(conn, group, ActivityType.UNASSIGNED, {}, delivery_id)
-    q.insert_history(conn, group, HistoryStatus.UNASSIGNED, delivery_id)
+    q.insert_activity_and_history(
+        conn, group, ActivityType.UNASSIGNED, {}, HistoryStatus.UNASSIGNED, delivery_id
+    )
     _remove_old_assignees(conn, group.id, previous, None)
     return Outcome.UNASSIGNED
 

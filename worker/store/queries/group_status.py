@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from worker.domain.status import STATUS_RECORDS, GroupStatus, StatusOutcome
 from worker.store.db import Connection
-from worker.store.queries.inbound import GroupRef, insert_activity, insert_history
+from worker.store.queries.inbound import GroupRef, insert_activity_and_history
 
 # Jira's webhook for a transition this service made arrives within seconds; an older marker
 # (its webhook lost) no longer swallows a change made in Jira by a person.
@@ -127,8 +127,7 @@ def change_group_status(
     delivery writes each kind once per group)."""
     conn.execute(SET_GROUP_STATUS, {"status": str(status), "id": group.id})
     activity, history = STATUS_RECORDS[status]
-    insert_activity(conn, group, activity, data, delivery_id)
-    insert_history(conn, group, history, delivery_id)
+    insert_activity_and_history(conn, group, activity, data, history, delivery_id)
 
 
 SET_STATUS_OUTCOME = """

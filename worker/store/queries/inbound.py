@@ -154,22 +154,20 @@ def project_teams(conn: Connection, project_ids: list[int]) -> dict[int, set[int
     return teams
 
 
-INSERT_EFFECT = """
+INSERT_EFFECTS = """
 INSERT INTO delivery_effect (delivery_id, group_id, action, user_id, outcome)
-VALUES (%s, %s, %s, %s, %s)
+SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::bigint[], %s::text[])
 ON CONFLICT (delivery_id, group_id) DO NOTHING
 """
 
 
-def insert_effect(
-    conn: Connection,
-    delivery_id: int,
-    group_id: int,
-    action: str | None,
-    user_id: int | None,
-    outcome: str,
-) -> None:
-    conn.execute(INSERT_EFFECT, (delivery_id, group_id, action, user_id, outcome))
+def insert_effects(conn: Connection, planned: list[Effect]) -> None:
+    """What the sync decided for each group of a delivery: one statement."""
+    columns = zip(
+        *((e.delivery_id, e.group_id, e.action, e.user_id, e.outcome) for e in planned),
+        strict=True,
+    )
+    conn.execute(INSERT_EFFECTS, [list(c) for c in columns])
 
 
 SELECT_EFFECTS = """
@@ -193,14 +191,18 @@ def effect(conn: Connection, delivery_id: int, group_id: int) -> Effect | None:
     return None if row is None else Effect(**row)
 
 
-SET_EFFECT_OUTCOME = """
-UPDATE delivery_effect SET outcome = %s, updated_at = now()
-WHERE delivery_id = %s AND group_id = %s
+SET_EFFECT_OUTCOMES = """
+UPDATE delivery_effect e SET outcome = v.outcome, updated_at = now()
+FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(delivery_id, group_id, outcome)
+WHERE e.delivery_id = v.delivery_id AND e.group_id = v.group_id
 """
 
 
-def set_effect_outcome(conn: Connection, delivery_id: int, group_id: int, outcome: str) -> None:
-    conn.execute(SET_EFFECT_OUTCOME, (outcome, delivery_id, group_id))
+def set_effect_outcomes(conn: Connection, outcomes: list[tuple[int, int, str]]) -> None:
+    """What became of many (delivery, group) changes: one statement."""
+    if outcomes:
+        columns = [list(c) for c in zip(*outcomes, strict=True)]
+        conn.execute(SET_EFFECT_OUTCOMES, columns)
 
 
 LOCK_GROUP = "SELECT id, project_id FROM issue_group WHERE id = %s FOR NO KEY UPDATE"
@@ -284,38 +286,41 @@ def delete_assignee(conn: Connection, group_id: int) -> None:
     conn.execute(DELETE_ASSIGNEE, (group_id,))
 
 
-INSERT_ACTIVITY = """
-INSERT INTO activity (group_id, project_id, type, user_id, data, delivery_id)
-VALUES (%s, %s, %s, NULL, %s, %s)
-ON CONFLICT (delivery_id, group_id, type) WHERE delivery_id IS NOT NULL DO NOTHING
-"""
-
-
-def insert_activity(
-    conn: Connection,
-    group: GroupRef,
-    type_: ActivityType,
-    data: dict[str, Any],
-    delivery_id: int | None,
-) -> None:
-    """Activity by the system (no acting user); one of a type per delivery and group at most
-    (None: a change made here, not by a delivery)."""
-    conn.execute(
-        INSERT_ACTIVITY, (group.id, group.project_id, int(type_), Jsonb(data), delivery_id)
-    )
-
-
-INSERT_HISTORY = """
+# The activity and the history row of one change, in one statement (a data-modifying WITH
+# runs whether or not the main statement reads it); one of a type per delivery and group.
+INSERT_ACTIVITY_AND_HISTORY = """
+WITH activity_row AS (
+    INSERT INTO activity (group_id, project_id, type, user_id, data, delivery_id)
+    VALUES (%(group_id)s, %(project_id)s, %(type)s, NULL, %(data)s, %(delivery_id)s)
+    ON CONFLICT (delivery_id, group_id, type) WHERE delivery_id IS NOT NULL DO NOTHING
+)
 INSERT INTO group_history (group_id, project_id, status, actor_id, delivery_id)
-VALUES (%s, %s, %s, NULL, %s)
+VALUES (%(group_id)s, %(project_id)s, %(status)s, NULL, %(delivery_id)s)
 ON CONFLICT (delivery_id, group_id, status) WHERE delivery_id IS NOT NULL DO NOTHING
 """
 
 
-def insert_history(
-    conn: Connection, group: GroupRef, status: HistoryStatus, delivery_id: int | None
+def insert_activity_and_history(
+    conn: Connection,
+    group: GroupRef,
+    type_: ActivityType,
+    data: dict[str, Any],
+    status: HistoryStatus,
+    delivery_id: int | None,
 ) -> None:
-    conn.execute(INSERT_HISTORY, (group.id, group.project_id, int(status), delivery_id))
+    """A change's activity (by the system: no acting user) and history row (None: a change
+    made here, not by a delivery)."""
+    conn.execute(
+        INSERT_ACTIVITY_AND_HISTORY,
+        {
+            "group_id": group.id,
+            "project_id": group.project_id,
+            "type": int(type_),
+            "data": Jsonb(data),
+            "status": int(status),
+            "delivery_id": delivery_id,
+        },
+    )
 
 
 SELECT_TEAM_MEMBERS = "SELECT team_id, user_id FROM team_member WHERE team_id = ANY(%s)"
