@@ -10,6 +10,12 @@ from worker.cli.status import BEAT_LATE_AFTER_S, problems
 DAY_S = 86400.0
 
 
+def integration(id: int, name: str, status: str = "active", **over: Any) -> dict[str, Any]:
+    sweep = {"enabled": True, "interval_s": 300, "ran": True, "since_success_s": 120.0}
+    sweep |= {"last_error": None, **over.pop("reconcile", {})}
+    return {"id": id, "name": name, "status": status, "quiet_s": 60.0, "reconcile": sweep, **over}
+
+
 def healthy(**over: Any) -> dict[str, Any]:
     view: dict[str, Any] = {
         "receiver": {"url": "http://127.0.0.1:8000", "ready": True, "detail": {}},
@@ -17,7 +23,7 @@ def healthy(**over: Any) -> dict[str, Any]:
         "unfinished": {"count": 0, "stuck_after_s": 600.0, "stuck": 0, "stuck_ids": []},
         "failed": {"not_replayed": 0, "by_error_type": {}},
         "beat": {"age_s": 3.0},
-        "integrations": [{"id": 1, "name": "jira", "status": "active", "quiet_s": 60.0}],
+        "integrations": [integration(1, "jira")],
     }
     view.update(over)
     return view
@@ -34,8 +40,8 @@ def test_beat_that_stopped_sweeping_is_a_problem() -> None:
 
 def test_a_quiet_active_integration_is_a_warning_and_a_disabled_one_nothing() -> None:
     integrations = [
-        {"id": 1, "name": "a", "status": "active", "quiet_s": 3 * DAY_S},
-        {"id": 2, "name": "b", "status": "disabled", "quiet_s": 3 * DAY_S},
+        integration(1, "a", quiet_s=3 * DAY_S),
+        integration(2, "b", "disabled", quiet_s=3 * DAY_S),
     ]
     assert problems(healthy(integrations=integrations), DAY_S) == (
         [],
@@ -47,3 +53,20 @@ def test_unreachable_broker_is_a_problem() -> None:
     broker = {"reachable": False, "detail": "unreachable (ConnectionError)"}
     found, _ = problems(healthy(broker=broker), DAY_S)
     assert found == ["broker (BROKER_URL) unreachable (ConnectionError)"]
+
+
+def test_a_reconciliation_that_stopped_completing_is_a_problem() -> None:
+    failing = {"since_success_s": 3600.0, "last_error": "Jira answered 503 to GET search"}
+    integrations = [
+        integration(1, "a", reconcile=failing),
+        integration(2, "b", reconcile={"since_success_s": None, "last_error": "refused"}),
+        integration(3, "c", reconcile={**failing, "enabled": False}),  # switched off
+        integration(4, "d", reconcile={"since_success_s": 600.0}),  # two intervals: in time
+    ]
+    found, _ = problems(healthy(integrations=integrations), DAY_S)
+    assert found == [
+        "reconciliation of integration 1 (a) has not completed for 60 min: Jira answered 503 "
+        "to GET search (jira-sync reconcile status)",
+        "reconciliation of integration 2 (b) has not completed ever: refused "
+        "(jira-sync reconcile status)",
+    ]

@@ -36,6 +36,7 @@ from worker.runtime import resources
 from worker.runtime.broker import queue_depths
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
+from worker.store.queries import reconcile as q_reconcile
 from worker.store.queries import status as q
 from worker.store.queries.failed_tasks import Filters, counts_by_error
 
@@ -43,6 +44,8 @@ EXIT_ATTENTION = EXIT_FAILED  # something needs an operator
 STUCK_SHOWN = 5  # stuck delivery ids named
 LAG_SAMPLE = 1000  # latest finished deliveries the lag percentiles are taken over
 BEAT_LATE_AFTER_S = 8 * SWEEP_INTERVAL_S
+# A reconciliation that has not completed for this many of its intervals needs a look.
+RECONCILE_LATE_INTERVALS = 3
 QUIET_AFTER = timedelta(hours=24)
 READY_TIMEOUT_S = 3.0
 # kombu's Redis transport keeps messages taken but not acknowledged in this hash.
@@ -101,6 +104,7 @@ def gather(
         lag = q.lag(conn, LAG_SAMPLE)
         failed = counts_by_error(conn, Filters(status="failed"))
         integrations = q.integration_activity(conn)
+        sweeps = {r.integration_id: r for r in q_reconcile.states(conn)}
     sweep = cache.last_sweep(res.redis)
     view: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -138,8 +142,6 @@ def gather(
             "p99_ms": None if lag.p99_s is None else round(lag.p99_s * 1000, 1),
         },
         "failed": {"not_replayed": sum(failed.values()), "by_error_type": failed},
-        # Reconciliation (SPEC 9) is built on its own branch: its watermark per integration
-        # belongs in these rows, and a watermark that stopped advancing in problems() below.
         "integrations": [
             {
                 "id": i.id,
@@ -149,12 +151,33 @@ def gather(
                 if i.last_delivery_at
                 else None,
                 "quiet_s": None if i.quiet_s is None else round(i.quiet_s, 1),
+                "reconcile": _reconcile_view(sweeps.get(i.id), res.settings.reconcile_interval_s),
             }
             for i in integrations
         ],
     }
     view["problems"], view["warnings"] = problems(view, quiet_after_s)
     return view
+
+
+def _reconcile_view(state: q_reconcile.State | None, default_interval_s: int) -> dict[str, Any]:
+    """An integration's reconciliation (SPEC 9): switch, watermark, and how long since a
+    sweep last completed (a watermark that stopped advancing shows there)."""
+    if state is None:
+        return {"enabled": False}
+    done_at = state.last_success_at
+    return {
+        "enabled": state.enabled,
+        "interval_s": state.interval_s or default_interval_s,
+        "watermark": None
+        if state.watermark_ms is None
+        else datetime.fromtimestamp(state.watermark_ms / 1000, UTC).isoformat(timespec="seconds"),
+        "ran": state.last_run_at is not None,
+        "since_success_s": None
+        if done_at is None
+        else round((datetime.now(UTC) - done_at).total_seconds(), 1),
+        "last_error": state.last_error,
+    }
 
 
 def receiver_readiness(url: str) -> dict[str, Any]:
@@ -228,6 +251,19 @@ def problems(view: dict[str, Any], quiet_after_s: float) -> tuple[list[str], lis
         found.append("beat has never swept (is the beat process running?)")
     elif beat["age_s"] > BEAT_LATE_AFTER_S:
         found.append(f"beat has not swept for {_age(beat['age_s'])} (every {SWEEP_INTERVAL_S:g} s)")
+    for i in view["integrations"]:
+        sweep = i["reconcile"]
+        if i["status"] != "active" or not sweep["enabled"] or not sweep["ran"]:
+            continue
+        late_after_s = RECONCILE_LATE_INTERVALS * sweep["interval_s"]
+        since = sweep["since_success_s"]
+        if since is None or since > late_after_s:
+            when = "ever" if since is None else f"for {_age(since)}"
+            error = f": {sweep['last_error']}" if sweep["last_error"] else ""
+            found.append(
+                f"reconciliation of integration {i['id']} ({i['name']}) has not completed "
+                f"{when}{error} (jira-sync reconcile status)"
+            )
     warnings = [
         f"integration {i['id']} ({i['name']}) "
         + (
@@ -318,10 +354,19 @@ def render(view: dict[str, Any], clear: bool = False) -> None:
     echo(
         table(
             [
-                [i["id"], i["name"], i["status"], i["last_delivery_at"] or "never", _ago(i)]
+                [
+                    i["id"],
+                    i["name"],
+                    i["status"],
+                    i["last_delivery_at"] or "never",
+                    _ago(i),
+                    (i["reconcile"].get("watermark") or "not yet")
+                    if i["reconcile"]["enabled"]
+                    else "off",
+                ]
                 for i in view["integrations"]
             ],
-            ["INTEGRATION", "NAME", "STATUS", "LAST DELIVERY", ""],
+            ["INTEGRATION", "NAME", "STATUS", "LAST DELIVERY", "", "RECONCILED UP TO"],
         )
     )
     for title, items, mark, style in (
