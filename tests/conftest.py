@@ -214,6 +214,18 @@ def launch_worker(
     return handle
 
 
+@pytest.fixture(scope="module")
+def module_worker(
+    servers: Servers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """One worker with two pool processes, shared by the tests of the module that asks for it
+    (it is idle between them, so each test's clean state does not pull anything from under it)."""
+    log_path = tmp_path_factory.mktemp("module-worker") / "worker.log"
+    handle = launch_worker({**os.environ, **servers.env}, log_path, concurrency=2)
+    yield handle
+    handle.stop()
+
+
 @pytest.fixture
 def start_worker(
     settings_env: dict[str, str], tmp_path: Path

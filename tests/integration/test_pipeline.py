@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tasks.pipeline import ASSIGN, CHECK_CHANGELOG, SYNC
-from tests.conftest import Servers, WorkerProcess, launch_worker, wait_for
+from tests.conftest import Servers, WorkerProcess, wait_for
 from tests.integration.inbound_support import (
     ANN,
     BOB,
@@ -49,18 +48,6 @@ pytestmark = pytest.mark.broker  # run again on RabbitMQ: tests/amqp_leg.py
 
 ASSIGNED = int(SubscriptionReason.ASSIGNED)
 COMMENT = int(SubscriptionReason.COMMENT)
-
-
-@pytest.fixture(scope="module")
-def module_worker(
-    servers: Servers, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    """One worker with two pool processes, shared by this module's tests (it is idle between
-    them, so each test's clean state does not pull anything from under it)."""
-    log_path = tmp_path_factory.mktemp("pipeline") / "worker.log"
-    handle = launch_worker({**os.environ, **servers.env}, log_path, concurrency=2)
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture

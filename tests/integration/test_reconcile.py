@@ -6,7 +6,6 @@ pages and a Jira outage lose nothing and move the watermark only over whole wind
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from tasks.maintenance import RECONCILE
-from tests.conftest import Servers, WorkerProcess, launch_worker, wait_for
+from tests.conftest import Servers, WorkerProcess, wait_for
 from tests.fakejira import FakeJira, FakeJiraServer
 from tests.integration.failure_support import failed_records
 from tests.integration.inbound_support import (
@@ -44,16 +43,6 @@ from worker.runtime.resources import Resources
 from worker.store.db import transaction
 
 OTHER = 2
-
-
-@pytest.fixture(scope="module")
-def module_worker(
-    servers: Servers, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    log_path = tmp_path_factory.mktemp("reconcile") / "worker.log"
-    handle = launch_worker({**os.environ, **servers.env}, log_path, concurrency=2)
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture(scope="module")

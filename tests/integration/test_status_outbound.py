@@ -5,14 +5,13 @@ our own transition changes nothing."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tasks.pipeline import OUTBOUND_STATUS
-from tests.conftest import Servers, WorkerProcess, launch_worker, wait_for
+from tests.conftest import Servers, WorkerProcess, wait_for
 from tests.fakejira import FakeJira, FakeJiraServer
 from tests.integration.failure_support import failed_records
 from tests.integration.inbound_support import (
@@ -43,16 +42,6 @@ from worker.runtime.resources import Resources
 TRANSITIONS = "/rest/api/2/issue/APP-1/transitions"
 OTHER = 2  # a second Jira instance, its issue OPS-9 linked to the same group
 TS = 1_764_000_000_000
-
-
-@pytest.fixture(scope="module")
-def module_worker(
-    servers: Servers, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    log_path = tmp_path_factory.mktemp("status-outbound") / "worker.log"
-    handle = launch_worker({**os.environ, **servers.env}, log_path, concurrency=2)
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture

@@ -4,14 +4,13 @@ per group and per field, never dropped when Jira cannot be reached."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tasks.pipeline import SYNC_STATUS
-from tests.conftest import Servers, WorkerProcess, launch_worker, wait_for
+from tests.conftest import Servers, WorkerProcess, wait_for
 from tests.fakejira import FakeJira, FakeJiraServer
 from tests.integration.failure_support import failed_records
 from tests.integration.inbound_support import (
@@ -44,16 +43,6 @@ from worker.runtime.resources import Resources
 
 STATUS_PATH = "/rest/api/2/status"
 TS = 1_764_000_000_000
-
-
-@pytest.fixture(scope="module")
-def module_worker(
-    servers: Servers, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    log_path = tmp_path_factory.mktemp("status") / "worker.log"
-    handle = launch_worker({**os.environ, **servers.env}, log_path, concurrency=2)
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture
