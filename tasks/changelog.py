@@ -48,9 +48,12 @@ def check_changelog(
             synced = q_status.status_synced_keys(conn, status_keys)
     else:
         synced = set()
-    to_status = {d for d, e in events.items() if (found[d].integration_id, e.issue_key) in synced}
+    changes_status = {d for d, e in events.items() if e.status_changed}
+    to_status = {
+        d for d in changes_status if (found[d].integration_id, events[d].issue_key) in synced
+    }
     status_changes = sorted(to_status)
-    settled_status = [d for d, e in events.items() if e.status_changed and d not in to_status]
+    settled_status = sorted(changes_status - to_status)
     decided = [
         (d, decide_change(e).outcome, e.issue_key) for d, e in events.items() if d not in to_status
     ]

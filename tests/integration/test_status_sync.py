@@ -17,9 +17,11 @@ from tests.integration.inbound_support import (
     ANN,
     assignee_item,
     declare_queues,
+    enqueue,
     group_state,
     jira_payload,
     post,
+    store,
     wait_finished,
     wait_idle,
 )
@@ -146,6 +148,20 @@ def test_one_delivery_changing_assignee_and_status_applies_both(
     capsys.readouterr()
     assert main(["deliveries", "list", "--status-outcome", "resolved"]) == EXIT_OK
     assert "assigned, status resolved" in capsys.readouterr().out
+
+
+def test_in_one_batch_only_the_status_change_goes_to_the_status_sync(
+    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira
+) -> None:
+    scene(status_scene(jira))
+    # One check_changelog message carries both deliveries of the same issue.
+    assignee_only = store(res, jira_payload(ANN, TS, 1))
+    status_only = store(res, status_payload(OPEN, RESOLVED, TS + 1000, 2))
+    assert assignee_only is not None and status_only is not None
+    enqueue(res, [assignee_only, status_only])
+    wait_finished(res, [assignee_only, status_only])
+    assert status_outcome(res, assignee_only) == ("done", "assigned", None)
+    assert status_outcome(res, status_only) == ("done", "no-assignee-change", "resolved")
 
 
 def test_an_older_status_event_never_overrides_a_newer_one_whatever_the_assignee_events(
