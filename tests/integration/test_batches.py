@@ -8,7 +8,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from tasks.pipeline import CHECK_CHANGELOG, SYNC
+from tasks.inbound import sync
+from tasks.pipeline import ASSIGN, CHECK_CHANGELOG, SYNC
 from tests.conftest import Servers, WorkerProcess, wait_for
 from tests.integration.failure_support import failed_records
 from tests.integration.inbound_support import (
@@ -23,10 +24,23 @@ from tests.integration.inbound_support import (
     store_raw,
     wait_finished,
 )
+from tests.integration.test_failed_constraint import (
+    OTHER_GROUP,
+    OTHER_KEY,
+    UNBLOCK,
+    two_issue_scene,
+)
 from tests.webhooks import broker_messages
 from worker.cli import main
 from worker.cli.common import EXIT_OK
 from worker.runtime.resources import Resources
+from worker.store.db import transaction
+
+# The activity row of an assignment (ASSIGNED = 11) to the second group breaks a constraint.
+BLOCK_OTHER_GROUP = (
+    "ALTER TABLE activity ADD CONSTRAINT test_no_assigned "
+    f"CHECK (NOT (type = 11 AND group_id = {OTHER_GROUP}))"
+)
 
 
 def kwargs_on_broker(broker_url: str) -> list[dict[str, Any]]:
@@ -98,3 +112,36 @@ def test_a_batch_whose_retries_run_out_is_recorded_per_delivery(
     spooled = [json.loads(r) for r in res.redis.lrange("jira_sync:failure_spool", 0, -1)]
     assert sorted(s["kwargs"]["delivery_ids"][0] for s in spooled) == sorted(ids)
     assert {s["task_name"] for s in spooled} == {SYNC}
+
+
+def test_a_group_change_that_fails_permanently_leaves_the_rest_of_its_batch_applied(
+    res: Resources,
+    servers: Servers,
+    scene: Callable[[dict[str, Any]], None],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """The group step applies a batch without savepoints; when one change fails for good, the
+    batch runs again with one savepoint per change, and only that change is recorded."""
+    scene(two_issue_scene())
+    first = store(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    second = store(res, jira_payload(BOB, ts=2000, changelog_id=2, key=OTHER_KEY))
+    assert first is not None and second is not None
+    sync.run(delivery_ids=[first, second])  # plans both; one assign message carries both
+    assert [k for k in kwargs_on_broker(servers.env["BROKER_URL"]) if "changes" in k] == [
+        {"changes": [[first, GROUP], [second, OTHER_GROUP]]}
+    ]
+    with transaction(res.pool) as conn:
+        conn.execute(BLOCK_OTHER_GROUP)
+    try:
+        start_worker(concurrency=1)
+        wait_for(lambda: failed_records(res), 30, "the failing change's record")
+        done = wait_finished(res, [first], timeout_s=30)
+    finally:
+        with transaction(res.pool) as conn:
+            conn.execute(UNBLOCK)
+    assert done[first].outcome == "assigned"
+    assert group_state(res, GROUP).assignee == ANN
+    assert group_state(res, OTHER_GROUP).assignee is None
+    [record] = failed_records(res)
+    assert (record["task_name"], record["error_type"]) == (ASSIGN, "CheckViolation")
+    assert record["kwargs"] == {"changes": [[second, OTHER_GROUP]]}
