@@ -32,7 +32,7 @@ from worker.domain.assignment import (
     is_newer,
     subscriptions_to_remove,
 )
-from worker.domain.errors import BadPayload, NotFound, classify
+from worker.domain.errors import BadPayload, NotFound
 from worker.domain.event import IssueEvent, parse_event
 from worker.domain.model import ActivityType, HistoryStatus
 from worker.domain.reconcile import assignee_mark
@@ -132,60 +132,32 @@ def deassign(self: Step, *, changes: list[list[int]] | None = None, **legacy: in
 
 
 def _apply_groups(step: Step, changes: list[tuple[int, int]], action: Action) -> list[int]:
-    """Apply the batch in one transaction, in group and event order: group rows are locked in
-    id order (no deadlock between batches) and events of one issue in one batch apply in
-    timestamp order; then finish the settled deliveries (rows locked in id order), commit,
-    purge the changed groups' assignee-exists keys at once and send their side effects
-    together. A change that fails permanently must not take the others with it: then the
-    batch runs again with each change in a savepoint of its own, and the failing one is
-    rolled back and recorded alone (savepoints cost two round trips a change, so only a batch
-    that needs them pays for them)."""
+    """Apply the batch in one transaction, each change in a savepoint of its own (a change that
+    fails permanently is rolled back and recorded alone), in group and event order: group rows
+    are locked in id order (no deadlock between batches) and events of one issue in one batch
+    apply in timestamp order; then finish the settled deliveries (rows locked in id order),
+    commit, purge the changed groups' assignee-exists keys at once and send their side
+    effects together."""
     events = _events(step, sorted({d for d, _ in changes}))
     in_order = sorted(
         changes, key=lambda c: (c[1], events[c[0]].order if c[0] in events else (0, 0), c[0])
     )
 
     def apply(conn: Connection, change: tuple[int, int]) -> tuple[tuple[int, int], Applied]:
-        return change, _apply_group(conn, *change, action, events.get(change[0]))
+        with conn.transaction():  # a savepoint
+            return change, _apply_group(conn, *change, action, events.get(change[0]))
 
-    def in_savepoint(conn: Connection, change: tuple[int, int]) -> tuple[tuple[int, int], Applied]:
-        with conn.transaction():
-            return apply(conn, change)
-
-    def run(isolated: bool) -> list[tuple[tuple[int, int], Applied]]:
-        with transaction(step.resources.pool) as conn:
-            if isolated:
-                results = step.each(in_order, lambda c: in_savepoint(conn, c))
-            else:
-                results = [apply(conn, c) for c in in_order]
-            # What became of each change decided now, in one statement before the finishing
-            # reads.
-            q.set_effect_outcomes(
-                conn, [(d, g, str(r.outcome)) for (d, g), r in results if r.decided_now]
-            )
-            for delivery_id in sorted({d for (d, _), _ in results}):
-                q.lock_delivery(conn, delivery_id)
-                _finish_if_settled(conn, delivery_id)
-        return results
-
-    try:
-        results = run(isolated=False)
-    except Exception as exc:
-        if classify(exc).retryable:
-            raise  # the whole batch is retried, as any step
-        results = run(isolated=True)
-    for (delivery_id, group_id), r in results:
-        if r.decided_now:
-            log.info(
-                "group.synced",
-                extra={
-                    "delivery_id": delivery_id,
-                    "group_id": group_id,
-                    "issue_key": r.issue_key,
-                    "outcome": str(r.outcome),
-                },
-            )
-    changed = [change for change, r in results if r.outcome in CHANGED]
+    with transaction(step.resources.pool) as conn:
+        results = step.each(in_order, lambda c: apply(conn, c))
+        # What became of each change decided now, in one statement before the finishing reads.
+        q.set_effect_outcomes(
+            conn, [(d, g, str(r.outcome)) for (d, g), r in results if r.decided_now]
+        )
+        applied = [(change, r.outcome) for change, r in results]
+        for delivery_id in sorted({d for (d, _), _ in applied}):
+            q.lock_delivery(conn, delivery_id)
+            _finish_if_settled(conn, delivery_id)
+    changed = [change for change, outcome in applied if outcome in CHANGED]
     if changed:
         _purge_assignee_exists_now(step, [g for _, g in changed])
         pipeline.after_group_changes(app, [(d, g, str(action)) for d, g in changed])
@@ -199,7 +171,6 @@ class Applied:
 
     outcome: Outcome | None
     decided_now: bool = False
-    issue_key: str | None = None  # for the log line written once the change is committed
 
 
 def _apply_group(
@@ -232,7 +203,16 @@ def _apply_group(
             outcome = _assign(conn, group, effect.user_id, event, delivery_id)
         else:
             outcome = _deassign(conn, group, delivery_id)
-    return Applied(outcome, decided_now=True, issue_key=event.issue_key)
+    log.info(
+        "group.synced",
+        extra={
+            "delivery_id": delivery_id,
+            "group_id": group_id,
+            "issue_key": event.issue_key,
+            "outcome": str(outcome),
+        },
+    )
+    return Applied(outcome, decided_now=True)
 
 
 def _events(step: Step, delivery_ids: list[int]) -> dict[int, IssueEvent]:

@@ -120,8 +120,8 @@ def test_a_group_change_that_fails_permanently_leaves_the_rest_of_its_batch_appl
     scene: Callable[[dict[str, Any]], None],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    """The group step applies a batch without savepoints; when one change fails for good, the
-    batch runs again with one savepoint per change, and only that change is recorded."""
+    """The group step applies each change of its batch in a savepoint of its own: the one
+    that fails for good is rolled back and recorded alone, the other is applied."""
     scene(two_issue_scene())
     first = store(res, jira_payload(ANN, ts=1000, changelog_id=1))
     second = store(res, jira_payload(BOB, ts=2000, changelog_id=2, key=OTHER_KEY))
