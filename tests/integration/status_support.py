@@ -3,10 +3,18 @@ transitions, signed requests), status items, and a group's status as stored."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-from tests.fakejira import FakeJira
-from tests.integration.inbound_support import GROUP, base_scene, jira_payload
+from tests.fakejira import FakeJira, FakeJiraServer
+from tests.integration.inbound_support import (
+    GROUP,
+    base_scene,
+    declare_queues,
+    jira_payload,
+    wait_idle,
+)
 from worker.domain.model import ActivityType, HistoryStatus
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
@@ -14,6 +22,19 @@ from worker.store.db import transaction
 OPEN, IN_PROGRESS, REOPENED, RESOLVED, CLOSED = "1", "3", "4", "5", "6"
 STATUS_ACTIVITY = (int(ActivityType.SET_RESOLVED), int(ActivityType.SET_UNRESOLVED))
 STATUS_HISTORY = (int(HistoryStatus.RESOLVED), int(HistoryStatus.UNRESOLVED))
+
+
+@contextlib.contextmanager
+def fake_jira_for_worker(broker_url: str) -> Iterator[FakeJira]:
+    """A fake Jira for one test, the module's worker left idle before it stops."""
+    declare_queues()
+    server = FakeJiraServer().start()
+    server.fake.add_consumer()
+    try:
+        yield server.fake
+    finally:
+        wait_idle(broker_url)
+        server.stop()
 
 
 def status_scene(fake: FakeJira, reverse: bool = True, forward: bool = False) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from tests.fakejira import FakeJira, FakeJiraServer
 from tests.integration.failure_support import failed_records
 from tests.integration.inbound_support import (
     GROUP,
-    declare_queues,
     group_state,
     integration,
     post,
@@ -29,6 +28,7 @@ from tests.integration.status_support import (
     REOPENED,
     RESOLVED,
     STATUS_ACTIVITY,
+    fake_jira_for_worker,
     group_status,
     status_outcome,
     status_payload,
@@ -47,15 +47,9 @@ TS = 1_764_000_000_000
 @pytest.fixture
 def jira(res: Resources, servers: Servers, module_worker: WorkerProcess) -> Iterator[FakeJira]:
     """The fake Jira of this test (APP-1 is Open in it), the module's worker idle around it."""
-    declare_queues()
-    server = FakeJiraServer().start()
-    server.fake.add_consumer()
-    server.fake.issue_statuses["APP-1"] = OPEN
-    try:
-        yield server.fake
-    finally:
-        wait_idle(servers.env["BROKER_URL"])
-        server.stop()
+    with fake_jira_for_worker(servers.env["BROKER_URL"]) as fake:
+        fake.issue_statuses["APP-1"] = OPEN
+        yield fake
 
 
 def map_status(resolved: str = "Resolved", unresolved: str = "4") -> None:

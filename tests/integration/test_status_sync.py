@@ -11,19 +11,17 @@ import pytest
 
 from tasks.pipeline import SYNC_STATUS
 from tests.conftest import Servers, WorkerProcess, wait_for
-from tests.fakejira import FakeJira, FakeJiraServer
+from tests.fakejira import FakeJira
 from tests.integration.failure_support import failed_records
 from tests.integration.inbound_support import (
     ANN,
     assignee_item,
-    declare_queues,
     enqueue,
     group_state,
     jira_payload,
     post,
     store,
     wait_finished,
-    wait_idle,
 )
 from tests.integration.status_support import (
     CLOSED,
@@ -32,6 +30,7 @@ from tests.integration.status_support import (
     REOPENED,
     RESOLVED,
     STATUS_ACTIVITY,
+    fake_jira_for_worker,
     group_status,
     status_item,
     status_outcome,
@@ -50,14 +49,8 @@ TS = 1_764_000_000_000
 @pytest.fixture
 def jira(res: Resources, servers: Servers, module_worker: WorkerProcess) -> Iterator[FakeJira]:
     """The fake Jira of this test, with the module's worker idle around it."""
-    declare_queues()
-    server = FakeJiraServer().start()
-    server.fake.add_consumer()
-    try:
-        yield server.fake
-    finally:
-        wait_idle(servers.env["BROKER_URL"])
-        server.stop()
+    with fake_jira_for_worker(servers.env["BROKER_URL"]) as fake:
+        yield fake
 
 
 def finish(res: Resources, payload: dict[str, Any]) -> tuple[str, str | None, str | None]:
