@@ -199,9 +199,10 @@ def broker_depths(settings: Settings) -> dict[str, Any]:
     hold unacknowledged: RabbitMQ gives it back the moment a worker's connection drops)."""
     broker_url = settings.broker_url
     if settings.broker_is_amqp:
+        conn = Connection(broker_url, connect_timeout=3)
         try:
-            depths = queue_depths(Connection(broker_url, connect_timeout=3))
-        except (OSError, *Connection(broker_url).connection_errors) as exc:
+            depths = queue_depths(conn)
+        except (OSError, *conn.connection_errors) as exc:
             return {"reachable": False, "detail": f"unreachable ({type(exc).__name__})"}
         return {"reachable": True, "queues": depths, "unacked": None}
     client = redis.Redis.from_url(broker_url, socket_timeout=3, socket_connect_timeout=3)
