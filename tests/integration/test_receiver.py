@@ -76,6 +76,18 @@ def test_accepted_delivery_is_stored_then_queued(
     assert delivery_ids_on_broker(servers.env["BROKER_URL"]) == {delivery_id}
 
 
+def test_body_is_stored_byte_for_byte(client: TestClient, res: Resources) -> None:
+    # Quotes, backslashes, braces, commas and escapes are what an array literal would mangle.
+    data = payload("APP-8")
+    data["issue"]["fields"]["summary"] = 'a "quoted", {braced} \\ back\\slash \u00e9t\u00e9 \u2603'
+    data["comment"] = {"body": "line\nbreak \\\"nested\\\" NULL"}
+    raw = json.dumps(data, ensure_ascii=False, indent=1)
+    response = post(client, content=raw.encode())
+    assert response.status_code == 202
+    (row,) = stored(res)
+    assert row.body == raw
+
+
 BAD_TOKENS = {
     "empty": "",
     "undecodable": "not-a-jwt",

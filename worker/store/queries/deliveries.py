@@ -157,11 +157,13 @@ class NewDelivery:
     source: str = "webhook"
 
 
+# Binary parameters (%b): psycopg's text format escapes every quote of every body in Python
+# (about 1 ms for a 10 KB Jira body); the binary format copies the bytes.
 INSERT_DELIVERIES = """
 INSERT INTO webhook_delivery
     (integration_id, dedupe_key, body, headers, issue_key, event_ts, source)
-SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::jsonb[], %s::text[], %s::bigint[],
-                     %s::text[])
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::jsonb[], %b::text[], %b::bigint[],
+                     %b::text[])
 ON CONFLICT (integration_id, dedupe_key) DO NOTHING
 RETURNING id, integration_id, dedupe_key
 """
