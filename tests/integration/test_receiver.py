@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -80,12 +81,24 @@ def test_body_is_stored_byte_for_byte(client: TestClient, res: Resources) -> Non
     # Quotes, backslashes, braces, commas and escapes are what an array literal would mangle.
     data = payload("APP-8")
     data["issue"]["fields"]["summary"] = 'a "quoted", {braced} \\ back\\slash \u00e9t\u00e9 \u2603'
-    data["comment"] = {"body": "line\nbreak \\\"nested\\\" NULL"}
+    data["comment"] = {"body": 'line\nbreak \\"nested\\" NULL'}
     raw = json.dumps(data, ensure_ascii=False, indent=1)
     response = post(client, content=raw.encode())
     assert response.status_code == 202
     (row,) = stored(res)
     assert row.body == raw
+
+
+def test_log_names_each_stored_delivery_and_each_refusal(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="jira_sync.receiver")
+    delivery_id = int(post(client, payload("APP-9")).json()["delivery"])
+    assert post(client, token="not-a-jwt").status_code == 401
+    events = [(r.getMessage(), r.__dict__) for r in caplog.records]
+    assert any(m == "payload.stored" and f["delivery_ids"] == [delivery_id] for m, f in events)
+    refusals = [f for m, f in events if m == "payload.request"]
+    assert [f["status"] for f in refusals] == [401]  # a 202 is not logged a second time
 
 
 BAD_TOKENS = {

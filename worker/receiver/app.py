@@ -203,14 +203,19 @@ async def issue_updated(request: Request) -> Response:
         )
     duration_s = time.perf_counter() - started
     metrics.observe_request(response.status_code, duration_s)
-    log.info(
-        "payload.request",
-        extra={
-            "status": response.status_code,
-            "delivery_id": delivery_id,
-            "duration_ms": round(duration_s * 1000, 2),
-        },
-    )
+    # Accepted deliveries are logged a batch per line by the writer (`payload.stored`); a
+    # line per 2xx request cost ~9% of the receiver's CPU under load. Refusals stay one each.
+    level = logging.DEBUG if response.status_code < 300 else logging.INFO
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            "payload.request",
+            extra={
+                "status": response.status_code,
+                "delivery_id": delivery_id,
+                "duration_ms": round(duration_s * 1000, 2),
+            },
+        )
     return response
 
 

@@ -170,6 +170,12 @@ class DeliveryWriter:
                         w.done.set_exception(exc)
                 continue
             metrics.INSERT_BATCH.observe(len(batch))
+            stored = [i for i in ids if i is not None]
+            log.info(
+                "payload.stored",
+                extra={"count": len(stored), "duplicates": len(ids) - len(stored),
+                       "delivery_ids": stored},
+            )  # fmt: skip
             for w, delivery_id in zip(batch, ids, strict=True):
                 if not w.done.done():
                     w.done.set_result(delivery_id)

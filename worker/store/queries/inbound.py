@@ -71,13 +71,53 @@ def lock_delivery(conn: Connection, delivery_id: int) -> bool:
     return conn.execute(LOCK_DELIVERY, (delivery_id,)).fetchone() is not None
 
 
-LOCK_SYNCED_EXTERNAL_ISSUES = """
-SELECT ei.id, ei.organization_id, ei.last_event_ts, ei.last_changelog_id
+LOCK_DELIVERIES = """
+SELECT id, status, issue_key, integration_id, {body} AS body
+FROM webhook_delivery WHERE id = ANY(%s) ORDER BY id
+FOR NO KEY UPDATE
+"""
+SELECT_DELIVERIES_EFFECTS = """
+SELECT delivery_id, group_id, action, user_id, outcome FROM delivery_effect
+WHERE delivery_id = ANY(%s) ORDER BY delivery_id, group_id
+"""
+
+
+@dataclass(frozen=True)
+class LockedDelivery:
+    """A delivery locked to plan it or decide whether it is finished, with every effect
+    planned for it (its body only when asked for)."""
+
+    id: int
+    status: str
+    issue_key: str | None
+    integration_id: int
+    body: str | None
+    effects: list[Effect]
+
+
+def lock_deliveries_with_effects(
+    conn: Connection, delivery_ids: list[int], *, bodies: bool = False
+) -> list[LockedDelivery]:
+    """Lock the deliveries that exist in id order and read their effects after the locks (two
+    statements sent together)."""
+    lock = sql.SQL(LOCK_DELIVERIES).format(body=sql.SQL("body" if bodies else "NULL::text"))
+    locked_cur = conn.execute(lock, (delivery_ids,))
+    effects_cur = conn.execute(SELECT_DELIVERIES_EFFECTS, (delivery_ids,))
+    locked, rows = locked_cur.fetchall(), effects_cur.fetchall()
+    planned: dict[int, list[Effect]] = defaultdict(list)
+    for row in rows:
+        planned[int(row["delivery_id"])].append(Effect(**row))
+    return [LockedDelivery(**r, effects=planned[int(r["id"])]) for r in locked]
+
+
+LOCK_SYNCED_ISSUES_OF_KEYS = """
+SELECT ei.id, ei.organization_id, ei.last_event_ts, ei.last_changelog_id,
+       ei.integration_id, ei.key
 FROM external_issue ei
 JOIN organization_integration oi
   ON oi.organization_id = ei.organization_id AND oi.integration_id = ei.integration_id
 JOIN organization o ON o.id = ei.organization_id
-WHERE ei.integration_id = %s AND ei.key = %s
+WHERE (ei.integration_id, ei.key) IN (SELECT * FROM unnest(%s::bigint[], %s::text[]))
   AND oi.status = 'active'
   AND coalesce((oi.config ->> 'sync_reverse_assignment')::boolean, false)
   AND o.issue_sync_enabled
@@ -86,12 +126,19 @@ FOR NO KEY UPDATE OF ei
 """
 
 
-def lock_synced_external_issues(
-    conn: Connection, integration_id: int, key: str
-) -> list[ExternalIssue]:
-    """The issue's rows in organizations with inbound sync on (SPEC 4.2), locked in id order."""
-    rows = conn.execute(LOCK_SYNCED_EXTERNAL_ISSUES, (integration_id, key))
-    return [ExternalIssue(**r) for r in rows]
+def lock_synced_issues_of_keys(
+    conn: Connection, keys: list[tuple[int, str]]
+) -> dict[tuple[int, str], list[ExternalIssue]]:
+    """The rows of these (integration, issue key) pairs in organizations with inbound sync on
+    (SPEC 4.2), by pair: one statement, every row locked in id order (two batches never
+    deadlock)."""
+    rows = conn.execute(
+        LOCK_SYNCED_ISSUES_OF_KEYS, ([i for i, _ in keys], [k for _, k in keys])
+    ).fetchall()
+    found: dict[tuple[int, str], list[ExternalIssue]] = defaultdict(list)
+    for r in rows:
+        found[(int(r.pop("integration_id")), str(r.pop("key")))].append(ExternalIssue(**r))
+    return found
 
 
 MARK_ISSUE_EVENT = """
@@ -125,23 +172,50 @@ def affected_groups(
     return [GroupRef(**r) for r in rows]
 
 
-SELECT_USER_TEAMS_BY_EMAIL = """
-SELECT DISTINCT u.id AS user_id, tm.team_id
-FROM app_user u
-JOIN user_email e ON e.user_id = u.id
-LEFT JOIN team_member tm ON tm.user_id = u.id AND tm.is_active
-WHERE u.is_active AND e.is_verified AND lower(e.email) = lower(%s)
+SELECT_LINKED_GROUPS = """
+SELECT gl.external_issue_id, g.id, g.project_id, p.organization_id
+FROM group_link gl
+JOIN issue_group g ON g.id = gl.group_id
+JOIN project p ON p.id = g.project_id
+WHERE gl.external_issue_id = ANY(%s)
 """
 
 
-def user_teams_by_email(conn: Connection, email: str) -> dict[int, set[int]]:
-    """Active users with this verified email, each with the teams they are active members of."""
-    teams: dict[int, set[int]] = {}
-    for row in conn.execute(SELECT_USER_TEAMS_BY_EMAIL, (email,)):
-        member_of = teams.setdefault(int(row["user_id"]), set())
+@dataclass(frozen=True)
+class LinkedGroup:
+    external_issue_id: int
+    group: GroupRef
+    organization_id: int
+
+
+def linked_groups(conn: Connection, issue_ids: list[int]) -> list[LinkedGroup]:
+    """Every group linked to these external issues, with its project's organization (what
+    affected_groups filters on, for many issues in one statement)."""
+    return [
+        LinkedGroup(int(r["external_issue_id"]), GroupRef(r["id"], r["project_id"]),
+                    int(r["organization_id"]))
+        for r in conn.execute(SELECT_LINKED_GROUPS, (issue_ids,))
+    ]  # fmt: skip
+
+
+SELECT_USER_TEAMS_BY_EMAILS = """
+SELECT DISTINCT lower(e.email) AS email, u.id AS user_id, tm.team_id
+FROM app_user u
+JOIN user_email e ON e.user_id = u.id
+LEFT JOIN team_member tm ON tm.user_id = u.id AND tm.is_active
+WHERE u.is_active AND e.is_verified AND lower(e.email) = ANY(%s)
+"""
+
+
+def user_teams_by_emails(conn: Connection, emails: list[str]) -> dict[str, dict[int, set[int]]]:
+    """Per email (lower-cased), the active users with it verified, each with the teams they are
+    active members of: one statement for many emails."""
+    found: dict[str, dict[int, set[int]]] = defaultdict(dict)
+    for row in conn.execute(SELECT_USER_TEAMS_BY_EMAILS, (sorted({e.lower() for e in emails}),)):
+        member_of = found[str(row["email"])].setdefault(int(row["user_id"]), set())
         if row["team_id"] is not None:
             member_of.add(int(row["team_id"]))
-    return teams
+    return found
 
 
 SELECT_PROJECT_TEAMS = "SELECT project_id, team_id FROM project_team WHERE project_id = ANY(%s)"
@@ -170,27 +244,6 @@ def insert_effects(conn: Connection, planned: list[Effect]) -> None:
     conn.execute(INSERT_EFFECTS, [list(c) for c in columns])
 
 
-SELECT_EFFECTS = """
-SELECT delivery_id, group_id, action, user_id, outcome FROM delivery_effect
-WHERE delivery_id = %s ORDER BY group_id
-"""
-
-
-def effects(conn: Connection, delivery_id: int) -> list[Effect]:
-    return [Effect(**r) for r in conn.execute(SELECT_EFFECTS, (delivery_id,))]
-
-
-SELECT_EFFECT = """
-SELECT delivery_id, group_id, action, user_id, outcome FROM delivery_effect
-WHERE delivery_id = %s AND group_id = %s
-"""
-
-
-def effect(conn: Connection, delivery_id: int, group_id: int) -> Effect | None:
-    row = conn.execute(SELECT_EFFECT, (delivery_id, group_id)).fetchone()
-    return None if row is None else Effect(**row)
-
-
 SET_EFFECT_OUTCOMES = """
 UPDATE delivery_effect e SET outcome = v.outcome, updated_at = now()
 FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(delivery_id, group_id, outcome)
@@ -212,6 +265,72 @@ def lock_group(conn: Connection, group_id: int) -> GroupRef | None:
     """Every change to a group's assignee holds this lock, so they apply one at a time."""
     row = conn.execute(LOCK_GROUP, (group_id,)).fetchone()
     return None if row is None else GroupRef(**row)
+
+
+LOCK_GROUPS = """
+SELECT id, project_id FROM issue_group WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE
+"""
+
+
+def lock_groups(conn: Connection, group_ids: list[int]) -> dict[int, GroupRef]:
+    """Lock a batch's group rows in id order (two batches never deadlock); the ones that
+    exist, by id."""
+    return {int(r["id"]): GroupRef(**r) for r in conn.execute(LOCK_GROUPS, (group_ids,))}
+
+
+@dataclass
+class GroupStates:
+    """What applying a batch of changes to locked groups reads first: each change's effect,
+    each group's newest applied event and assignee, and the members of the assignees' teams.
+    A batch applying its changes in order keeps `events` and `assignees` up to date."""
+
+    effects: dict[tuple[int, int], Effect]
+    events: dict[int, tuple[int, int]]
+    assignees: dict[int, Assignee]
+    team_members: dict[int, set[int]]
+
+
+SELECT_PAIR_EFFECTS = """
+SELECT e.delivery_id, e.group_id, e.action, e.user_id, e.outcome
+FROM delivery_effect e
+JOIN unnest(%s::bigint[], %s::bigint[]) AS v(delivery_id, group_id) USING (delivery_id, group_id)
+"""
+SELECT_GROUP_EVENTS = """
+SELECT group_id, event_ts, changelog_id FROM {table} WHERE group_id = ANY(%s)
+"""
+SELECT_ASSIGNEES = "SELECT group_id, user_id, team_id FROM group_assignee WHERE group_id = ANY(%s)"
+SELECT_ASSIGNEE_TEAM_MEMBERS = """
+SELECT team_id, user_id FROM team_member
+WHERE team_id IN (SELECT team_id FROM group_assignee WHERE group_id = ANY(%s))
+"""
+
+
+def group_states(conn: Connection, pairs: list[tuple[int, int]]) -> GroupStates:
+    """The state of the (delivery, group) pairs' groups, read after their locks: four
+    statements sent together (one round trip in pipeline mode), each seeing what the lock
+    holders before it committed."""
+    group_ids = sorted({g for _, g in pairs})
+    cursors = (
+        conn.execute(SELECT_PAIR_EFFECTS, ([d for d, _ in pairs], [g for _, g in pairs])),
+        conn.execute(_event_sql(SELECT_GROUP_EVENTS, "assignee"), (group_ids,)),
+        conn.execute(SELECT_ASSIGNEES, (group_ids,)),
+        conn.execute(SELECT_ASSIGNEE_TEAM_MEMBERS, (group_ids,)),
+    )
+    effects_rows, event_rows, assignee_rows, member_rows = (c.fetchall() for c in cursors)
+    members: dict[int, set[int]] = defaultdict(set)
+    for row in member_rows:
+        members[int(row["team_id"])].add(int(row["user_id"]))
+    return GroupStates(
+        effects={(int(r["delivery_id"]), int(r["group_id"])): Effect(**r) for r in effects_rows},
+        events={
+            int(r["group_id"]): (int(r["event_ts"]), int(r["changelog_id"])) for r in event_rows
+        },
+        assignees={
+            int(r["group_id"]): Assignee(user_id=r["user_id"], team_id=r["team_id"])
+            for r in assignee_rows
+        },
+        team_members=members,
+    )
 
 
 # The newest event applied to a group, one table per field it orders: an assignee event and
@@ -321,16 +440,6 @@ def insert_activity_and_history(
             "delivery_id": delivery_id,
         },
     )
-
-
-SELECT_TEAM_MEMBERS = "SELECT team_id, user_id FROM team_member WHERE team_id = ANY(%s)"
-
-
-def team_members(conn: Connection, team_ids: Collection[int]) -> dict[int, set[int]]:
-    members: dict[int, set[int]] = defaultdict(set)
-    for row in conn.execute(SELECT_TEAM_MEMBERS, (list(team_ids),)):
-        members[int(row["team_id"])].add(int(row["user_id"]))
-    return members
 
 
 DELETE_ASSIGNED_SUBSCRIPTIONS = """
