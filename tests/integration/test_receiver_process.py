@@ -46,10 +46,16 @@ def test_uvicorn_receiver_accepts_and_logs_json_without_the_token(
     def logged() -> list[dict[str, Any]]:
         return [json.loads(line) for line in logs().splitlines() if line.startswith("{")]
 
+    # Accepted deliveries are logged a batch per line; a refusal has a line of its own.
     wait_for(
-        lambda: any(e.get("delivery_id") == delivery_id for e in logged()),
+        lambda: (
+            any(delivery_id in (e.get("delivery_ids") or []) for e in logged())
+            and any(
+                e.get("event") == "payload.request" and e.get("status") == 401 for e in logged()
+            )
+        ),
         10,
-        "a request log line with the delivery id",
+        "the stored batch's line with the delivery id, and the refusal's line",
     )
     text = logs()
     for line in text.splitlines():

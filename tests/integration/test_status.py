@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -111,6 +112,7 @@ def test_stuck_delivery_and_unreplayed_failure_exit_1_naming_both(
     broker.close()
     failed_record(error_type="JiraRejected")
     sweep()  # beat is fine: only the delivery and the failure need an operator
+    time.sleep(0.2)  # older than --stuck-after however fast the steps above ran
 
     code, out = status(capsys, "--receiver-url", receiver, "--stuck-after", "0.1s", "--json")
     assert code == EXIT_ATTENTION
