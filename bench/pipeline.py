@@ -94,12 +94,16 @@ def store_and_enqueue(srv: Servers, count: int) -> None:
             relay.enqueue(app, conn, ids[start : start + INSERT_BATCH])
 
 
-def _finished(srv: Servers) -> int:
+def _finished(srv: Servers, count: int) -> int:
+    """How many of the `count` stored deliveries are done or failed, counted from the few not
+    finished yet through the (status, received_at) index: polled every 20 ms, a count of the
+    finished rows scanned the whole table (3.4 ms a poll, about a sixth of a core taken from
+    the run it measures)."""
     with psycopg.connect(srv.database_url) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM webhook_delivery WHERE status IN ('done', 'failed')"
+            "SELECT count(*) FROM webhook_delivery WHERE status IN ('received', 'queued')"
         ).fetchone()
-    return int(row[0]) if row else 0
+    return count - (int(row[0]) if row else 0)
 
 
 def _outcomes(srv: Servers) -> dict[str, int]:
@@ -167,7 +171,7 @@ def one_run(srv: Servers, count: int, share_s: float) -> tuple[Run, dict[str, in
     publish_noops(count)
     noop = drain(srv, "noop", count, share_s * 0.3, lambda: count - harness.queued(srv))
     store_and_enqueue(srv, count)
-    product = drain(srv, "pipeline", count, share_s * 0.6, lambda: _finished(srv))
+    product = drain(srv, "pipeline", count, share_s * 0.6, lambda: _finished(srv, count))
     outcomes = _outcomes(srv)
     harness.drop_queues(srv)
     return Run(count, noop, product), outcomes
@@ -264,6 +268,6 @@ def _profile(srv: Servers, count: int, say: Callable[[str], None]) -> None:
     """One more drain with py-spy on the worker and its pool processes (15 s at most)."""
     harness.drop_queues(srv)
     store_and_enqueue(srv, count)
-    drain(srv, "pipeline-profile", count, 20.0, lambda: _finished(srv), profile_s=15.0)
+    drain(srv, "pipeline-profile", count, 20.0, lambda: _finished(srv, count), profile_s=15.0)
     harness.drop_queues(srv)
     say(profile.finish("pipeline-profile", "pipeline (worker main + pool processes)"))
