@@ -15,7 +15,7 @@ from celery import Celery
 
 from worker.receiver import metrics, relay
 from worker.runtime.resources import Resources
-from worker.store.db import transaction
+from worker.store.db import autocommit, transaction
 from worker.store.queries import deliveries as q
 from worker.store.queries import integrations as iq
 
@@ -181,7 +181,7 @@ class DeliveryWriter:
                     w.done.set_result(delivery_id)
 
     def _insert(self, batch: list[q.NewDelivery]) -> list[int | None]:
-        with transaction(self.res.pool) as conn:
+        with autocommit(self.res.pool) as conn:  # one statement: its own transaction
             return q.insert_deliveries(conn, batch)
 
 

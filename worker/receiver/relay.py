@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from tasks import pipeline
 from worker.runtime.publish import batch_sender
 from worker.runtime.resources import Resources
-from worker.store.db import Connection, transaction
+from worker.store.db import Connection, autocommit
 from worker.store.queries import deliveries as q
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,10 @@ def enqueue(app: Celery, conn: Connection, delivery_ids: list[int]) -> list[int]
 
 
 def enqueue_stored(app: Celery, res: Resources, delivery_ids: list[int]) -> None:
-    """Send deliveries just committed, in a transaction of their own; what cannot be sent
+    """Send deliveries just committed and mark them queued; what cannot be sent
     (broker or database down) stays `received` for the beat sweep."""
     try:
-        with transaction(res.pool) as conn:
+        with autocommit(res.pool) as conn:  # the one UPDATE after the send commits by itself
             enqueue(app, conn, delivery_ids)
     except Exception as exc:
         log.warning(
