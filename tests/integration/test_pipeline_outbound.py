@@ -224,7 +224,8 @@ def test_user_unknown_to_one_jira_fails_that_issue_only(
     assert other_jira.assignees == {"OPS-9": "ann"}
     assert puts(third_jira, "OLD-3") == []
     # Never silent: a failed-task record for that issue alone, the delivery reads failed.
-    [record] = failed_records(res)
+    # (The call's row commits before the step records its failure: wait for the record.)
+    [record] = wait_for(lambda: failed_records(res), 15, "the failure record")
     assert record["task_name"] == OUTBOUND_SYNC
     assert record["error_type"] == "JiraUserNotFound"
     assert "OLD-3" in record["message"]
