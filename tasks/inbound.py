@@ -201,8 +201,8 @@ def _apply_groups(step: Step, changes: list[tuple[int, int]], action: Action) ->
     say), the batch is applied again change by change, each in a savepoint of its own: the
     change that fails is rolled back and recorded alone, the others apply."""
     events = _events(step, sorted({d for d, _ in changes}))
-    in_order = sorted(
-        changes, key=lambda c: (c[1], events[c[0]].order if c[0] in events else (0, 0), c[0])
+    in_order = sorted(  # a change sent twice in one batch applies once
+        set(changes), key=lambda c: (c[1], events[c[0]].order if c[0] in events else (0, 0), c[0])
     )
     try:
         with transaction(step.resources.pool) as conn, conn.pipeline():
@@ -279,7 +279,8 @@ def _apply_alone(
         groups = q.lock_groups(conn, [group_id])
         states = q.group_states(conn, [change])
         event = events.get(delivery_id)
-        if event is None and group_id in groups and change in states.effects:
+        effect = states.effects.get(change)
+        if event is None and group_id in groups and effect and effect.outcome == PENDING:
             delivery = q_deliveries.get_delivery(conn, delivery_id)
             if delivery is None:
                 raise NotFound(f"delivery {delivery_id} does not exist")

@@ -15,6 +15,7 @@ from tests.integration.failure_support import failed_records
 from tests.integration.inbound_support import (
     ANN,
     BOB,
+    CY,
     GROUP,
     base_scene,
     enqueue,
@@ -33,6 +34,7 @@ from tests.integration.test_failed_constraint import (
 from tests.webhooks import broker_messages
 from worker.cli import main
 from worker.cli.common import EXIT_OK
+from worker.domain.model import ActivityType, SubscriptionReason
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 
@@ -145,3 +147,36 @@ def test_a_group_change_that_fails_permanently_leaves_the_rest_of_its_batch_appl
     [record] = failed_records(res)
     assert (record["task_name"], record["error_type"]) == (ASSIGN, "CheckViolation")
     assert record["kwargs"] == {"changes": [[second, OTHER_GROUP]]}
+
+
+def test_changes_of_one_group_in_one_batch_apply_in_event_order(
+    res: Resources,
+    servers: Servers,
+    scene: Callable[[dict[str, Any]], None],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """The set-wise group step decides a batch's changes against one read of the group and
+    keeps it current: three events of one issue in one message end as three applied in
+    order would, whatever order they were stored in."""
+    scene(base_scene())
+    bob = store(res, jira_payload(BOB, ts=2000, changelog_id=2))
+    cy = store(res, jira_payload(CY, ts=3000, changelog_id=3))
+    ann = store(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    assert bob is not None and cy is not None and ann is not None
+    sync.run(delivery_ids=[bob, cy, ann])  # plans all three; one assign message carries them
+    assert [k for k in kwargs_on_broker(servers.env["BROKER_URL"]) if "changes" in k] == [
+        {"changes": [[bob, GROUP], [cy, GROUP], [ann, GROUP]]}
+    ]
+    start_worker(concurrency=1)
+    done = wait_finished(res, [ann, bob, cy], timeout_s=30)
+    assert {d: done[d].outcome for d in (ann, bob, cy)} == {
+        ann: "assigned",
+        bob: "assigned",
+        cy: "assigned",
+    }
+    state = group_state(res)
+    assert state.assignee == CY
+    # Each earlier assignee's `assigned` subscription went when the next one came.
+    assert state.subscriptions == {f"user:{CY}": int(SubscriptionReason.ASSIGNED)}
+    assert [a[0] for a in state.activity] == [int(ActivityType.ASSIGNED)] * 3
+    assert [a[1]["assignee"] for a in state.activity] == [str(ANN), str(BOB), str(CY)]
