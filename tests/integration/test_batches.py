@@ -122,8 +122,9 @@ def test_a_group_change_that_fails_permanently_leaves_the_rest_of_its_batch_appl
     scene: Callable[[dict[str, Any]], None],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    """The group step applies each change of its batch in a savepoint of its own: the one
-    that fails for good is rolled back and recorded alone, the other is applied."""
+    """The set-wise attempt fails on the constraint, so the group step applies the batch
+    again change by change, each in a savepoint of its own: the one that fails for good is
+    rolled back and recorded alone, the other is applied."""
     scene(two_issue_scene())
     first = store(res, jira_payload(ANN, ts=1000, changelog_id=1))
     second = store(res, jira_payload(BOB, ts=2000, changelog_id=2, key=OTHER_KEY))
