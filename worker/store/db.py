@@ -48,12 +48,11 @@ def open_pool(
 
 
 @contextmanager
-def transaction(pool: ConnectionPool[Connection]) -> Iterator[Connection]:
-    """One transaction on a pooled connection; a failure worth a retry (the server gone, a lost
-    race) becomes DatabaseUnavailable, anything else propagates as it is."""
+def _unavailable_when_retryable() -> Iterator[None]:
+    """A failure worth a retry (the server gone, a lost race) becomes DatabaseUnavailable;
+    anything else propagates as it is."""
     try:
-        with pool.connection() as conn, conn.transaction():
-            yield conn
+        yield
     except (psycopg.Error, PoolTimeout) as exc:
         if classify(exc).retryable:
             raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
@@ -61,22 +60,25 @@ def transaction(pool: ConnectionPool[Connection]) -> Iterator[Connection]:
 
 
 @contextmanager
+def transaction(pool: ConnectionPool[Connection]) -> Iterator[Connection]:
+    """One transaction on a pooled connection; a failure worth a retry (the server gone, a lost
+    race) becomes DatabaseUnavailable, anything else propagates as it is."""
+    with _unavailable_when_retryable(), pool.connection() as conn, conn.transaction():
+        yield conn
+
+
+@contextmanager
 def autocommit(pool: ConnectionPool[Connection]) -> Iterator[Connection]:
     """A pooled connection on which each statement commits by itself: a write that is one
     statement costs one round trip instead of three (BEGIN, it, COMMIT). Errors as in
     `transaction`."""
-    try:
-        with pool.connection() as conn:
-            conn.autocommit = True
-            try:
-                yield conn
-            finally:
-                with suppress(psycopg.Error):  # a broken connection is the pool's to drop
-                    conn.autocommit = False
-    except (psycopg.Error, PoolTimeout) as exc:
-        if classify(exc).retryable:
-            raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        raise
+    with _unavailable_when_retryable(), pool.connection() as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            with suppress(psycopg.Error):  # a broken connection is the pool's to drop
+                conn.autocommit = False
 
 
 def migration_files() -> list[Path]:
