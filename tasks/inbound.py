@@ -168,16 +168,7 @@ def _mark_issue_events(
 def _affected_groups(
     issues: list[q.ExternalIssue], linked: list[q.LinkedGroup]
 ) -> list[q.GroupRef]:
-    """The groups linked to the issue's rows whose project is in one of those rows'
-    organizations, in id order."""
-    ids = {i.id for i in issues}
-    organizations = {i.organization_id for i in issues}
-    found = {
-        lg.group.id: lg.group
-        for lg in linked
-        if lg.external_issue_id in ids and lg.organization_id in organizations
-    }
-    return [found[g] for g in sorted(found)]
+    return q.in_organizations(linked, {i.id for i in issues}, {i.organization_id for i in issues})
 
 
 @app.task(base=ChangeBatchStep, bind=True, name=pipeline.ASSIGN)

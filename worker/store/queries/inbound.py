@@ -155,23 +155,6 @@ def mark_issue_event(
     conn.execute(MARK_ISSUE_EVENT, (order[0], order[1], jira_assignee, issue_ids))
 
 
-SELECT_AFFECTED_GROUPS = """
-SELECT DISTINCT g.id, g.project_id
-FROM group_link gl
-JOIN issue_group g ON g.id = gl.group_id
-JOIN project p ON p.id = g.project_id
-WHERE gl.external_issue_id = ANY(%s) AND p.organization_id = ANY(%s)
-ORDER BY g.id
-"""
-
-
-def affected_groups(
-    conn: Connection, issue_ids: list[int], organization_ids: list[int]
-) -> list[GroupRef]:
-    rows = conn.execute(SELECT_AFFECTED_GROUPS, (issue_ids, organization_ids))
-    return [GroupRef(**r) for r in rows]
-
-
 SELECT_LINKED_GROUPS = """
 SELECT gl.external_issue_id, g.id, g.project_id, p.organization_id
 FROM group_link gl
@@ -190,12 +173,32 @@ class LinkedGroup:
 
 def linked_groups(conn: Connection, issue_ids: list[int]) -> list[LinkedGroup]:
     """Every group linked to these external issues, with its project's organization (what
-    affected_groups filters on, for many issues in one statement)."""
+    `in_organizations` filters on), for many issues in one statement."""
     return [
         LinkedGroup(int(r["external_issue_id"]), GroupRef(r["id"], r["project_id"]),
                     int(r["organization_id"]))
         for r in conn.execute(SELECT_LINKED_GROUPS, (issue_ids,))
     ]  # fmt: skip
+
+
+def in_organizations(
+    linked: list[LinkedGroup], issue_ids: Collection[int], organization_ids: Collection[int]
+) -> list[GroupRef]:
+    """The groups an issue's rows affect: linked to one of the rows, in a project of one of
+    the rows' organizations; in id order."""
+    found = {
+        lg.group.id: lg.group
+        for lg in linked
+        if lg.external_issue_id in issue_ids and lg.organization_id in organization_ids
+    }
+    return [found[g] for g in sorted(found)]
+
+
+def affected_groups(
+    conn: Connection, issue_ids: list[int], organization_ids: list[int]
+) -> list[GroupRef]:
+    """The groups one issue's rows affect (see in_organizations)."""
+    return in_organizations(linked_groups(conn, issue_ids), set(issue_ids), set(organization_ids))
 
 
 SELECT_USER_TEAMS_BY_EMAILS = """
