@@ -7,6 +7,7 @@ import psycopg
 import pytest
 import redis
 import requests
+from kombu.exceptions import BatchPublishError
 from kombu.exceptions import OperationalError as KombuOperationalError
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
@@ -88,3 +89,17 @@ def test_input_breaking_a_rule_is_bad_input_never_retried(exc: BaseException) ->
 def test_everything_else_is_permanent(exc: BaseException) -> None:
     assert classify(exc) is ErrorKind.PERMANENT
     assert not classify(exc).retryable
+
+
+def _publish_failed(cause: BaseException) -> BatchPublishError:
+    try:
+        raise BatchPublishError("Redis publish batch failed; delivery is uncertain") from cause
+    except BatchPublishError as exc:
+        return exc
+
+
+def test_a_batch_publish_that_failed_is_classified_by_what_broke_it() -> None:
+    # Redis restarted while a step sent its next messages (seen in the chaos run): retried.
+    assert classify(_publish_failed(redis.ConnectionError("reset"))) is ErrorKind.UNAVAILABLE
+    assert classify(_publish_failed(redis.ResponseError("WRONGTYPE"))) is ErrorKind.PERMANENT
+    assert classify(BatchPublishError("no cause")) is ErrorKind.PERMANENT

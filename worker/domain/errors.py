@@ -20,7 +20,8 @@ JiraSyncError
 
 Library errors are classified too, so no caller needs to know them: a lost connection to
 PostgreSQL, Redis, the broker or Jira (or a pool that has none to give) is UNAVAILABLE; a
-serialization failure, deadlock or lock timeout is TRANSIENT; anything else is PERMANENT.
+serialization failure, deadlock or lock timeout is TRANSIENT; a batch of messages that kombu
+could not publish is what made it fail (its cause); anything else is PERMANENT.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import enum
 import psycopg
 import redis
 import requests
+from kombu.exceptions import BatchPublishError
 from kombu.exceptions import OperationalError as KombuOperationalError
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
@@ -135,6 +137,11 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 
 def classify(exc: BaseException) -> ErrorKind:
     """The kind of failure exc is (see the module docstring for the whole table)."""
+    if isinstance(exc, BatchPublishError) and exc.__cause__ is not None:
+        # kombu wraps whatever broke the publish (Redis gone mid-batch, say): a step whose
+        # next messages may or may not have gone out is retried when that is (every step is
+        # idempotent, so a message sent twice changes nothing).
+        return classify(exc.__cause__)
     if isinstance(exc, InvalidInput | BadPayload):
         return ErrorKind.BAD_INPUT
     if isinstance(exc, PermanentError):
