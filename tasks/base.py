@@ -27,6 +27,9 @@ class Step(Task):  # type: ignore[misc]
 
     abstract = True
     typing = True
+    # RETRY_BUDGET_S alone bounds the retries (may_retry): Celery's own count must not. Its
+    # default of 3 would end an outage's fourth retry with the error escaping unrecorded.
+    max_retries = None
     # The keyword argument holding a batch step's items (None: not a batch step).
     batch_kwarg: str | None = None
 
@@ -60,7 +63,7 @@ class Step(Task):  # type: ignore[misc]
                         **_context(kwargs),
                     },
                 )
-                raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+                raise self.retry(exc=exc, countdown=countdown) from exc
             # A batch that gives up is recorded per item: each replays (and is listed) alone.
             for item_kwargs in self._per_item(kwargs):
                 self._record_failure(exc, args, item_kwargs, attempts=retries + 1)

@@ -1,23 +1,29 @@
 """Workers killed while chains run: after a restart every delivery is done, nothing is
 duplicated, and recovery takes no longer than the broker's bound (Redis: the visibility
-timeout, or the stalled-delivery sweep; RabbitMQ: at once, when the connection closes)."""
+timeout, or the stalled-delivery sweep; RabbitMQ: at once, when the connection closes).
+
+The kill lands while chains run whatever the machine's speed: the test holds a row lock on
+every group, so a step that writes a group waits in PostgreSQL, mid-chain, and the victim is
+the process whose connection waits on that lock."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import psutil
+import psycopg
 import pytest
 
 from config.celery import SWEEP_INTERVAL_S, UNACKED_RESTORE_INTERVAL_S
 from tasks.maintenance import stalled_after_s, sweep_deliveries
 from tests.conftest import WorkerProcess, wait_for
 from tests.integration.inbound_support import (
-    count,
     enqueue,
     finished,
     store,
@@ -52,16 +58,38 @@ def _all_done(res: Resources, delivery_of: dict[Event, int]) -> bool:
     return finished(res, list(delivery_of.values())) is not None
 
 
-def done_count(res: Resources) -> int:
-    return count(res, "SELECT count(*) FROM webhook_delivery WHERE status = 'done'")
-
-
 def assert_matches_oracle(
     res: Resources, events: list[Event], delivery_of: dict[Event, int]
 ) -> None:
     results = wait_finished(res, list(delivery_of.values()), timeout_s=5)
     assert {r.status for r in results.values()} == {"done"}
     shuffle_oracle(res, events, results, delivery_of)
+
+
+@contextlib.contextmanager
+def groups_held(res: Resources) -> Iterator[None]:
+    """Every group's row locked by this test until the block ends."""
+    with psycopg.connect(res.settings.database_url) as conn:
+        conn.execute("SELECT id FROM issue_group FOR UPDATE")
+        yield
+        conn.rollback()
+
+
+WAITING_PORTS = """
+SELECT a.client_port FROM pg_stat_activity a
+WHERE a.datname = current_database() AND a.wait_event_type = 'Lock' AND a.client_port > 0
+"""
+
+
+def step_waiting_on_the_lock(res: Resources, candidates: list[int]) -> int | None:
+    """The process among `candidates` whose connection waits on a row lock, if any."""
+    with psycopg.connect(res.settings.database_url, autocommit=True) as conn:
+        ports = {int(r[0]) for r in conn.execute(WAITING_PORTS)}
+    for pid in candidates:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if any(c.laddr.port in ports for c in psutil.Process(pid).net_connections("tcp")):
+                return pid
+    return None
 
 
 def many_events(rng: random.Random, rounds: int) -> list[Event]:
@@ -97,13 +125,15 @@ def test_killed_pool_child_loses_no_delivery_and_duplicates_nothing(
 ) -> None:
     rng = random.Random(7)
     scene(shuffle_scene())
-    victim = start_worker(concurrency=2)
-    start_worker(concurrency=2)
+    workers = [start_worker(concurrency=2), start_worker(concurrency=2)]
     events = many_events(rng, rounds=4)
-    delivery_of = post_all(res, events)
-    wait_for(lambda: done_count(res) >= 10, 30, "the first deliveries to finish")
-    assert done_count(res) < len(events), "the kill must land while chains run"
-    os.kill(victim.children()[0], signal.SIGKILL)
+    with groups_held(res):
+        delivery_of = post_all(res, events)
+        children = [pid for w in workers for pid in w.children()]
+        victim = wait_for(
+            lambda: step_waiting_on_the_lock(res, children), 60, "a step to wait mid-chain"
+        )
+        os.kill(victim, signal.SIGKILL)
     wait_finished(res, list(delivery_of.values()), timeout_s=30)
     assert_matches_oracle(res, events, delivery_of)
 
@@ -117,11 +147,11 @@ def test_killed_worker_is_recovered_within_the_broker_bound(
     scene(shuffle_scene())
     victim = start_worker(concurrency=2)
     events = many_events(rng, rounds=4)
-    delivery_of = post_all(res, events)
-    wait_for(lambda: done_count(res) >= 10, 30, "the first deliveries to finish")
-    assert done_count(res) < len(events), "the kill must land while chains run"
-    victim.kill()
-    killed_at = time.monotonic()
+    with groups_held(res):
+        delivery_of = post_all(res, events)
+        wait_for(lambda: step_waiting_on_the_lock(res, victim.children()), 60, "a step mid-chain")
+        victim.kill()
+        killed_at = time.monotonic()
     start_worker(concurrency=2)
     bound_s = recovery_bound_s(res)
     wait_for(
