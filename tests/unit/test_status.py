@@ -22,8 +22,6 @@ from worker.domain.status import (
 )
 
 CATEGORIES = {"1": "new", "3": "indeterminate", "5": "done", "6": "done"}
-# Real bodies Jira sent once (../shared/jira-payloads/SOURCES.md).
-PAYLOADS = Path(__file__).resolve().parents[3] / "shared" / "jira-payloads"
 
 
 @pytest.mark.parametrize(
@@ -80,10 +78,10 @@ def test_a_status_item_without_a_target_id_is_malformed(to: object) -> None:
         read_event(payload(items=[{"field": "status", "from": "1", "to": to}]))
 
 
-def test_real_jira_server_status_bodies_are_read() -> None:
-    body = (PAYLOADS / "server_jenkins_status_updated.json").read_text()
+def test_real_jira_server_status_bodies_are_read(jira_payloads: Path) -> None:
+    body = (jira_payloads / "server_jenkins_status_updated.json").read_text()
     event = parse_event(body)
     assert (event.status_from, event.status_to) == ("10000", "10001")
-    resolved = json.loads((PAYLOADS / "server_mm_status_resolved_unassigned.json").read_text())
+    resolved = json.loads((jira_payloads / "server_mm_status_resolved_unassigned.json").read_text())
     event = parse_event(json.dumps(resolved))
     assert (event.status_from, event.status_to) == ("3", "5")
