@@ -15,7 +15,10 @@ import httpx
 from devtools.embedded import free_port
 from tests.conftest import ROOT, wait_for
 
-RUN_VARS = ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "SECRET_KEY", "FLOWER_BASIC_AUTH")
+RUN_VARS = (
+    "DATABASE_URL", "REDIS_URL", "BROKER_URL", "SECRET_KEY", "FLOWER_BASIC_AUTH", "PUBLIC_URL",
+)  # fmt: skip
+PRINTED_RECEIVER = re.compile(r"jira-sync run: receiver: (http://\S+)/healthz")
 
 
 # honcho prefixes each line with the time and the process: "18:02:01 worker.1 | {...}".
@@ -37,6 +40,32 @@ def _get(url: str, **kwargs: object) -> int:
         return httpx.get(url, timeout=2, **kwargs).status_code  # type: ignore[arg-type]
     except httpx.HTTPError:
         return 0
+
+
+def assert_one_receiver_address(output: str, env_file: Path, env: dict[str, str]) -> None:
+    """The URL the launcher printed, PUBLIC_URL and `jira-sync status` in another shell (after
+    `. .state/env`) all reach the one receiver."""
+    printed = PRINTED_RECEIVER.search(output)
+    assert printed, "the launcher printed no receiver URL"
+    assert _get(printed.group(1) + "/healthz") == 200
+    shell = {k: v for k, v in env.items() if k not in RUN_VARS}
+    public_url = subprocess.run(
+        ["bash", "-c", f". {env_file} && echo $PUBLIC_URL"],
+        env=shell, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert _get(public_url + "/healthz") == 200
+
+    def status() -> subprocess.CompletedProcess[str] | None:
+        done = subprocess.run(
+            ["bash", "-c", f". {env_file} && jira-sync status --json"],
+            env=shell, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return done if done.returncode == 0 else None
+
+    # Exit 0 once beat has swept for the first time (every SWEEP_INTERVAL_S).
+    answered = wait_for(status, 60, "`jira-sync status` to exit 0 from another shell")
+    receiver = json.loads(answered.stdout)["receiver"]
+    assert (receiver["url"], receiver["ready"]) == (public_url, True)
 
 
 def test_run_starts_every_process_on_embedded_servers_and_stops_cleanly(tmp_path: Path) -> None:
@@ -64,6 +93,7 @@ def test_run_starts_every_process_on_embedded_servers_and_stops_cleanly(tmp_path
         text = lambda: (tmp_path / "run.log").read_text(errors="replace")  # noqa: E731
         wait_for(lambda: "ready" in text() and "beat" in text(), 60, "worker and beat")
         assert (state / "secret_key").exists()
+        assert_one_receiver_address(text(), state / "env", env)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(60)
