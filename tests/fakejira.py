@@ -332,13 +332,17 @@ class FakeJira:
 
     def outgoing(self, body: bytes) -> list[Outgoing]:
         """What Jira posts to each registered webhook for an event with this body: signed
-        (`X-Hub-Signature: sha256=<hex>`) when the webhook has a secret and Jira is 10.x."""
+        (`X-Hub-Signature: sha256=<hex>`) when Jira is 10.x and the webhook was given a secret
+        in `configuration.SECRET`. Data Center reads that spelling only: a secret under any
+        other field is kept as given but signs nothing (public Data Center 10 integrations
+        register `{"SECRET": ..., "EXCLUDE_BODY": "false"}` and report unsigned bodies
+        otherwise, e.g. OpenHands' Jira DC integration; SPEC 12)."""
         posts = []
         with self._lock:
             hooks = list(self.webhooks)
         for hook in hooks:
             headers = {"Content-Type": "application/json; charset=UTF-8"}
-            secret = (hook.get("configuration") or {}).get("secret")
+            secret = (hook.get("configuration") or {}).get("SECRET")
             if secret and self.major >= 10:
                 digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
                 headers["X-Hub-Signature"] = f"sha256={digest}"

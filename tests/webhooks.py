@@ -14,6 +14,9 @@ from config.celery import QUEUE_INBOUND
 from devtools import rabbitmq as amqp
 from tests.fakejira import rsa_keypair
 from worker.receiver import tokens
+from worker.runtime.resources import Resources
+from worker.store.db import transaction
+from worker.store.queries import integrations as iq
 
 EXTERNAL_ID = "jira.acme.test:jira-sync"
 SECRET = "webhook-secret-" + "x" * 32
@@ -102,3 +105,11 @@ def delivery_ids_on_broker(broker_url: str) -> set[int]:
         decoded = json.loads(base64.b64decode(args)) if isinstance(args, str) else args
         found.update(int(d) for d in decoded[1]["delivery_ids"])
     return found
+
+
+def old_secret_use_noted(res: Resources, integration_id: int) -> bool:
+    """Whether a receiver has noted a delivery verified by a rotation's previous secret
+    (it writes its notes about once a second)."""
+    with transaction(res.pool) as conn:
+        seen = iq.get_webhook_seen(conn, integration_id)
+    return seen is not None and seen.previous_secret_used_at is not None

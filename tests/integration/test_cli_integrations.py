@@ -88,7 +88,13 @@ def test_configure_rotate_and_disable(
         f"Integration {iid}, acme: reverse assignment on, forward assignment off, "
         "reverse status off, forward status off",
     )
+    (hook,) = fake_jira.webhooks
     assert run("integration", "rotate-secret", iid)[0] == EXIT_OK
+    # Jira 9's webhook is given the new URL too: nothing to edit by hand.
+    (rotated,) = fake_jira.webhooks
+    new_url = run("integration", "webhook-url", iid)[1].strip()
+    assert (rotated["id"], rotated["url"]) == (hook["id"], new_url)
+    assert rotated["url"] != hook["url"]
     assert "rotating" in run("integration", "list")[1]
     assert run("integration", "rotate-secret", iid)[0] == EXIT_USAGE  # one rotation at a time
     assert "Rotation finished" in run("integration", "rotate-secret", iid, "--finish")[1]

@@ -23,6 +23,7 @@ from tests.webhooks import (
     body,
     delivery_ids_on_broker,
     load_integrations,
+    old_secret_use_noted,
     payload,
     url,
 )
@@ -297,7 +298,10 @@ def test_rotation_accepts_old_and_new_secret_until_finished(
     new_token = new_url.rstrip("/").rsplit("/", 1)[1]
     assert post(client, payload(), token=new_token).status_code == 202
     assert post(client, payload(), token=old_token).status_code == 202
-    linking.finish_rotation(res, 1)
+    # The old secret just verified a delivery: finishing now would cut a Jira off.
+    wait_for(lambda: old_secret_use_noted(res, 1), 10, "the old secret's use to be noted")
+    assert linking.finish_rotation(res, 1) is linking.Finish.OLD_SECRET_IN_USE
+    assert linking.finish_rotation(res, 1, force=True) is linking.Finish.FINISHED
     wait_for(
         lambda: post(client, payload(), token=old_token).status_code == 401,
         10,

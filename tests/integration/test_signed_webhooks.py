@@ -14,11 +14,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
 from tests.conftest import receiver_process, wait_for
 from tests.fakejira import CONSUMER_KEY, HOOKS_10, LEGACY_HOOKS, FakeJira, rsa_keypair
-from tests.webhooks import JSON, OTHER_SECRET, body, load_integrations, payload, url
+from tests.webhooks import (
+    JSON,
+    OTHER_SECRET,
+    body,
+    load_integrations,
+    old_secret_use_noted,
+    payload,
+    url,
+)
 from worker.cli import main
 from worker.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from worker.jira import linking
@@ -225,31 +234,77 @@ def test_link_on_9x_registers_unsigned_on_the_old_api_and_keeps_working(
     assert deliver(client, fake_jira, payload()) == [202]
 
 
+def signature_required(res: Resources, integration_id: int) -> bool:
+    return integration_row(res, integration_id).require_signature
+
+
 def test_link_on_10x_registers_a_signed_webhook_on_the_new_api(
     res: Resources, orgs: None, fake_jira: FakeJira, client: TestClient
 ) -> None:
     result = link(res, data_center_10(fake_jira))
-    assert "bodies signed, signature required" in linking.completion_message(result)
+    assert "bodies signed, signature required from the first signed delivery" in (
+        linking.completion_message(result)
+    )
     (hook,) = fake_jira.webhooks
-    secret = hook["configuration"]["secret"]
+    # The one spelling Data Center 10 reads (SPEC 12); the webhook was read back after.
+    assert hook["configuration"]["EXCLUDE_BODY"] == "false"
+    secret = hook["configuration"]["SECRET"]
     assert hook["url"] == result.webhook_url
     assert fake_jira.calls_to(LEGACY_HOOKS) == []
+    assert len(fake_jira.calls_to(HOOKS_10, "GET")) == 2
     stored = integration_row(res, result.integration_id)
     assert stored.signing_secret_enc and secret not in stored.signing_secret_enc
     assert res.vault.decrypt(stored.signing_secret_enc) == secret
-    assert stored.require_signature
     assert stored.metadata["server_version"] == "10.3.1"
-    assert deliver(client, fake_jira, payload()) == [202]
-    # Unsigned, or signed by anyone else, is refused on the same URL.
+    # Not required until Jira has signed a delivery: the token alone verifies until then.
+    assert (stored.require_signature, stored.signature_seen_at) == (False, None)
     path = urlsplit(result.webhook_url).path
-    assert client.post(path, content=body(payload()), headers=JSON).status_code == 401
-    # A re-link updates the one webhook in place with a fresh secret.
+    assert client.post(path, content=body(payload()), headers=JSON).status_code == 202
+    assert deliver(client, fake_jira, payload()) == [202]
+    wait_for(lambda: signature_required(res, result.integration_id), 10, "signature required")
+    # From then on, unsigned, or signed by anyone else, is refused on the same URL.
+    wait_for(
+        lambda: client.post(path, content=body(payload()), headers=JSON).status_code == 401,
+        5,
+        "unsigned refused once a signed delivery arrived",
+    )
+    assert deliver(client, fake_jira, payload()) == [202]
+    # A re-link updates the one webhook in place with a fresh secret, not required until seen.
     again = link(res, fake_jira)
     (hook,) = fake_jira.webhooks
-    assert hook["configuration"]["secret"] != secret
+    assert hook["configuration"]["SECRET"] != secret
     assert len(fake_jira.calls_to(HOOKS_10, "POST")) == 1
     assert again.integration_id == result.integration_id
+    assert not signature_required(res, result.integration_id)
     assert deliver(client, fake_jira, payload()) == [202]
+
+
+def test_signature_refusals_are_counted_per_integration_for_status_and_metrics(
+    res: Resources, orgs: None, fake_jira: FakeJira, client: TestClient
+) -> None:
+    iid = link(res, data_center_10(fake_jira)).integration_id
+    before = refusals_counted(iid)
+    assert deliver(client, fake_jira, payload()) == [202]
+    (sent,) = fake_jira.outgoing(body(payload()))
+    forged = {**sent.headers, "X-Hub-Signature": "sha256=" + "0" * 64}
+    path = urlsplit(sent.url).path
+    assert client.post(path, content=sent.body, headers=forged).status_code == 401
+    assert client.post(path, content=sent.body, headers=forged).status_code == 401
+
+    def seen() -> iq.WebhookSeen | None:
+        with transaction(res.pool) as conn:
+            return iq.get_webhook_seen(conn, iid)
+
+    noted = wait_for(lambda: (s := seen()) and s.signature_refusals == 2 and s, 10, "refusals")
+    assert noted.last_refused_at is not None
+    assert refusals_counted(iid) - before == 2
+
+
+def refusals_counted(integration_id: int) -> float:
+    """This process's receiver metric of refused signatures for the integration."""
+    labels = {"integration": str(integration_id)}
+    found = REGISTRY.get_sample_value("jira_sync_receiver_signature_refusals_total", labels)
+    return found or 0.0
 
 
 def test_refresh_after_an_upgrade_to_10_signs_the_same_webhook(
@@ -260,8 +315,9 @@ def test_refresh_after_an_upgrade_to_10_signs_the_same_webhook(
     server = linking.refresh_server_info(res, result.integration_id)
     assert server.signs_webhooks
     (hook,) = fake_jira.webhooks
-    assert hook["configuration"]["secret"]
+    assert hook["configuration"]["SECRET"]
     assert len(fake_jira.calls_to(HOOKS_10 + "/", "PUT")) == 1
+    assert deliver(client, fake_jira, payload()) == [202]  # the first signed delivery
     wait_for(
         lambda: (
             client.post(
@@ -278,7 +334,11 @@ def test_refresh_after_an_upgrade_to_10_signs_the_same_webhook(
 
 
 def test_rotation_keeps_both_signing_secrets_until_finished(
-    res: Resources, orgs: None, fake_jira: FakeJira, client: TestClient
+    res: Resources,
+    orgs: None,
+    fake_jira: FakeJira,
+    client: TestClient,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     result = link(res, data_center_10(fake_jira))
     in_flight = fake_jira.outgoing(body(payload()))  # signed with the old secret and URL
@@ -290,7 +350,13 @@ def test_rotation_keeps_both_signing_secrets_until_finished(
     (old,) = in_flight
     path = urlsplit(old.url).path
     assert client.post(path, content=old.body, headers=old.headers).status_code == 202
-    assert linking.finish_rotation(res, result.integration_id)
+    # The old URL and secret just verified a delivery: --finish refuses until --force.
+    iid = result.integration_id
+    wait_for(lambda: old_secret_use_noted(res, iid), 10, "the old secret's use to be noted")
+    code, out, _ = run(capsys, "integration", "rotate-secret", str(iid), "--finish")
+    assert (code, out.startswith("Not finished"), "--force" in out) == (EXIT_FAILED, True, True)
+    code, out, _ = run(capsys, "integration", "rotate-secret", str(iid), "--finish", "--force")
+    assert (code, out.startswith("Rotation finished")) == (EXIT_OK, True)
     # The old URL is gone; the old signature on the new URL is refused too.
     late = fake_jira.outgoing(body(payload()))[0]
     stale = {**late.headers, "X-Hub-Signature": old.headers["X-Hub-Signature"]}
@@ -327,6 +393,9 @@ def test_configure_switches(
     code, out, _ = run(capsys, "integration", "configure", iid, "--refresh-server-info")
     assert code == EXIT_OK
     assert "Jira 10.3.1 (DataCenter): bodies signed" in out
+    # Required from the first signed delivery, or when the operator says so.
+    code, out, _ = run(capsys, "integration", "configure", iid, "--require-signature", "on")
+    assert (code, out.strip()) == (EXIT_OK, f"Integration {iid}: signature required")
     code, out, _ = run(capsys, "integration", "configure", iid, "--require-signature", "off")
     assert (code, out.strip()) == (
         EXIT_OK,
@@ -350,4 +419,4 @@ def test_rotation_that_cannot_reach_jira_says_how_to_retry(
     stored = integration_row(res, iid)
     assert stored.signing_secret_enc and stored.previous_signing_secret_enc
     (hook,) = fake_jira.webhooks
-    assert hook["configuration"]["secret"] == res.vault.decrypt(stored.signing_secret_enc)
+    assert hook["configuration"]["SECRET"] == res.vault.decrypt(stored.signing_secret_enc)

@@ -13,7 +13,12 @@ DAY_S = 86400.0
 def integration(id: int, name: str, status: str = "active", **over: Any) -> dict[str, Any]:
     sweep = {"enabled": True, "interval_s": 300, "ran": True, "since_success_s": 120.0}
     sweep |= {"last_error": None, **over.pop("reconcile", {})}
-    return {"id": id, "name": name, "status": status, "quiet_s": 60.0, "reconcile": sweep, **over}
+    signature = {"expected": False, "seen": False, "refusals": 0, "since_refusal_s": None}
+    signature |= over.pop("signature", {})
+    return {
+        "id": id, "name": name, "status": status, "quiet_s": 60.0, "reconcile": sweep,
+        "signature": signature, **over,
+    }  # fmt: skip
 
 
 def healthy(**over: Any) -> dict[str, Any]:
@@ -69,4 +74,29 @@ def test_a_reconciliation_that_stopped_completing_is_a_problem() -> None:
         "to GET search (jira-sync reconcile status)",
         "reconciliation of integration 2 (b) has not completed ever: refused "
         "(jira-sync reconcile status)",
+    ]
+
+
+def test_recent_signature_refusals_are_a_problem_and_old_ones_not() -> None:
+    integrations = [
+        integration(1, "a", signature={"expected": True, "seen": True, "refusals": 3,
+                                       "since_refusal_s": 120.0}),
+        integration(2, "b", signature={"expected": True, "seen": True, "refusals": 9,
+                                       "since_refusal_s": 2 * DAY_S}),
+    ]  # fmt: skip
+    found, _ = problems(healthy(integrations=integrations), DAY_S)
+    assert len(found) == 1
+    assert found[0].startswith(
+        "integration 1 (a): 3 delivery(ies) refused for their signature, the last 2 min ago"
+    )
+
+
+def test_a_signature_expected_and_not_seen_yet_is_a_warning() -> None:
+    integrations = [
+        integration(1, "a", signature={"expected": True, "seen": False}),
+        integration(2, "b", signature={"expected": True, "seen": True}),
+    ]
+    _, warnings = problems(healthy(integrations=integrations), DAY_S)
+    assert [w.split(" (Jira")[0] for w in warnings] == [
+        "integration 1 (a): signature expected, not seen yet"
     ]

@@ -71,6 +71,11 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("rotate-secret", help="new webhook secret; old one verifies until --finish")
     p.add_argument("id", type=int)
     p.add_argument("--finish", action="store_true", help="stop accepting the old secret")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --finish: finish even though the old secret verified a delivery lately",
+    )
     p.set_defaults(handler=cmd_rotate_secret)
 
     p = cmds.add_parser(
@@ -180,6 +185,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         status = r["status"] + (" rotating" if r["rotation_in_progress"] else "")
         if r["signed"]:
             status += " signed" + (" required" if r["require_signature"] else "")
+            if r["signature_seen_at"] is None:
+                status += " (not seen yet)"
         lines.append([r["id"], r["external_id"], r["base_url"], status, orgs or "-"])
     echo(table(lines, ["ID", "EXTERNAL ID", "BASE URL", "STATUS", "ORGANIZATIONS"]))
     return EXIT_OK
@@ -194,7 +201,17 @@ def cmd_webhook_url(args: argparse.Namespace) -> int:
 def cmd_rotate_secret(args: argparse.Namespace) -> int:
     res = resources.current()
     if args.finish:
-        if linking.finish_rotation(res, args.id):
+        finished = linking.finish_rotation(res, args.id, force=args.force)
+        if finished is linking.Finish.OLD_SECRET_IN_USE:
+            minutes = linking.OLD_SECRET_QUIET_S // 60
+            echo(
+                f"Not finished: the old secret of integration {args.id} verified a delivery in "
+                f"the last {minutes} minutes, so Jira still uses the old URL or signing secret. "
+                f"Update Jira's webhook (jira-sync integration webhook-url {args.id}), wait, and "
+                "run this again, or add --force to cut it off now."
+            )
+            return EXIT_FAILED
+        if finished is linking.Finish.FINISHED:
             echo(f"Rotation finished: integration {args.id} accepts only the new secret.")
         else:
             echo("Nothing to do: no rotation in progress.")
@@ -202,13 +219,13 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
     rotation = linking.rotate_secret(res, args.id)
     echo(f"New secret for integration {args.id}; old and new both verify until --finish.")
     echo(f"New webhook URL: {linking.masked(rotation.webhook_url)}")
-    if not rotation.signed:
-        echo(f"Put the full URL (jira-sync integration webhook-url {args.id}) in Jira, then run:")
-    elif rotation.jira_error is None:
-        echo("Jira's webhook now has the new URL and signing secret. When in-flight deliveries")
+    if rotation.jira_error is None:
+        signing = " and signing secret" if rotation.signed else ""
+        echo(f"Jira's webhook now has the new URL{signing}. When in-flight deliveries")
         echo("have arrived, run:")
     else:
-        echo(f"Jira's webhook could not be updated ({rotation.jira_error}); retry with")
+        echo(f"Jira's webhook could not be updated ({rotation.jira_error}); put the full URL")
+        echo(f"(jira-sync integration webhook-url {args.id}) in Jira or retry with")
         echo(f"jira-sync integration configure {args.id} --refresh-server-info, then run:")
     echo(f"jira-sync integration rotate-secret {args.id} --finish")
     return EXIT_FAILED if rotation.jira_error else EXIT_OK

@@ -47,6 +47,8 @@ BEAT_LATE_AFTER_S = 8 * SWEEP_INTERVAL_S
 # A reconciliation that has not completed for this many of its intervals needs a look.
 RECONCILE_LATE_INTERVALS = 3
 QUIET_AFTER = timedelta(hours=24)
+# Refused signatures are a problem for an hour after the last one.
+REFUSALS_RECENT_S = 3600.0
 READY_TIMEOUT_S = 3.0
 # kombu's Redis transport keeps messages taken but not acknowledged in this hash.
 UNACKED_KEY = "unacked"
@@ -151,6 +153,14 @@ def gather(
                 if i.last_delivery_at
                 else None,
                 "quiet_s": None if i.quiet_s is None else round(i.quiet_s, 1),
+                "signature": {
+                    "expected": i.signing,
+                    "seen": i.signature_seen,
+                    "refusals": i.signature_refusals,
+                    "since_refusal_s": None
+                    if i.since_refusal_s is None
+                    else round(i.since_refusal_s, 1),
+                },
                 "reconcile": _reconcile_view(sweeps.get(i.id), res.settings.reconcile_interval_s),
             }
             for i in integrations
@@ -265,7 +275,23 @@ def problems(view: dict[str, Any], quiet_after_s: float) -> tuple[list[str], lis
                 f"reconciliation of integration {i['id']} ({i['name']}) has not completed "
                 f"{when}{error} (jira-sync reconcile status)"
             )
+    for i in view["integrations"]:
+        signature = i["signature"]
+        since = signature["since_refusal_s"]
+        if since is not None and since < REFUSALS_RECENT_S:
+            found.append(
+                f"integration {i['id']} ({i['name']}): {signature['refusals']} delivery(ies) "
+                f"refused for their signature, the last {_age(since)} ago (Jira signs with "
+                "another secret, or something else posts to its URL: jira-sync integration "
+                f"configure {i['id']} --refresh-server-info)"
+            )
     warnings = [
+        f"integration {i['id']} ({i['name']}): signature expected, not seen yet (Jira has sent "
+        "no signed delivery since its webhook was registered; the token alone verifies)"
+        for i in view["integrations"]
+        if i["signature"]["expected"] and not i["signature"]["seen"]
+    ]
+    warnings += [
         f"integration {i['id']} ({i['name']}) "
         + (
             "has never sent a delivery"

@@ -398,12 +398,14 @@ class JiraClient:
         url: str,
         ours: Callable[[str], bool],
         signing_secret: str | None = None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """Exactly one webhook of ours in Jira, sending issue events to `url` (it holds the
         token): the first registered one whose URL `ours` recognizes is updated in place, any
         other of ours is deleted, and one is created when there is none. With a signing secret
-        it is registered on Data Center 10's resource and Jira signs every body with it;
-        without, on the resource of Jira Server 8/9."""
+        it is registered on Data Center 10's resource, the secret in `configuration.SECRET`
+        (the one field Jira reads: given under another it keeps none and sends unsigned
+        bodies); without, on the resource of Jira Server 8/9. Returns the webhook as Jira
+        lists it afterwards, read back."""
         path = LEGACY_WEBHOOK_PATH if signing_secret is None else WEBHOOK_PATH
         body: dict[str, Any] = {
             "name": name,
@@ -412,20 +414,30 @@ class JiraClient:
             "excludeBody": False,
         }
         if signing_secret is not None:
-            body |= {"active": True, "configuration": {"secret": signing_secret}}
+            body |= {
+                "active": True,
+                "configuration": {"SECRET": signing_secret, "EXCLUDE_BODY": "false"},
+            }
+        mine = self._our_webhooks(path, ours)
+        if not mine:
+            self._call("POST", path, json=body)
+        else:
+            first, *extra = (f"{path}/{_webhook_id(h)}" for h in mine)
+            self._call("PUT", first, json=body)
+            for hook_path in extra:
+                self._call("DELETE", hook_path)
+        registered = [h for h in self._our_webhooks(path, ours) if h.get("url") == url]
+        if not registered:
+            raise JiraRejected("Jira does not list the webhook it was just given")
+        return registered[0]
+
+    def _our_webhooks(self, path: str, ours: Callable[[str], bool]) -> list[dict[str, Any]]:
         try:
             listed = self._call("GET", path).json()
         except ValueError:
             raise JiraRejected("Jira's webhook list is not JSON") from None
         hooks = [h for h in listed if isinstance(h, dict)] if isinstance(listed, list) else []
-        mine = [h for h in hooks if ours(str(h.get("url", "")))]
-        if not mine:
-            self._call("POST", path, json=body)
-            return
-        first, *extra = (f"{path}/{_webhook_id(h)}" for h in mine)
-        self._call("PUT", first, json=body)
-        for hook_path in extra:
-            self._call("DELETE", hook_path)
+        return [h for h in hooks if ours(str(h.get("url", "")))]
 
 
 def _issue_path(issue_key: str) -> str:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 WEBHOOK_PREFIX = "/extensions/jira-server/issue-updated/"
 CALLBACK_PATH = "/extensions/jira-server/oauth/callback"
 MAX_EXTERNAL_ID_CHARS = 64
+# `rotate-secret --finish` waits until the old secret has verified nothing for this long.
+OLD_SECRET_QUIET_S = 600
 SYNC_SWITCHES = {
     "reverse": "sync_reverse_assignment",
     "forward": "sync_forward_assignment",
@@ -236,8 +240,10 @@ def _register_webhook(
     res: Resources, integration_id: int, client: api.JiraClient
 ) -> api.ServerInfo:
     """Read Jira's version (stored in the metadata) and register the integration's one webhook
-    on the resource that version uses. On 10.x it carries the current signing secret, or a new
-    one that from then on is required; on 8/9 it carries none, and any stored one is dropped."""
+    on the resource that version uses, then read it back. On 10.x it carries the current
+    signing secret, or a new one, required from the first delivery signed with it (until then
+    `status` says a signature is expected, not seen yet); on 8/9 it carries none, and any
+    stored one is dropped."""
     server = client.server_info()
     with transaction(res.pool) as conn:
         integration = _integration(conn, integration_id)
@@ -255,12 +261,9 @@ def _register_webhook(
         signing_secret=secret,
     )
     # Stored once Jira has it: a delivery signed meanwhile passes on its token alone.
-    if secret is not None and current is None:
+    if (secret is None) != (current is None):
         with transaction(res.pool) as conn:
-            q.set_signing(conn, integration_id, vault.encrypt(secret), None, True)
-    elif secret is None and current is not None:
-        with transaction(res.pool) as conn:
-            q.set_signing(conn, integration_id, None, None, False)
+            q.start_signing(conn, integration_id, None if secret is None else vault.encrypt(secret))
     log.info(
         "integration.webhook_registered",
         extra={
@@ -297,7 +300,11 @@ def completion_message(result: LinkResult) -> str:
     if not result.active:
         done += " It stays disabled (its webhooks get 401): link again with --enable to turn it on."
     if result.webhook_registered and result.server is not None:
-        required = ", signature required" if result.server.signs_webhooks else ""
+        required = (
+            ", signature required from the first signed delivery"
+            if result.server.signs_webhooks
+            else ""
+        )
         return done + f" The webhook is registered in {describe(result.server)}{required}."
     return (
         done + f" The webhook could not be registered in Jira ({result.webhook_error}); "
@@ -330,6 +337,7 @@ def list_view(res: Resources) -> list[dict[str, Any]]:
                     "deployment_type": i.metadata.get("deployment_type"),
                     "signed": i.signing_secret_enc is not None,
                     "require_signature": i.require_signature,
+                    "signature_seen_at": i.signature_seen_at,
                     "organizations": [
                         {
                             "organization": link.organization,
@@ -373,7 +381,8 @@ class Rotation:
 
 
 def rotate_secret(res: Resources, integration_id: int) -> Rotation:
-    """Start a rotation: new secrets sign, the old ones still verify."""
+    """Start a rotation: new secrets sign, the old ones still verify. Jira's webhook gets the
+    new URL (and, on Data Center 10, the new signing secret) at once, whatever the version."""
     secret = tokens.new_secret()
     vault = res.vault
     with transaction(res.pool) as conn:
@@ -386,6 +395,7 @@ def rotate_secret(res: Resources, integration_id: int) -> Rotation:
         q.set_webhook_secrets(
             conn, integration_id, vault.encrypt(secret), integration.webhook_secret_enc
         )
+        q.forget_previous_secret_use(conn, integration_id)
         signed = integration.signing_secret_enc is not None
         if signed:
             q.set_signing(
@@ -397,20 +407,34 @@ def rotate_secret(res: Resources, integration_id: int) -> Rotation:
             )
     log.info("integration.secret_rotated", extra={"integration_id": integration_id})
     error = None
-    if signed:
-        try:
-            refresh_server_info(res, integration_id)
-        except JiraSyncError as exc:
-            error = str(exc)
+    try:
+        refresh_server_info(res, integration_id)
+    except JiraSyncError as exc:
+        error = str(exc)
     return Rotation(webhook_url(res.settings, integration.external_id, secret), signed, error)
 
 
-def finish_rotation(res: Resources, integration_id: int) -> bool:
-    """The old secrets stop verifying. False when no rotation was in progress."""
+class Finish(Enum):
+    """What `rotate-secret --finish` did."""
+
+    FINISHED = "finished"
+    NOTHING_TO_DO = "nothing to do"
+    OLD_SECRET_IN_USE = "old secret in use"
+
+
+def finish_rotation(res: Resources, integration_id: int, force: bool = False) -> Finish:
+    """The old secrets stop verifying, unless one of them verified a delivery within
+    OLD_SECRET_QUIET_S (a Jira still sending to the old URL, or with the old signing secret,
+    would be cut off) and `force` is not given."""
     with transaction(res.pool) as conn:
         integration = _integration(conn, integration_id)
         if integration.previous_webhook_secret_enc is None:
-            return False
+            return Finish.NOTHING_TO_DO
+        seen = q.get_webhook_seen(conn, integration_id)
+        used_at = seen.previous_secret_used_at if seen else None
+        quiet_s = None if used_at is None else (datetime.now(UTC) - used_at).total_seconds()
+        if not force and quiet_s is not None and quiet_s < OLD_SECRET_QUIET_S:
+            return Finish.OLD_SECRET_IN_USE
         q.set_webhook_secrets(conn, integration_id, integration.webhook_secret_enc, None)
         if integration.previous_signing_secret_enc is not None:
             q.set_signing(
@@ -420,8 +444,10 @@ def finish_rotation(res: Resources, integration_id: int) -> bool:
                 None,
                 integration.require_signature,
             )
-    log.info("integration.rotation_finished", extra={"integration_id": integration_id})
-    return True
+    log.info(
+        "integration.rotation_finished", extra={"integration_id": integration_id, "force": force}
+    )
+    return Finish.FINISHED
 
 
 def refresh_server_info(res: Resources, integration_id: int) -> api.ServerInfo:

@@ -42,6 +42,7 @@ from worker.jira import linking
 from worker.jira.linking import CALLBACK_PATH, WEBHOOK_PREFIX
 from worker.receiver import metrics, payload, signatures, tokens
 from worker.receiver.intake import AuthCache, DeliveryWriter, Publisher, WebhookAuth
+from worker.receiver.sightings import Sightings
 from worker.runtime.logs import configure_logging
 from worker.runtime.resources import Resources, open_resources
 from worker.store.db import transaction
@@ -104,6 +105,7 @@ class Receiver:
     writer: DeliveryWriter
     publisher: Publisher
     gauges: metrics.StoreGauges
+    sightings: Sightings
 
     async def authenticate(self, token: str) -> WebhookAuth | None:
         """The integration a token belongs to, if it verifies and the integration is active."""
@@ -112,27 +114,42 @@ class Receiver:
         except tokens.InvalidToken:
             return None
         auth = await self.auth.get(external_id)
-        ok = tokens.verify(token, auth.secrets if auth else ())
-        if not ok and auth is not None and self.auth.age_s(external_id) > AUTH_REFRESH_AFTER_S:
+        used = tokens.matching(token, auth.secrets if auth else ())
+        if (
+            used is None
+            and auth is not None
+            and self.auth.age_s(external_id) > AUTH_REFRESH_AFTER_S
+        ):
             auth = await self.auth.get(external_id, refresh=True)  # a rotation may be newer
-            ok = tokens.verify(token, auth.secrets if auth else ())
-        return auth if ok and auth is not None and auth.active else None
+            used = tokens.matching(token, auth.secrets if auth else ())
+        if used is None or auth is None or not auth.active:
+            return None
+        if used > 0:
+            self.sightings.previous_secret(auth.integration_id)
+        return auth
 
     async def signed(self, request: Request, raw: bytes, auth: WebhookAuth) -> bool:
-        """Whether the body's signature verifies, or may be left out (not required, none sent)."""
+        """Whether the body's signature verifies, or may be left out (not required, none sent).
+        The first signed delivery after a registration makes the signature required."""
         sent = request.headers.getlist(signatures.HEADER)
         if not (sent or auth.require_signature):
             return True
-        ok = signatures.verify(raw, sent, auth.signing_secrets)
-        if not ok and self.auth.age_s(auth.external_id) > AUTH_REFRESH_AFTER_S:
+        used = signatures.matching(raw, sent, auth.signing_secrets)
+        if used is None and self.auth.age_s(auth.external_id) > AUTH_REFRESH_AFTER_S:
             fresh = await self.auth.get(auth.external_id, refresh=True)  # a rotation may be newer
-            ok = fresh is not None and signatures.verify(raw, sent, fresh.signing_secrets)
-        if not ok:
+            used = None if fresh is None else signatures.matching(raw, sent, fresh.signing_secrets)
+        if used is None:
             log.info(
                 "payload.bad_signature",
                 extra={"integration_id": auth.integration_id, "signature_headers": len(sent)},
             )
-        return ok
+            self.sightings.refused(auth.integration_id)
+            return False
+        if used > 0:
+            self.sightings.previous_secret(auth.integration_id)
+        if not auth.signature_seen:
+            self.sightings.signed(auth.integration_id)
+        return True
 
     async def accept(self, request: Request, token: str) -> tuple[Response, int | None]:
         auth = await self.authenticate(token)
@@ -346,6 +363,7 @@ def create_app(
             writer=DeliveryWriter(resources, count),
             publisher=Publisher(resources, celery_app),
             gauges=metrics.StoreGauges(resources),
+            sightings=Sightings(resources),
         )
         await anyio.to_thread.run_sync(_warm_up, receiver)
         listener = asyncio.create_task(receiver.auth.listen())
@@ -354,6 +372,7 @@ def create_app(
                 await receiver.auth.listening.wait()
         receiver.writer.start()
         receiver.publisher.start()
+        receiver.sightings.start()
         app.state.receiver = receiver
         log.info("receiver.started", extra={"flushers": count})
         try:
@@ -361,6 +380,7 @@ def create_app(
         finally:
             await receiver.writer.stop()
             await receiver.publisher.stop()
+            await receiver.sightings.stop()
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener

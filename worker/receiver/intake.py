@@ -41,6 +41,7 @@ class WebhookAuth:
     secrets: tuple[str, ...]
     signing_secrets: tuple[bytes, ...]
     require_signature: bool
+    signature_seen: bool  # a signed delivery arrived since the signing secret was registered
 
 
 class AuthCache:
@@ -123,6 +124,7 @@ class AuthCache:
             tuple(secrets),
             signing,
             bool(row["require_signature"]),
+            bool(row["signature_seen"]),
         )
 
 

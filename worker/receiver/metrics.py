@@ -64,6 +64,12 @@ INSERT_BATCH = Histogram(
     "Deliveries stored per group-commit INSERT.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
+SIGNATURE_REFUSALS = Counter(
+    "jira_sync_receiver_signature_refusals",
+    "Deliveries with a valid token refused for a missing or wrong body signature, by "
+    "integration id.",
+    ["integration"],
+)
 
 # Children made once: the request path skips the label lookup.
 ACCEPTED = DELIVERIES.labels(result="accepted")

@@ -19,11 +19,18 @@ HEADER = "x-hub-signature"
 def verify(body: bytes, sent: Sequence[str], candidate_secrets: Sequence[bytes]) -> bool:
     """True when exactly one signature header was sent and it signs `body` with one of the
     secrets; False for no secret at all."""
+    return matching(body, sent, candidate_secrets) is not None
+
+
+def matching(body: bytes, sent: Sequence[str], candidate_secrets: Sequence[bytes]) -> int | None:
+    """The index of the secret whose signature of `body` is the one header sent (0: the
+    current secret, 1: the previous one of a rotation), or None."""
     if len(sent) != 1:
-        return False
+        return None
     given = sent[0].encode("latin-1")  # the header's bytes as the client sent them
-    matched = False
-    for secret in candidate_secrets:
+    matched = None
+    for index, secret in enumerate(candidate_secrets):
         expected = b"sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
-        matched = hmac.compare_digest(given, expected) or matched
+        if hmac.compare_digest(given, expected) and matched is None:
+            matched = index
     return matched

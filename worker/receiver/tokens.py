@@ -98,18 +98,24 @@ def claimed_id(token: str) -> str:
 
 
 def verify(token: str, candidate_secrets: Sequence[str]) -> bool:
-    """True when the token is signed by one of the secrets; constant-time in which one.
-    An empty list (unknown integration) still costs one comparison, against a dummy."""
+    """True when the token is signed by one of the secrets."""
+    return matching(token, candidate_secrets) is not None
+
+
+def matching(token: str, candidate_secrets: Sequence[str]) -> int | None:
+    """The index of the secret that signed the token (0: the current one, 1: the previous
+    one of a rotation), or None; constant-time in which one. An empty list (unknown
+    integration) still costs one comparison, against a dummy."""
     parts = token.split(".")
     if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts):
-        return False
+        return None
     header_seg, payload_seg, signature_seg = parts
     # Compared in canonical base64url form, so no second spelling of a signature verifies.
     given = signature_seg.encode("ascii")
     signing_input = f"{header_seg}.{payload_seg}".encode("ascii")
-    matched = False
-    for secret in candidate_secrets or [_DUMMY_SECRET]:
+    matched = None
+    for index, secret in enumerate(candidate_secrets or [_DUMMY_SECRET]):
         expected = _b64encode(_signature(signing_input, secret)).encode("ascii")
-        ok = hmac.compare_digest(given, expected)
-        matched = matched or (ok and bool(candidate_secrets))
+        if hmac.compare_digest(given, expected) and candidate_secrets and matched is None:
+            matched = index
     return matched

@@ -27,6 +27,7 @@ class Integration:
     signing_secret_enc: str | None
     previous_signing_secret_enc: str | None
     require_signature: bool
+    signature_seen_at: datetime | None
 
     def __repr__(self) -> str:
         return f"Integration(id={self.id}, external_id={self.external_id!r}, status={self.status})"
@@ -109,6 +110,7 @@ ON CONFLICT (external_id) DO UPDATE
 SET name = EXCLUDED.name, metadata = EXCLUDED.metadata,
     webhook_secret_enc = EXCLUDED.webhook_secret_enc, previous_webhook_secret_enc = NULL,
     signing_secret_enc = NULL, previous_signing_secret_enc = NULL, require_signature = false,
+    signature_seen_at = NULL,
     status = CASE WHEN %(enable)s THEN 'active' ELSE integration.status END
 RETURNING id, (xmax = 0) AS created
 """
@@ -188,6 +190,84 @@ def set_signing(
 ) -> None:
     """The body-signing secrets (Jira Data Center 10) and whether a signature is required."""
     conn.execute(SET_SIGNING, (current_enc, previous_enc, require, integration_id))
+
+
+# A new signing secret given to Jira: signatures are required from its first signed delivery.
+START_SIGNING = """
+UPDATE integration
+SET signing_secret_enc = %s, previous_signing_secret_enc = NULL, require_signature = false,
+    signature_seen_at = NULL
+WHERE id = %s
+"""
+
+
+def start_signing(conn: Connection, integration_id: int, secret_enc: str | None) -> None:
+    """A signing secret just registered in Jira (None: none), not required until it is seen."""
+    conn.execute(START_SIGNING, (secret_enc, integration_id))
+
+
+# Only the first signed delivery after a registration turns the requirement on: once an
+# operator has turned it off (`configure --require-signature off`) it stays off.
+NOTE_SIGNATURE_SEEN = """
+UPDATE integration SET require_signature = true, signature_seen_at = now()
+WHERE id = ANY(%s) AND signature_seen_at IS NULL AND signing_secret_enc IS NOT NULL
+"""
+
+NOTE_WEBHOOK_SEEN = """
+INSERT INTO integration_webhook_seen AS s
+    (integration_id, signature_refusals, last_refused_at, previous_secret_used_at)
+SELECT i.id, r.refusals,
+       CASE WHEN r.refusals > 0 THEN now() END, CASE WHEN r.previous THEN now() END
+FROM unnest(%s::bigint[], %s::bigint[], %s::boolean[]) AS r (id, refusals, previous)
+JOIN integration i ON i.id = r.id
+ON CONFLICT (integration_id) DO UPDATE
+SET signature_refusals = s.signature_refusals + EXCLUDED.signature_refusals,
+    last_refused_at = coalesce(EXCLUDED.last_refused_at, s.last_refused_at),
+    previous_secret_used_at = coalesce(EXCLUDED.previous_secret_used_at, s.previous_secret_used_at)
+"""
+
+
+def note_webhook_seen(
+    conn: Connection, signed: list[int], refusals: dict[int, int], previous: set[int]
+) -> None:
+    """What the receiver saw since its last note: integrations whose first signed delivery
+    arrived, signature refusals per integration, integrations a previous secret verified."""
+    if signed:
+        conn.execute(NOTE_SIGNATURE_SEEN, (signed,))
+    ids = sorted(set(refusals) | previous)
+    if ids:
+        conn.execute(
+            NOTE_WEBHOOK_SEEN,
+            (ids, [refusals.get(i, 0) for i in ids], [i in previous for i in ids]),
+        )
+
+
+FORGET_PREVIOUS_SECRET_USE = """
+UPDATE integration_webhook_seen SET previous_secret_used_at = NULL WHERE integration_id = %s
+"""
+
+
+def forget_previous_secret_use(conn: Connection, integration_id: int) -> None:
+    """A new rotation starts: what an older rotation's previous secret verified is moot."""
+    conn.execute(FORGET_PREVIOUS_SECRET_USE, (integration_id,))
+
+
+@dataclass(frozen=True)
+class WebhookSeen:
+    """What the receivers noted of an integration's webhook deliveries."""
+
+    integration_id: int
+    signature_refusals: int
+    last_refused_at: datetime | None
+    previous_secret_used_at: datetime | None
+
+
+SELECT_WEBHOOK_SEEN = "SELECT * FROM integration_webhook_seen WHERE integration_id = %s"
+
+
+def get_webhook_seen(conn: Connection, integration_id: int) -> WebhookSeen | None:
+    row = conn.execute(SELECT_WEBHOOK_SEEN, (integration_id,)).fetchone()
+    return None if row is None else WebhookSeen(**row)
 
 
 MERGE_METADATA = "UPDATE integration SET metadata = metadata || %s WHERE id = %s"
@@ -322,7 +402,8 @@ def delete_expired_pending_links(conn: Connection) -> int:
 
 SELECT_WEBHOOK_AUTH = """
 SELECT id, status, webhook_secret_enc, previous_webhook_secret_enc,
-       signing_secret_enc, previous_signing_secret_enc, require_signature
+       signing_secret_enc, previous_signing_secret_enc, require_signature,
+       signature_seen_at IS NOT NULL AS signature_seen
 FROM integration WHERE external_id = %s
 """
 

@@ -107,23 +107,33 @@ def lag(conn: Connection, last: int) -> Lag:
 
 @dataclass(frozen=True)
 class IntegrationActivity:
-    """A linked Jira and when its last delivery came in (None: never)."""
+    """A linked Jira, when its last delivery came in (None: never), whether its webhook is
+    signed and a signed delivery has arrived, and its refused signatures."""
 
     id: int
     name: str
     status: str
     last_delivery_at: datetime | None
     quiet_s: float | None
+    signing: bool
+    signature_seen: bool
+    signature_refusals: int
+    since_refusal_s: float | None
 
 
 SELECT_LAST_DELIVERIES = """
 SELECT i.id, i.name, i.status, last.received_at AS last_delivery_at,
-       extract(epoch FROM now() - last.received_at)::float8 AS quiet_s
+       extract(epoch FROM now() - last.received_at)::float8 AS quiet_s,
+       i.signing_secret_enc IS NOT NULL AS signing,
+       i.signature_seen_at IS NOT NULL AS signature_seen,
+       coalesce(seen.signature_refusals, 0) AS signature_refusals,
+       extract(epoch FROM now() - seen.last_refused_at)::float8 AS since_refusal_s
 FROM integration i
 LEFT JOIN LATERAL (
     SELECT received_at FROM webhook_delivery d
     WHERE d.integration_id = i.id ORDER BY received_at DESC LIMIT 1
 ) last ON true
+LEFT JOIN integration_webhook_seen seen ON seen.integration_id = i.id
 ORDER BY i.id
 """
 
