@@ -9,7 +9,11 @@ Celery workers (prefork, 2 children each) and beat, then posts real-shaped Jira 
 of them a second copy of another, each issue's events shuffled) while, at random moments, it
 SIGKILLs a worker (the main process with its children, or one pool child) and restarts it,
 restarts Redis once without its data (with `--broker amqp`: RabbitMQ once, in place of Redis)
-and PostgreSQL once. 10% of the events are never posted
+and PostgreSQL once; the long run also links a second Jira that every change is pushed to
+(forward sync) and takes it down for JIRA_DOWN_S (503 to every call), then checks that nothing
+failed, that the pushes held up by the outage finished within one backoff and the broker's
+bound after it ended, and that the second Jira ends with every issue's last assignee.
+10% of the events are never posted
 (the webhooks Jira dropped) but exist in a fake Jira, which holds every issue as its last
 event left it. Once quiet, one reconciliation sweep (`jira-sync reconcile run`) reads that
 Jira, then the run waits for quiet again and checks: every 202 ends `done` or in the
@@ -60,6 +64,7 @@ from tests.integration.inbound_support import (
     JIRA_USERS,
     PROJECT,
     base_scene,
+    integration,
     jira_payload,
 )
 from tests.integration.test_shuffle import Oracle
@@ -81,6 +86,9 @@ HTTP_PROTOCOL = "worker.receiver.limits:LimitedHttpToolsProtocol"
 # An answer this long after the stop cannot be for a row committed before it.
 COMMIT_SLACK_S = 0.5
 REDIS_DOWN_S = 1.0
+OTHER_JIRA, OTHER_KEY = 2, "OPS"
+# Time for the held-up pushes themselves once Jira answers again.
+PUSH_SLACK_S = 10.0
 PIPELINE_QUEUES = (QUEUE_INBOUND, QUEUE_SIDE_EFFECTS)
 
 
@@ -96,10 +104,11 @@ class Plan:
     senders: int = 8
     duplicate_ratio: float = 0.10
     drop_ratio: float = 0.10  # events never posted: only reconciliation can bring them
+    jira_down_s: float = 0.0  # > 0: a second, forward-synced Jira, down this long once
 
 
 SHORT = Plan(posts=300, issues=20, load_s=40, worker_kills=2, quiet_timeout_s=150)
-LONG = Plan(posts=5000, issues=100, load_s=150, worker_kills=6, quiet_timeout_s=480)
+LONG = Plan(posts=5000, issues=100, load_s=150, worker_kills=6, quiet_timeout_s=480, jira_down_s=30)
 
 # Short timings so that recovery is bounded in seconds, as in the integration tests.
 PROCESS_ENV = {
@@ -150,6 +159,10 @@ class Report:
     oracle_mismatches: int = 0
     accepted_while_db_down: int = 0
     answered_while_db_down: Counter[int] = field(default_factory=Counter)
+    failed_tasks: int = 0  # failed-task records before the operator's replay
+    pushes_behind: int = 0  # issues of the second Jira not left with their last assignee
+    push_backlog_s: float | None = None  # after the second Jira came back
+    push_backlog_bound_s: float | None = None
     faults: list[str] = field(default_factory=list)
     quiet_after_last_fault_s: float | None = None
     problems: list[str] = field(default_factory=list)
@@ -163,6 +176,12 @@ class Report:
             and self.needless_reconciles == 0
             and self.accepted_while_db_down == 0
             and self.quiet_after_last_fault_s is not None
+            and self.pushes_behind == 0
+            and (
+                self.push_backlog_s is None
+                or self.push_backlog_bound_s is None
+                or self.push_backlog_s <= self.push_backlog_bound_s
+            )
         )
 
     def table(self) -> str:
@@ -178,6 +197,14 @@ class Report:
             ("duplicate (200)", self.duplicate_answers),
             ("done", self.done),
             ("failed (recorded, then replayed)", self.failed),
+            ("failed-task records (before the replay)", self.failed_tasks),
+            ("second Jira's issues not left with their last assignee", self.pushes_behind),
+            (
+                "pushes held up by the Jira outage finished after it ended",
+                "-"
+                if self.push_backlog_s is None
+                else f"{self.push_backlog_s:.1f} s (bound {self.push_backlog_bound_s:.0f} s)",
+            ),
             ("failed after the replay", self.still_failed),
             ("lost", self.lost),
             ("duplicated", self.duplicated),
@@ -257,7 +284,9 @@ def reconcile_once(services: Services) -> None:
         raise RuntimeError(f"reconcile run exited {out.returncode}: {out.stderr[-2000:]}")
 
 
-def scene(plan: Plan) -> dict[str, Any]:
+def scene(plan: Plan, other: FakeJira | None) -> dict[str, Any]:
+    """The groups, each linked to its issue on the Jira that sends; with `other`, also to an
+    issue of that second Jira, to which every change is pushed (forward sync)."""
     data = base_scene()
     data["groups"] = [{"id": FIRST_GROUP + i, "project": PROJECT} for i in range(plan.issues)]
     data["external_issues"] = [
@@ -265,6 +294,20 @@ def scene(plan: Plan) -> dict[str, Any]:
          "groups": [FIRST_GROUP + i]}
         for i in range(plan.issues)
     ]  # fmt: skip
+    if other is not None:
+        linked = integration(
+            OTHER_JIRA, "ops.acme.test",
+            [{"organization": "acme", "sync_reverse_assignment": True,
+              "sync_forward_assignment": True}],
+            base_url=other.base_url,
+        )  # fmt: skip
+        linked["access_token"], linked["access_token_secret"] = other.grant_access_token()
+        data["integrations"].append(linked)
+        data["external_issues"] += [
+            {"id": 5000 + i, "integration": OTHER_JIRA, "organization": "acme",
+             "key": f"{OTHER_KEY}-{i}", "groups": [FIRST_GROUP + i]}
+            for i in range(plan.issues)
+        ]  # fmt: skip
     return data
 
 
@@ -372,14 +415,17 @@ class Faults:
     services: Services
     plan: Plan
     rng: random.Random
+    other_jira: FakeJira | None = None
     injected: list[str] = field(default_factory=list)
     db_down: tuple[float, float] | None = None
+    jira_up_at: float | None = None  # wall-clock time the second Jira came back
     last_fault_at: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     def schedule(self) -> list[tuple[float, str]]:
         broker = "rabbitmq" if self.services.broker_url else "redis"
         kinds = [broker, "postgres"] + ["worker"] * self.plan.worker_kills
+        kinds += ["jira"] if self.other_jira is not None else []
         self.rng.shuffle(kinds)
         # Spread over the middle of the load, at least a few seconds apart.
         slots = len(kinds)
@@ -422,6 +468,14 @@ class Faults:
         time.sleep(REDIS_DOWN_S)
         subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=120)
         self.injected.append("RabbitMQ restarted")
+
+    def _jira(self) -> None:
+        assert self.other_jira is not None
+        self.other_jira.fail_status = 503
+        time.sleep(self.plan.jira_down_s)
+        self.other_jira.fail_status = None
+        self.jira_up_at = time.time()
+        self.injected.append(f"second Jira down {self.plan.jira_down_s:g} s")
 
     def _postgres(self) -> None:
         self.services.pg.stop("immediate")
@@ -605,6 +659,35 @@ def check(
             report.problems.append(f"group {group_id}: {-extra} activity rows missing")
 
 
+def check_pushes(
+    res: Resources, report: Report, events: list[Event], other: FakeJira, up_at: float | None
+) -> None:
+    """The second Jira holds every issue's last assignee, and the pushes the outage held up
+    finished within one backoff plus the broker's bound (a worker killed meanwhile) of its
+    end."""
+    for issue, event in last_events(events).items():
+        name = JIRA_USERS[event.assignee]["name"] if event.assignee else None
+        key = f"{OTHER_KEY}-{issue.split('-')[1]}"
+        if other.assignees.get(key) != name:
+            report.pushes_behind += 1
+            report.problems.append(f"{key}: {other.assignees.get(key)!r} != {name!r}")
+    if up_at is None:
+        return
+    with transaction(res.pool) as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM max(side_effects_done_at))::float8 AS last"
+            " FROM delivery_effect WHERE updated_at <= to_timestamp(%s)"
+            " AND outcome IN ('assigned', 'unassigned')",
+            (up_at,),
+        ).fetchone()
+    settings = res.settings
+    report.push_backlog_bound_s = (
+        settings.retry_backoff_max_s + settings.broker_visibility_timeout_s + PUSH_SLACK_S
+    )
+    if row and row["last"] is not None:
+        report.push_backlog_s = max(0.0, float(row["last"]) - up_at)
+
+
 def fed_ids(res: Resources) -> list[int]:
     with transaction(res.pool) as conn:
         rows = conn.execute("SELECT id FROM webhook_delivery WHERE source = 'reconcile'")
@@ -667,10 +750,11 @@ def run(
         events = make_events(plan, rng)
         posts = make_posts(plan, events, rng)
         jira = fake_jira_with(events)
+        other = fake_jira_with([]) if plan.jira_down_s > 0 else None
         try:
             services.start()
             res = services.resources()
-            data = scene(plan)
+            data = scene(plan, other.fake if other else None)
             integration = data["integrations"][0]
             integration["base_url"] = jira.fake.base_url
             integration["access_token"], integration["access_token_secret"] = (
@@ -678,7 +762,7 @@ def run(
             )
             load_scene(res, data)
             token = tokens.issue(integration["external_id"], integration["webhook_secret"])
-            faults = Faults(services, plan, rng)
+            faults = Faults(services, plan, rng, other.fake if other else None)
             stop = threading.Event()
             started = time.monotonic()
             injector = threading.Thread(target=faults.run, args=(started, stop), daemon=True)
@@ -699,6 +783,8 @@ def run(
                 failed_row = conn.execute(
                     "SELECT count(*) AS n FROM webhook_delivery WHERE status = 'failed'"
                 ).fetchone()
+                tasks_row = conn.execute("SELECT count(*) AS n FROM failed_task").fetchone()
+            report.failed_tasks = int(tasks_row["n"]) if tasks_row else 0
             if failed_row and failed_row["n"]:
                 report.failed = int(failed_row["n"])
                 replay_failed(services)
@@ -710,10 +796,14 @@ def run(
             reconcile_once(services)
             wait_for_quiet(res, accepted + fed_ids(res), plan.quiet_timeout_s)
             check(res, report, events, answers, faults.db_down)
+            if other is not None:
+                check_pushes(res, report, events, other.fake, faults.jira_up_at)
             res.close()
         finally:
             services.stop()
             jira.stop()
+            if other is not None:
+                other.stop()
         print(f"chaos seed={seed} state={state if keep_state else '(removed)'}")
     return report
 
