@@ -54,6 +54,7 @@ class Settings:
 
     reconcile_interval_s: int
     reconcile_overlap_s: int
+    reconcile_settle_s: int
     reconcile_page_size: int
     reconcile_window_max_results: int
 
@@ -186,10 +187,14 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         metrics_basic_auth=metrics_auth,
         status_categories_ttl_s=_number(env, "STATUS_CATEGORIES_TTL_S", 3600, 10, 86400),
         reconcile_interval_s=_number(env, "RECONCILE_INTERVAL_S", 300, 10, 86400),
-        reconcile_overlap_s=_number(env, "RECONCILE_OVERLAP_S", 180, 0, 3600),
+        # JQL compares `updated` to the minute: an overlap under a minute would miss changes.
+        reconcile_overlap_s=_number(env, "RECONCILE_OVERLAP_S", 180, 60, 3600),
+        # A window ends this long before Jira's own clock: changes Jira has not indexed yet.
+        reconcile_settle_s=_number(env, "RECONCILE_SETTLE_S", 60, 60, 3600),
         reconcile_page_size=_number(env, "RECONCILE_PAGE_SIZE", 500, 1, 1000),
+        # At most 10,000 (SPEC 12): a window matching more is narrowed before it is paged.
         reconcile_window_max_results=_number(
-            env, "RECONCILE_WINDOW_MAX_RESULTS", 10_000, 1, 1_000_000
+            env, "RECONCILE_WINDOW_MAX_RESULTS", 10_000, 1, 10_000
         ),
     )
 

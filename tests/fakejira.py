@@ -16,6 +16,7 @@ FakeJira, rsa_keypair`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -23,7 +24,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -236,18 +237,24 @@ class FakeIssue:
     key: str
     updated_ms: int
     assignee: str | None = None
+    # Fields its project hides (a field configuration without them): left out of answers.
+    hidden: frozenset[str] = frozenset()
 
     def as_json(self, fields: set[str], users: list[JiraUser]) -> dict[str, Any]:
         issue_id = str(10000 + sum(map(ord, self.key)))
         data: dict[str, Any] = {}
+        fields = fields - self.hidden
         if "assignee" in fields:
             found = [u for u in users if u.name == self.assignee]
             data["assignee"] = found[0].as_json() if found else None
         if "updated" in fields:
-            instant = time.gmtime(self.updated_ms // 1000)
-            millis = self.updated_ms % 1000
-            data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S", instant) + f".{millis:03d}+0000"
+            data["updated"] = jira_time(self.updated_ms)
         return {"id": issue_id, "key": self.key, "fields": data}
+
+
+def jira_time(ms: int) -> str:
+    """Epoch milliseconds as Jira writes times: `2026-12-06T15:00:00.000+0000`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}+0000"
 
 
 JQL_UPDATED = re.compile(r"updated\s*(>=|<=)\s*(\d+)")
@@ -281,6 +288,11 @@ class FakeJira:
     base_url: str = ""
     server_version: str = "9.12.2"
     deployment_type: str = "Server"
+    # Jira's own clock, ahead of ours by this much (negative: behind): serverInfo's
+    # `serverTime` and the `updated` of an issue changed without a given time.
+    clock_offset_ms: int = 0
+    # Called before each search is answered (as if someone edited issues meanwhile).
+    on_search: Callable[[FakeJira], None] | None = None
     _webhook_ids: int = 0
     _nonces: set[tuple[str, str]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -314,7 +326,7 @@ class FakeJira:
 
     def set_issue(self, key: str, assignee: str | None, updated_ms: int | None = None) -> None:
         """Change an issue in Jira (its `updated` moves to now unless given)."""
-        when = int(time.time() * 1000) if updated_ms is None else updated_ms
+        when = self.now_ms() if updated_ms is None else updated_ms
         with self._lock:
             self.issues[key] = FakeIssue(key, when, assignee)
 
@@ -325,6 +337,10 @@ class FakeJira:
         joiner = "&" if "?" in pending.callback else "?"
         query = urlencode({"oauth_token": request_token, "oauth_verifier": request_token})
         return f"{pending.callback}{joiner}{query}"
+
+    def now_ms(self) -> int:
+        """Jira's clock."""
+        return int(time.time() * 1000) + self.clock_offset_ms
 
     @property
     def major(self) -> int:
@@ -419,6 +435,7 @@ class FakeJira:
                 "versionNumbers": numbers,
                 "deploymentType": self.deployment_type,
                 "buildNumber": 100000 + numbers[0],
+                "serverTime": jira_time(self.now_ms()),
                 "serverTitle": "Fake Jira",
             }
             return 200, json_type, json.dumps(info)
@@ -487,7 +504,9 @@ class FakeJira:
             with self._lock:
                 self.assignees[key] = name
                 if key in self.issues:
-                    self.issues[key] = FakeIssue(key, int(time.time() * 1000), name)
+                    self.issues[key] = dataclasses.replace(
+                        self.issues[key], updated_ms=self.now_ms(), assignee=name
+                    )
             return 204, {}, ""
         if call.path == "/rest/api/2/search" and call.method == "GET":
             return self._search(call)
@@ -534,8 +553,11 @@ class FakeJira:
 
     def _search(self, call: Call) -> tuple[int, dict[str, str], str]:
         """JQL `updated >= ms AND updated <= ms` (either bound optional), ordered by updated then
-        key, from startAt, at most maxResults (capped) issues; any other JQL is a 400."""
+        key, from startAt, at most maxResults (capped) issues, with `total` counted when the
+        page is read, as Jira Server does; any other JQL is a 400."""
         json_type = {"Content-Type": "application/json"}
+        if self.on_search is not None:
+            self.on_search(self)
         jql = call.query.get("jql", "")
         bounds = {op: int(value) for op, value in JQL_UPDATED.findall(jql)}
         rest = (

@@ -43,6 +43,7 @@ from worker.runtime.resources import Resources
 from worker.store.db import transaction
 
 OTHER = 2
+SETTLE_S = 60  # RECONCILE_SETTLE_S's default
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,7 @@ def jira(
     fake.issues.clear()
     fake.calls.clear()
     fake.fail_status, fake.search_page_cap = None, 1000
+    fake.clock_offset_ms, fake.on_search = 0, None
     fake.overrides.clear()
     data = base_scene()
     data["integrations"] = [linked(fake, JIRA, "jira.acme.test")]
@@ -102,7 +104,9 @@ def linked(fake: FakeJira, integration_id: int, host: str) -> dict[str, Any]:
 
 
 def now_ms(ago_s: float = 0) -> int:
-    return int((time.time() - ago_s) * 1000)
+    """A moment `ago_s` before the newest a sweep reads now: Jira's clock (the fake's is ours)
+    less the settle margin."""
+    return int((time.time() - SETTLE_S - ago_s) * 1000)
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -338,3 +342,107 @@ def test_a_disabled_integration_is_never_swept(
     assert sweeps.sweep(res, JIRA, lambda ids: None).requests == 0  # e.g. a replayed sweep
     assert jira.calls_to("/rest/api/2/search") == [] and fed(res) == []
     assert not status(capsys)["enabled"]
+
+
+# -- SPEC 12: keyset pages, Jira's clock, --since, unusable issues, stale feeds ------------
+
+
+def many_linked(scene: Callable[[dict[str, Any]], None], jira: FakeJira, count: int) -> list[str]:
+    """APP-1..APP-count linked to groups of their own on integration 1."""
+    data = base_scene()
+    data["integrations"] = [linked(jira, JIRA, "jira.acme.test")]
+    data["groups"] = [
+        {"id": GROUP + n, "project": PROJECT, "title": f"Error {n}"} for n in range(count)
+    ]
+    data["external_issues"] = [
+        {"id": 7 + n, "integration": JIRA, "organization": "acme", "key": f"APP-{n + 1}",
+         "groups": [GROUP + n]}
+        for n in range(count)
+    ]  # fmt: skip
+    scene(data)
+    return [f"APP-{n + 1}" for n in range(count)]
+
+
+def test_issues_edited_while_a_sweep_pages_are_neither_skipped_nor_read_twice(
+    res: Resources, jira: FakeJira, scene: Callable[[dict[str, Any]], None]
+) -> None:
+    keys = many_linked(scene, jira, 400)
+    for n, key in enumerate(keys):  # a second apart, oldest first
+        jira.set_issue(key, "bob", now_ms(1000 - n * 2))
+    jira.search_page_cap = 50
+    searches = 0
+
+    def someone_edits_an_issue_already_read(fake: FakeJira) -> None:
+        nonlocal searches
+        searches += 1
+        if searches > 2:  # after serverInfo's window, the first page was read
+            oldest = min(fake.issues.values(), key=lambda i: i.updated_ms)
+            fake.set_issue(oldest.key, "ann")  # updated now: it leaves the window
+
+    jira.on_search = someone_edits_an_issue_already_read
+    result = sweeps.sweep(res, JIRA, lambda ids: None, since_ms=now_ms(1200), dry_run=True)
+    read = [f.issue_key for f in result.fed]
+    assert sorted(read) == sorted(keys)  # every issue once: none skipped, none twice
+    assert searches > 8
+
+
+def test_a_window_ends_at_jiras_clock_not_ours(
+    res: Resources, jira: FakeJira, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jira.clock_offset_ms = -300_000  # Jira's clock five minutes behind ours
+    assert run(capsys, "run")[0] == EXIT_OK and fed(res) == []
+    # Changed in Jira after that sweep, stamped by Jira's clock (settled by the next sweep).
+    jira.set_issue("APP-1", "ann", jira.now_ms() - (SETTLE_S + 5) * 1000)
+    code, out, _ = run(capsys, "run")
+    assert code == EXIT_OK and "1 change(s) fed" in out, out
+    [delivery] = fed(res)
+    assert outcome_of(res, delivery["id"]) == "assigned"
+
+
+def test_since_never_moves_the_watermark_past_time_it_did_not_read(
+    res: Resources, jira: FakeJira, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "run")[0] == EXIT_OK
+    backlog_from = status(capsys)["watermark"]
+    code, _, _ = run(capsys, "run", "--since", "1m")  # starts after the watermark
+    assert code == EXIT_OK
+    assert status(capsys)["watermark"] == backlog_from
+    code, _, _ = run(capsys, "run", "--since", "2h")  # covers it: the watermark moves
+    assert code == EXIT_OK
+    assert status(capsys)["watermark"] > backlog_from
+
+
+def test_an_issue_hiding_its_assignee_stops_no_sweep(
+    res: Resources, jira: FakeJira, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jira.set_issue("NOPE-1", "bob", now_ms(12))  # not linked: never read further than its key
+    jira.set_issue("APP-2", "bob", now_ms(11))  # linked, but its project hides the field
+    jira.set_issue("APP-1", "ann", now_ms(10))
+    for key in ("NOPE-1", "APP-2"):
+        jira.issues[key] = replace(jira.issues[key], hidden=frozenset({"assignee"}))
+    code, out, _ = run(capsys, "run")
+    assert code == EXIT_OK and "1 change(s) fed" in out, out
+    [delivery] = fed(res)
+    assert delivery["issue_key"] == "APP-1"
+    view = status(capsys)
+    assert view["last_error"] is None
+    assert [u["key"] for u in view["unusable"]] == ["APP-2"]
+    assert "assignee" in view["unusable"][0]["reason"]
+
+
+def test_a_state_whose_feed_ended_stale_is_fed_again_by_a_later_sweep(
+    res: Resources, jira: FakeJira, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Jira stamped Bob's assignment earlier than the webhook of Ann's, which it made first
+    # (the nodes of a cluster whose clocks differ): Bob's feed is stale against Ann's event.
+    jira.set_issue("APP-1", "bob", now_ms(30))
+    webhook = jira_payload(ANN, ts=now_ms(25), changelog_id=1)
+    assert outcome_of(res, post(res, webhook)) == "assigned"
+    assert run(capsys, "run")[0] == EXIT_OK
+    [first] = fed(res)
+    assert outcome_of(res, first["id"]) == "stale"
+    assert run(capsys, "run")[0] == EXIT_OK
+    first_again, again = fed(res)
+    assert first_again["id"] == first["id"]
+    assert outcome_of(res, again["id"]) == "assigned"
+    assert group_state(res, GROUP).assignee == BOB

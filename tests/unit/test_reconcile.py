@@ -17,7 +17,9 @@ from worker.domain.reconcile import (
     assignee_mark,
     dedupe_key,
     first_window,
+    moves_watermark,
     needs_feed,
+    next_cursor,
     read_found_issue,
     synthetic_body,
 )
@@ -30,18 +32,44 @@ def issue(assignee: dict[str, str] | None = ANN, updated_ms: int = NOW - 5_000) 
     return FoundIssue("10001", "APP-1", updated_ms, assignee)
 
 
+SETTLED = NOW - 60_000  # Jira's clock less a settle margin of 60 s
+
+
 def test_a_first_sweep_reads_one_interval_and_the_overlap_back() -> None:
-    assert first_window(NOW, None, None, 300, 180) == Window(NOW - 480_000, NOW)
+    assert first_window(NOW, None, None, 300, 180, 60) == Window(SETTLED - 480_000, SETTLED)
 
 
 def test_a_later_sweep_rereads_the_overlap_behind_the_watermark() -> None:
-    assert first_window(NOW, NOW - 60_000, None, 300, 180) == Window(NOW - 240_000, NOW)
+    watermark = SETTLED - 60_000
+    assert first_window(NOW, watermark, None, 300, 180, 60) == Window(watermark - 180_000, SETTLED)
+
+
+def test_a_window_ends_at_jiras_clock_less_the_settle_margin() -> None:
+    jira_behind = NOW - 300_000  # Jira's clock five minutes behind ours
+    assert first_window(jira_behind, None, None, 300, 180, 120).end_ms == jira_behind - 120_000
 
 
 def test_since_replaces_the_watermark_and_the_overlap() -> None:
-    assert first_window(NOW, NOW - 60_000, NOW - 86_400_000, 300, 180).start_ms == (
+    assert first_window(NOW, NOW - 60_000, NOW - 86_400_000, 300, 180, 60).start_ms == (
         NOW - 86_400_000
     )
+
+
+def test_since_after_the_watermark_never_moves_it() -> None:
+    assert not moves_watermark(since_ms=NOW - 600_000, watermark_ms=NOW - 3_600_000)
+    assert moves_watermark(since_ms=NOW - 7_200_000, watermark_ms=NOW - 3_600_000)
+    assert moves_watermark(since_ms=None, watermark_ms=NOW - 3_600_000)
+    assert moves_watermark(since_ms=NOW - 600_000, watermark_ms=None)
+
+
+def test_the_next_page_starts_at_the_minute_of_the_last_issue_read() -> None:
+    minute = 60_000 * 29_000_000
+    assert next_cursor(minute - 5, 0, [minute - 1, minute + 2_000, minute + 59_999]) == (
+        minute,
+        0,
+    )
+    # A page wholly within the cursor's minute: on by offset within that minute.
+    assert next_cursor(minute, 40, [minute + 1, minute + 2]) == (minute, 42)
 
 
 def test_the_jql_uses_epoch_milliseconds_and_orders_by_updated() -> None:

@@ -101,6 +101,8 @@ def _report(result: sweeps.Sweep, dry_run: bool) -> None:
         f"{result.requests} Jira request(s), {result.checked} linked issue(s) checked, "
         f"{len(result.fed)} change(s) {verb}"
     )
+    for issue in result.unusable:
+        echo(f"  {issue['key']} left alone: {issue['reason']}")
     if result.fed:
         rows = [
             [
@@ -155,6 +157,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     ]
     headers = ["ID", "RECONCILE", "INTERVAL S", "WATERMARK", "LAST RUN", "CHECKED", "CHANGES"]
     echo(table(rows, [*headers, "REQUESTS", "LAST ERROR"]))
+    for v in views:
+        for issue in v["unusable"]:
+            echo(f"integration {v['integration']}: {issue['key']} unusable: {issue['reason']}")
     return EXIT_OK
 
 
@@ -175,4 +180,5 @@ def _view(s: q.State, default_interval_s: int) -> dict[str, Any]:
         "jira_requests": s.jira_requests,
         "last_error": s.last_error,
         "last_error_at": s.last_error_at.isoformat() if s.last_error_at else None,
+        "unusable": s.unusable,
     }

@@ -39,11 +39,12 @@ class Window:
     start_ms: int
     end_ms: int
 
-    def jql(self) -> str:
-        """Epoch-millisecond values, so the Jira user's time zone does not matter."""
-        return (
-            f"updated >= {self.start_ms} AND updated <= {self.end_ms} ORDER BY updated ASC, key ASC"
-        )
+    def jql(self, from_ms: int | None = None) -> str:
+        """The window's issues from `from_ms` on (a page's key: see `next_cursor`), in
+        `updated` order. Epoch-millisecond values, so the Jira user's time zone does not
+        matter."""
+        start = self.start_ms if from_ms is None else max(self.start_ms, from_ms)
+        return f"updated >= {start} AND updated <= {self.end_ms} ORDER BY updated ASC, key ASC"
 
     def narrowed(self) -> Window | None:
         """The first half of this window, or None when it is as narrow as JQL can tell."""
@@ -53,17 +54,48 @@ class Window:
 
 
 def first_window(
-    now_ms: int, watermark_ms: int | None, since_ms: int | None, interval_s: int, overlap_s: int
+    jira_now_ms: int,
+    watermark_ms: int | None,
+    since_ms: int | None,
+    interval_s: int,
+    overlap_s: int,
+    settle_s: int,
 ) -> Window:
-    """From `since` when given; else from the watermark less the overlap (JQL is minute-grained
-    and Jira commits late); a first sweep reads one interval back. Up to now."""
+    """Up to Jira's own clock less the settle margin (a change Jira has not indexed yet, or a
+    Jira clock behind ours, is read by a later sweep, never skipped). From `since` when given;
+    else from the watermark less the overlap (JQL is minute-grained and Jira commits late); a
+    first sweep reads one interval back."""
+    end = jira_now_ms - settle_s * 1000
     if since_ms is not None:
         start = since_ms
     elif watermark_ms is None:
-        start = now_ms - (interval_s + overlap_s) * 1000
+        start = end - (interval_s + overlap_s) * 1000
     else:
         start = watermark_ms - overlap_s * 1000
-    return Window(min(start, now_ms), now_ms)
+    return Window(min(start, end), end)
+
+
+def moves_watermark(since_ms: int | None, watermark_ms: int | None) -> bool:
+    """Whether a sweep's windows may move the watermark: not when `--since` started it after
+    the watermark, which would pass over the unread time between them."""
+    return since_ms is None or watermark_ms is None or since_ms <= watermark_ms
+
+
+def minute_of(ms: int) -> int:
+    """The start of the minute `ms` lies in: the finest bound JQL's `updated` tells apart."""
+    return ms - ms % MIN_WINDOW_MS
+
+
+def next_cursor(cursor_ms: int, offset: int, page_updated_ms: list[int]) -> tuple[int, int]:
+    """Where the next page starts after a page whose issues (in `updated` order) were
+    updated at these times: from the minute of its last issue, re-reading that minute's issues
+    (the sweep skips those it has seen), so an issue that leaves the window meanwhile moves no
+    other across a page boundary. A page wholly within the cursor's minute (a minute holding
+    more than a page) goes on by offset within that minute."""
+    last_minute = minute_of(page_updated_ms[-1])
+    if last_minute > cursor_ms:
+        return last_minute, 0
+    return cursor_ms, offset + len(page_updated_ms)
 
 
 def assignee_mark(present: bool, email: str | None) -> str | None:
@@ -88,6 +120,12 @@ class FoundIssue:
     def mark(self) -> str | None:
         email = self.assignee.get("emailAddress") if self.assignee else None
         return assignee_mark(self.assignee is not None, email if isinstance(email, str) else None)
+
+
+def found_key(raw: Any) -> str | None:
+    """An issue of a search answer's key, read before anything else (None: it has none)."""
+    key = raw.get("key") if isinstance(raw, dict) else None
+    return key if isinstance(key, str) and key else None
 
 
 def read_found_issue(raw: Any) -> FoundIssue:
@@ -130,11 +168,19 @@ def dedupe_key(issue: FoundIssue) -> str:
     return f"{SOURCE}:{issue.key}:{issue.updated_ms}"
 
 
-def synthetic_body(issue: FoundIssue) -> dict[str, Any]:
-    """The delivery that feeds an issue's current assignee into the pipeline."""
+def refeed_key(issue: FoundIssue, as_of_ms: int) -> str:
+    """The delivery that feeds an issue state again, as of a later sweep's window end."""
+    return f"{dedupe_key(issue)}:as-of:{as_of_ms}"
+
+
+def synthetic_body(issue: FoundIssue, as_of_ms: int | None = None) -> dict[str, Any]:
+    """The delivery that feeds an issue's current assignee into the pipeline: dated at its
+    `updated`, or, fed again because that delivery ended stale, at `as_of_ms` (the end of the
+    window that still found Jira so: Jira held that state then, whatever a skewed clock wrote
+    in `updated`)."""
     name = issue.assignee.get("name") if issue.assignee else None
     return {
-        "timestamp": issue.updated_ms,
+        "timestamp": issue.updated_ms if as_of_ms is None else as_of_ms,
         "webhookEvent": "jira:issue_updated",
         "source": SOURCE,
         "issue": {"id": issue.id, "key": issue.key, "fields": {"assignee": issue.assignee}},

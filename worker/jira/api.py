@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
@@ -21,6 +22,7 @@ from oauthlib.oauth1 import SIGNATURE_RSA
 from requests_oauthlib import OAuth1
 
 from worker.domain.errors import InvalidInput, JiraRejected, JiraUnavailable, NotFound
+from worker.domain.reconcile import JIRA_TIME_FORMAT
 from worker.domain.status import Transition
 from worker.store.db import transaction
 from worker.store.queries import integrations as q
@@ -71,6 +73,7 @@ class ServerInfo:
     version: str
     major: int
     deployment_type: str
+    server_time_ms: int | None = None  # Jira's own clock when it answered
 
     @property
     def signs_webhooks(self) -> bool:
@@ -89,9 +92,21 @@ class ServerInfo:
         else:
             raise JiraRejected("Jira's serverInfo answer has no version")
         deployment = data.get("deploymentType")
+        server_time = data.get("serverTime")
         return cls(
-            str(version or major)[:40], major, str(deployment)[:40] if deployment else "unknown"
+            str(version or major)[:40],
+            major,
+            str(deployment)[:40] if deployment else "unknown",
+            _jira_time_ms(server_time) if isinstance(server_time, str) else None,
         )
+
+
+def _jira_time_ms(value: str) -> int | None:
+    """Jira's `2026-12-06T15:00:00.000+0000` as epoch milliseconds (None: not that form)."""
+    try:
+        return int(datetime.strptime(value, JIRA_TIME_FORMAT).timestamp() * 1000)
+    except ValueError:
+        return None
 
 
 def normalize_base_url(base_url: str) -> str:

@@ -1,15 +1,21 @@
-"""Reconciliation sweep (SPEC 9): search Jira for the issues of an integration updated since
-its watermark and feed each linked issue whose assignee differs from what the service last
-knew into the webhook inbox, as a delivery of source `reconcile`. From there the pipeline
+"""Reconciliation sweep (SPEC 9, 12): search Jira for the issues of an integration updated
+since its watermark and feed each linked issue whose assignee differs from what the service
+last knew into the webhook inbox, as a delivery of source `reconcile`. From there the pipeline
 treats it as a webhook: ordering, idempotency, outcomes, side effects, failure records.
 
-Windows: from the watermark less the overlap up to now, narrowed to its first half while a
-search would match more than RECONCILE_WINDOW_MAX_RESULTS issues; once a window has been read
-whole the watermark moves to its end and the next window starts there. A page's deliveries
-are committed before the next page is read and handed to `publish`; a crash between pages
-re-reads the window next time, and its issues are fed at most once (one dedupe key per issue
-state). Issues whose email Jira hides, or that no group of an organization with inbound sync
-on links, are read and left alone.
+Windows: from the watermark less the overlap up to Jira's own clock (`serverTime`) less the
+settle margin, never ours; narrowed to its first half while a search would match more than
+RECONCILE_WINDOW_MAX_RESULTS issues; once a window has been read whole the watermark moves to
+its end (unless `--since` started after the watermark: time it did not read stays unread).
+Pages are read by key, never by offset: each page starts at the minute of the last issue read
+(the finest bound JQL's `updated` tells apart), and issues already read are skipped, so an
+issue updated while the window is paged (it leaves the window) moves no other across a page.
+A page's deliveries are committed before the next page is read and handed to `publish`; a
+crash between pages re-reads the window next time, and its issues are fed at most once (one
+dedupe key per issue state). Only linked issues are read further than their key: one that
+cannot be used (no `fields.assignee`, say) is recorded alone and the sweep goes on. A state
+whose delivery ended stale is fed again, dated at the window's end, when a later sweep still
+finds it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from worker.domain.errors import BadPayload, JiraRejected, JiraUnavailable, NotFound
 from worker.domain.reconcile import (
@@ -28,8 +35,12 @@ from worker.domain.reconcile import (
     Window,
     dedupe_key,
     first_window,
+    found_key,
+    moves_watermark,
     needs_feed,
+    next_cursor,
     read_found_issue,
+    refeed_key,
     synthetic_body,
 )
 from worker.jira.api import JiraClient, SearchPage, client_for_integration
@@ -40,9 +51,7 @@ from worker.store.queries import reconcile as q
 
 log = logging.getLogger(__name__)
 
-# Re-reads of a window from its start when issues left it while it was paged (every later
-# issue moved one place up, onto a page already read).
-MAX_RESTARTS = 3
+STALE = "stale"
 
 Publish = Callable[[list[int]], None]
 
@@ -69,6 +78,7 @@ class Sweep:
     requests: int = 0
     checked: int = 0
     fed: list[Fed] = field(default_factory=list)
+    unusable: list[dict[str, str]] = field(default_factory=list)  # {"key", "reason"}
 
 
 def sweep(
@@ -89,26 +99,29 @@ def sweep(
     if not found:
         raise NotFound(f"integration {integration_id} does not exist")
     state = found[0]
-    now_ms = int(time.time() * 1000)
     if state.integration_status != "active":  # its webhooks are refused: so are its changes
         log.info("reconcile.skipped", extra={"integration_id": integration_id})
+        now_ms = int(time.time() * 1000)
         return Sweep(integration_id, now_ms, now_ms)
-    window = first_window(
-        now_ms,
-        state.watermark_ms,
-        since_ms,
-        state.interval_s or settings.reconcile_interval_s,
-        settings.reconcile_overlap_s,
-    )
-    result = Sweep(integration_id, window.start_ms, window.start_ms)
     name = f"integration {integration_id} ({state.external_id})"
     client = client_for_integration(res, integration_id)
+    result = Sweep(integration_id, 0, 0)
     try:
+        window = first_window(
+            _jira_now_ms(client, result),
+            state.watermark_ms,
+            since_ms,
+            state.interval_s or settings.reconcile_interval_s,
+            settings.reconcile_overlap_s,
+            settings.reconcile_settle_s,
+        )
+        result.start_ms = result.end_ms = window.start_ms
+        moves = not dry_run and moves_watermark(since_ms, state.watermark_ms)
         end_ms = window.end_ms
         while True:
             window = _read_window(res, client, window, result, dry_run, publish)
             result.end_ms = window.end_ms
-            if not dry_run:
+            if moves:
                 with transaction(res.pool) as conn:
                     q.advance_watermark(conn, integration_id, window.end_ms)
             if window.end_ms >= end_ms:
@@ -150,7 +163,17 @@ def _record(res: Resources, result: Sweep, dry_run: bool, error: str | None) -> 
             checked=result.checked,
             found=len(result.fed),
             error=error,
+            unusable=result.unusable,
         )
+
+
+def _jira_now_ms(client: JiraClient, result: Sweep) -> int:
+    """Jira's own clock: windows end by it, whatever ours says."""
+    result.requests += 1
+    server_time_ms = client.server_info().server_time_ms
+    if server_time_ms is None:
+        raise JiraRejected("Jira's serverInfo answer has no serverTime")
+    return server_time_ms
 
 
 def _read_window(
@@ -161,14 +184,15 @@ def _read_window(
     dry_run: bool,
     publish: Publish,
 ) -> Window:
-    """Read and feed one window whole, page by page; returns it as narrowed."""
+    """Read and feed one window whole, page by page (by key: see the module docstring);
+    returns it as narrowed."""
     page_size = res.settings.reconcile_page_size
 
-    def search(start_at: int) -> SearchPage:
+    def search(from_ms: int, offset: int) -> SearchPage:
         result.requests += 1
-        return client.search(window.jql(), SEARCH_FIELDS, start_at, page_size)
+        return client.search(window.jql(from_ms), SEARCH_FIELDS, offset, page_size)
 
-    page = search(0)
+    page = search(window.start_ms, 0)
     while page.total > res.settings.reconcile_window_max_results:
         narrower = window.narrowed()
         if narrower is None:
@@ -178,54 +202,70 @@ def _read_window(
             extra={"integration_id": result.integration_id, "total": page.total},
         )
         window = narrower
-        page = search(0)
+        page = search(window.start_ms, 0)
     seen: set[tuple[str, int]] = set()
-    read, expected, restarts = 0, page.total, 0
+    cursor, offset = window.start_ms, 0
     while True:
-        _feed_page(res, result, [_found(raw) for raw in page.issues], seen, dry_run, publish)
-        read += len(page.issues)
-        if not page.issues or read >= page.total:
+        updated = _feed_page(res, result, window, page.issues, seen, dry_run, publish)
+        if not page.issues or offset + len(page.issues) >= page.total:
             return window
-        page = search(read)
-        if page.total < expected and restarts < MAX_RESTARTS:
-            restarts += 1
-            read, expected = 0, page.total
-            page = search(0)
-
-
-def _found(raw: object) -> FoundIssue:
-    try:
-        return read_found_issue(raw)
-    except BadPayload as exc:
-        raise JiraRejected(f"Jira's search answer: {exc}") from None
+        if updated:
+            cursor, offset = next_cursor(cursor, offset, updated)
+        else:  # not one issue of the page says when it was updated: on by offset
+            offset += len(page.issues)
+        page = search(cursor, offset)
 
 
 def _feed_page(
     res: Resources,
     result: Sweep,
-    issues: list[FoundIssue],
+    window: Window,
+    raw_issues: list[Any],
     seen: set[tuple[str, int]],
     dry_run: bool,
     publish: Publish,
-) -> None:
+) -> list[int]:
     """Compare a page's linked issues with what was last known; store a delivery for each
-    that differs, in one transaction, then hand the new ones to `publish`."""
-    fresh = [i for i in issues if (i.key, i.updated_ms) not in seen]
-    seen.update((i.key, i.updated_ms) for i in fresh)
-    if not fresh:
-        return
+    that differs, in one transaction, then hand the new ones to `publish`. Returns the
+    `updated` of the page's issues in order (what the next page's key is taken from); an
+    issue without a readable `updated` is left out of it."""
+    keys = sorted({k for raw in raw_issues if (k := found_key(raw)) is not None})
     integration_id = result.integration_id
     with transaction(res.pool) as conn:
-        known = q.linked_issues(conn, integration_id, sorted({i.key for i in fresh}))
-        linked = [i for i in fresh if i.key in known]
-        to_feed = [i for i in linked if needs_feed(i, known[i.key])]
+        known = q.linked_issues(conn, integration_id, keys) if keys else {}
+    updated, fresh = [], []
+    for raw in raw_issues:
+        key = found_key(raw)
+        try:
+            issue = read_found_issue(raw)
+        except BadPayload as exc:
+            if key in known:  # only a linked issue matters, and it is recorded alone
+                result.unusable.append({"key": key, "reason": str(exc)})
+                log.warning(
+                    "reconcile.unusable_issue",
+                    extra={"integration_id": integration_id, "issue_key": key},
+                )
+            continue
+        updated.append(issue.updated_ms)
+        if (issue.key, issue.updated_ms) not in seen:
+            seen.add((issue.key, issue.updated_ms))
+            if issue.key in known:
+                fresh.append(issue)
+    if not fresh:
+        return updated
+    to_feed = [i for i in fresh if needs_feed(i, known[i.key])]
+    with transaction(res.pool) as conn:
+        earlier = q.fed_outcomes(conn, integration_id, [dedupe_key(i) for i in to_feed])
+        # Fed before and ended stale, yet Jira still holds it: fed again as of this window.
+        again = {i.key for i in to_feed if earlier.get(dedupe_key(i)) == STALE}
+        deliveries = [
+            _delivery(integration_id, i, window.end_ms if i.key in again else None) for i in to_feed
+        ]
         if dry_run:
             ids: list[int | None] = [None] * len(to_feed)
         else:
-            ids = q_deliveries.insert_deliveries(
-                conn, [_delivery(integration_id, i) for i in to_feed]
-            )
-    result.checked += len(linked)
+            ids = q_deliveries.insert_deliveries(conn, deliveries)
+    result.checked += len(fresh)
     for issue, delivery_id in zip(to_feed, ids, strict=True):
         if dry_run or delivery_id is not None:  # None when fed before (a re-read window)
             result.fed.append(
@@ -235,15 +275,20 @@ def _feed_page(
     if stored:
         log.info("reconcile.fed", extra={"integration_id": integration_id, "count": len(stored)})
         publish(stored)
+    return updated
 
 
-def _delivery(integration_id: int, issue: FoundIssue) -> q_deliveries.NewDelivery:
+def _delivery(
+    integration_id: int, issue: FoundIssue, as_of_ms: int | None
+) -> q_deliveries.NewDelivery:
+    """The delivery feeding an issue's state; `as_of_ms` when it is fed again."""
+    body = synthetic_body(issue, as_of_ms)
     return q_deliveries.NewDelivery(
         integration_id=integration_id,
-        dedupe_key=dedupe_key(issue),
-        body=json.dumps(synthetic_body(issue)),
+        dedupe_key=dedupe_key(issue) if as_of_ms is None else refeed_key(issue, as_of_ms),
+        body=json.dumps(body),
         headers={},
         issue_key=issue.key,
-        event_ts=issue.updated_ms,
+        event_ts=int(body["timestamp"]),
         source=SOURCE,
     )

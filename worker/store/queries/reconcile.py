@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
 
 from worker.store.db import Connection
 
@@ -27,6 +30,7 @@ class State:
     jira_requests: int
     last_error: str | None
     last_error_at: datetime | None
+    unusable: list[dict[str, Any]]
 
 
 # An integration without a row sweeps with the defaults (on, RECONCILE_INTERVAL_S).
@@ -35,7 +39,8 @@ SELECT i.id AS integration_id, i.external_id, i.status AS integration_status,
        coalesce(r.enabled, true) AS enabled, r.interval_s, r.watermark_ms, r.next_run_at,
        r.last_run_at, r.last_success_at, coalesce(r.issues_checked, 0) AS issues_checked,
        coalesce(r.changes_found, 0) AS changes_found,
-       coalesce(r.jira_requests, 0) AS jira_requests, r.last_error, r.last_error_at
+       coalesce(r.jira_requests, 0) AS jira_requests, r.last_error, r.last_error_at,
+       coalesce(r.unusable, '[]'::jsonb) AS unusable
 FROM integration i
 LEFT JOIN reconcile_state r ON r.integration_id = i.id
 WHERE %(id)s::bigint IS NULL OR i.id = %(id)s
@@ -103,16 +108,18 @@ def advance_watermark(conn: Connection, integration_id: int, watermark_ms: int) 
 
 RECORD_RUN = """
 INSERT INTO reconcile_state AS r (integration_id, last_run_at, jira_requests, issues_checked,
-                                  changes_found, last_success_at, last_error, last_error_at)
+                                  changes_found, last_success_at, last_error, last_error_at,
+                                  unusable)
 VALUES (%(id)s, now(), %(requests)s, %(checked)s, %(found)s,
         CASE WHEN %(error)s::text IS NULL THEN now() END, %(error)s,
-        CASE WHEN %(error)s::text IS NOT NULL THEN now() END)
+        CASE WHEN %(error)s::text IS NOT NULL THEN now() END, %(unusable)s)
 ON CONFLICT (integration_id) DO UPDATE
 SET last_run_at = EXCLUDED.last_run_at, jira_requests = EXCLUDED.jira_requests,
     issues_checked = EXCLUDED.issues_checked, changes_found = EXCLUDED.changes_found,
     last_success_at = coalesce(EXCLUDED.last_success_at, r.last_success_at),
     last_error = EXCLUDED.last_error,
-    last_error_at = coalesce(EXCLUDED.last_error_at, r.last_error_at)
+    last_error_at = coalesce(EXCLUDED.last_error_at, r.last_error_at),
+    unusable = EXCLUDED.unusable
 """
 
 
@@ -124,8 +131,10 @@ def record_run(
     checked: int,
     found: int,
     error: str | None,
+    unusable: list[dict[str, str]],
 ) -> None:
-    """What a sweep did; `error` says why it stopped before the end (None: it finished)."""
+    """What a sweep did; `error` says why it stopped before the end (None: it finished);
+    `unusable` lists the linked issues it could not use, each with the reason."""
     conn.execute(
         RECORD_RUN,
         {
@@ -134,6 +143,7 @@ def record_run(
             "checked": checked,
             "found": found,
             "error": error,
+            "unusable": Jsonb(unusable),
         },
     )
 
@@ -170,3 +180,14 @@ def remember_jira_assignee(
     """The issues' Jira assignee as the service now knows it: from the newest event read, or
     because the service itself just set it in Jira (so the sweep does not feed that back)."""
     conn.execute(REMEMBER_JIRA_ASSIGNEE, (mark, external_issue_ids))
+
+
+SELECT_FED_OUTCOMES = """
+SELECT dedupe_key, outcome FROM webhook_delivery WHERE integration_id = %s AND dedupe_key = ANY(%s)
+"""
+
+
+def fed_outcomes(conn: Connection, integration_id: int, keys: list[str]) -> dict[str, str | None]:
+    """Of these dedupe keys, those a delivery was stored under, with its outcome so far."""
+    rows = conn.execute(SELECT_FED_OUTCOMES, (integration_id, keys))
+    return {str(r["dedupe_key"]): r["outcome"] for r in rows}
