@@ -87,6 +87,11 @@ HTTP_PROTOCOL = "worker.receiver.limits:LimitedHttpToolsProtocol"
 COMMIT_SLACK_S = 0.5
 REDIS_DOWN_S = 1.0
 OTHER_JIRA, OTHER_KEY = 2, "OPS"
+# Changed groups whose side effects (outbound pushes last) have not finished.
+PENDING_EFFECTS = (
+    "SELECT {what} FROM delivery_effect"
+    " WHERE side_effects_done_at IS NULL AND outcome IN ('assigned', 'unassigned')"
+)
 # Time for the held-up pushes themselves once Jira answers again.
 PUSH_SLACK_S = 10.0
 PIPELINE_QUEUES = (QUEUE_INBOUND, QUEUE_SIDE_EFFECTS)
@@ -200,7 +205,7 @@ class Report:
             ("failed-task records (before the replay)", self.failed_tasks),
             ("second Jira's issues not left with their last assignee", self.pushes_behind),
             (
-                "pushes held up by the Jira outage finished after it ended",
+                "side effects pending when the Jira outage ended, done after",
                 "-"
                 if self.push_backlog_s is None
                 else f"{self.push_backlog_s:.1f} s (bound {self.push_backlog_bound_s:.0f} s)",
@@ -419,6 +424,7 @@ class Faults:
     injected: list[str] = field(default_factory=list)
     db_down: tuple[float, float] | None = None
     jira_up_at: float | None = None  # wall-clock time the second Jira came back
+    held_up: list[tuple[int, int]] = field(default_factory=list)  # side effects pending then
     last_fault_at: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -475,6 +481,15 @@ class Faults:
         time.sleep(self.plan.jira_down_s)
         self.other_jira.fail_status = None
         self.jira_up_at = time.time()
+        res = self.services.resources()
+        try:
+            with transaction(res.pool) as conn:
+                self.held_up = [
+                    (int(r["delivery_id"]), int(r["group_id"]))
+                    for r in conn.execute(PENDING_EFFECTS.format(what="delivery_id, group_id"))
+                ]
+        finally:
+            res.close()
         self.injected.append(f"second Jira down {self.plan.jira_down_s:g} s")
 
     def _postgres(self) -> None:
@@ -549,6 +564,18 @@ def unfinished(res: Resources, accepted: list[int]) -> int:
     return int(row["n"])
 
 
+def pending_side_effects(res: Resources) -> int:
+    """Changes whose side effects have not finished, but for those in the failed-task store
+    (the operator's to replay)."""
+    with transaction(res.pool) as conn:
+        row = conn.execute(
+            PENDING_EFFECTS.format(what="count(*) AS n")
+            + " AND NOT EXISTS (SELECT 1 FROM failed_task f WHERE f.status = 'failed'"
+            " AND f.delivery_id = delivery_effect.delivery_id)"
+        ).fetchone()
+    return int(row["n"]) if row else 0
+
+
 def wait_for_quiet(res: Resources, accepted: list[int], timeout_s: float) -> bool:
     """Every accepted delivery finished, no pipeline message waiting, the failure spool empty,
     for a few seconds in a row."""
@@ -559,6 +586,7 @@ def wait_for_quiet(res: Resources, accepted: list[int], timeout_s: float) -> boo
                 unfinished(res, accepted)
                 + _pending_messages(res.settings.broker_url)
                 + int(res.redis.llen(SPOOL_KEY))
+                + pending_side_effects(res)
             )
         except Exception:
             busy = 1  # a server is still coming back
@@ -660,11 +688,16 @@ def check(
 
 
 def check_pushes(
-    res: Resources, report: Report, events: list[Event], other: FakeJira, up_at: float | None
+    res: Resources,
+    report: Report,
+    events: list[Event],
+    other: FakeJira,
+    up_at: float | None,
+    held_up: list[tuple[int, int]],
 ) -> None:
-    """The second Jira holds every issue's last assignee, and the pushes the outage held up
-    finished within one backoff plus the broker's bound (a worker killed meanwhile) of its
-    end."""
+    """The second Jira holds every issue's last assignee, and the side effects pending when
+    the outage ended finished within one backoff plus the broker's bound (a worker killed
+    meanwhile) of its end."""
     for issue, event in last_events(events).items():
         name = JIRA_USERS[event.assignee]["name"] if event.assignee else None
         key = f"{OTHER_KEY}-{issue.split('-')[1]}"
@@ -676,9 +709,9 @@ def check_pushes(
     with transaction(res.pool) as conn:
         row = conn.execute(
             "SELECT extract(epoch FROM max(side_effects_done_at))::float8 AS last"
-            " FROM delivery_effect WHERE updated_at <= to_timestamp(%s)"
-            " AND outcome IN ('assigned', 'unassigned')",
-            (up_at,),
+            " FROM delivery_effect e JOIN unnest(%s::bigint[], %s::bigint[]) AS h(d, g)"
+            " ON e.delivery_id = h.d AND e.group_id = h.g",
+            ([d for d, _ in held_up], [g for _, g in held_up]),
         ).fetchone()
     settings = res.settings
     report.push_backlog_bound_s = (
@@ -797,7 +830,7 @@ def run(
             wait_for_quiet(res, accepted + fed_ids(res), plan.quiet_timeout_s)
             check(res, report, events, answers, faults.db_down)
             if other is not None:
-                check_pushes(res, report, events, other.fake, faults.jira_up_at)
+                check_pushes(res, report, events, other.fake, faults.jira_up_at, faults.held_up)
             res.close()
         finally:
             services.stop()

@@ -284,21 +284,22 @@ def env_for(servers: Servers) -> Callable[..., Any]:
 
 @contextlib.contextmanager
 def receiver_process(
-    env: dict[str, str], log_path: Path, *, workers: int = 1
+    env: dict[str, str], log_path: Path, *, workers: int = 1, host: str = "127.0.0.1"
 ) -> Iterator[tuple[str, Callable[[], str]]]:
-    """The receiver as production runs it (uvicorn, uvloop, httptools) on a free port, ready
-    (its /readyz answers 200); yields its base URL and a reader of its log."""
+    """The receiver as production runs it (uvicorn, uvloop, the Procfile's httptools protocol)
+    on a free port of `host`, ready (its /readyz answers 200); yields its base URL and a
+    reader of its log."""
     from devtools.embedded import free_port
 
     port = free_port()
     cmd = [
-        sys.executable, "-m", "uvicorn", "worker.receiver.app:app", "--host", "127.0.0.1",
-        "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-        "--workers", str(workers),
+        sys.executable, "-m", "uvicorn", "worker.receiver.app:app", "--host", host,
+        "--port", str(port), "--loop", "uvloop",
+        "--http", "worker.receiver.limits:LimitedHttpToolsProtocol", "--workers", str(workers),
     ]  # fmt: skip
     with log_path.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{host}:{port}"
 
     def ready() -> bool:
         import httpx

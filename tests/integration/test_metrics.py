@@ -5,11 +5,15 @@ receiver, and never open to the world."""
 from __future__ import annotations
 
 import base64
+import ipaddress
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
@@ -118,3 +122,31 @@ def test_metrics_refuse_a_remote_client_when_no_password_is_set(res: Resources) 
         answer = client.get("/metrics")
     assert answer.status_code == 403
     assert "METRICS_BASIC_AUTH" in answer.json()["detail"]
+
+
+def a_non_loopback_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback, if it has one."""
+    for addresses in psutil.net_if_addrs().values():
+        for a in addresses:
+            if a.family == socket.AF_INET and not ipaddress.ip_address(a.address).is_loopback:
+                return str(a.address)
+    return None
+
+
+def test_a_forwarded_loopback_address_does_not_open_metrics_to_a_remote_peer(
+    res: Resources, settings_env: dict[str, str], tmp_path: Path
+) -> None:
+    address = a_non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback: no remote peer to test with")
+    # uvicorn trusts X-Forwarded-For from any peer here: the client address it reports is
+    # whatever the header says, so only the socket's peer can tell who asks.
+    env = {**settings_env, "FORWARDED_ALLOW_IPS": "*"}
+    with receiver_process(env, tmp_path / "receiver.log", host="0.0.0.0") as (base, _):
+        remote = base.replace("0.0.0.0", address)
+        spoofed = httpx.get(
+            remote + "/metrics", headers={"X-Forwarded-For": "127.0.0.1"}, timeout=10
+        )
+        local = httpx.get(base.replace("0.0.0.0", "127.0.0.1") + "/metrics", timeout=10)
+    assert spoofed.status_code == 403, spoofed.text
+    assert local.status_code == 200

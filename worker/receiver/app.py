@@ -40,7 +40,7 @@ from worker.domain.errors import BadPayload, JiraSyncError, classify
 from worker.domain.event import read_event
 from worker.jira import linking
 from worker.jira.linking import CALLBACK_PATH, WEBHOOK_PREFIX
-from worker.receiver import metrics, payload, signatures, tokens
+from worker.receiver import limits, metrics, payload, signatures, tokens
 from worker.receiver.intake import AuthCache, DeliveryWriter, Publisher, WebhookAuth
 from worker.receiver.sightings import Sightings
 from worker.runtime.logs import configure_logging
@@ -291,7 +291,11 @@ def _metrics_refusal(request: Request, basic_auth: str) -> Response | None:
             {"error": "unauthorized", "detail": "/metrics needs the METRICS_BASIC_AUTH user"},
             headers={"WWW-Authenticate": 'Basic realm="jira-sync metrics"'},
         )
-    host = request.client.host if request.client else ""
+    # The socket's peer, as the Procfile's HTTP protocol recorded it: never scope["client"],
+    # which X-Forwarded-For rewrites under FORWARDED_ALLOW_IPS. Unknown (another server or
+    # protocol): refused.
+    peer = request.scope.get(limits.PEER_KEY)
+    host = str(peer[0]) if peer else ""
     with contextlib.suppress(ValueError):
         if ipaddress.ip_address(host).is_loopback:
             return None

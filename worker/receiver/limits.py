@@ -18,6 +18,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from config.settings import get_settings
 
 MAX_HEAD_BYTES = 64 * 1024
+# Where each request's scope carries the socket's peer (host, port): uvicorn's proxy-headers
+# middleware rewrites scope["client"] from X-Forwarded-For, so "who is connected" is kept here.
+PEER_KEY = "jira_sync.peer"
 
 
 def _refusal(status: str, error: str, detail: str) -> bytes:
@@ -37,7 +40,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """Refuses with 431 a request whose head passes MAX_HEAD_BYTES, and with 408 one not
     received within WEBHOOK_READ_TIMEOUT_S (seconds from connecting, or from the first byte of
     a later request, to the last byte of the request; a webhook is a few KiB and honest
-    clients need far less); either way the connection is closed."""
+    clients need far less); either way the connection is closed. Each request's scope holds
+    the socket's peer under PEER_KEY."""
 
     _head_bytes = 0
     _in_head = True
@@ -61,6 +65,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[PEER_KEY] = self.client  # type: ignore[literal-required]
         self._arm_read_timer()
 
     def on_headers_complete(self) -> None:
