@@ -52,10 +52,19 @@ def jira(res: Resources, servers: Servers, module_worker: WorkerProcess) -> Iter
         yield fake
 
 
-def map_status(resolved: str = "Resolved", unresolved: str = "4") -> None:
+def map_status(resolved: str = "Resolved", unresolved: str = "4", project: str = "APP") -> None:
     assert main(["integration", "map-status", "1", "--organization", "acme",
-                 "--jira-project", "APP", "--resolved", resolved,
+                 "--jira-project", project, "--resolved", resolved,
                  "--unresolved", unresolved]) == EXIT_OK  # fmt: skip
+
+
+def test_a_project_key_typed_in_lower_case_maps_its_issues(
+    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira
+) -> None:
+    scene(status_scene(jira, reverse=True, forward=True))
+    map_status(project=" app ")
+    assert main(["group", "resolve", str(GROUP)]) == EXIT_OK
+    moved_to(jira, RESOLVED)
 
 
 def moved_to(jira: FakeJira, status_id: str) -> None:

@@ -305,7 +305,8 @@ def cmd_map_status(args: argparse.Namespace) -> int:
         args.unresolved,
     )
     echo(
-        f"Integration {args.id}, {args.organization}, Jira project {args.jira_project.strip()}: "
+        f"Integration {args.id}, {args.organization}, Jira project "
+        f"{args.jira_project.strip().upper()}: "
         f"resolved -> {args.resolved.strip()}, unresolved -> {args.unresolved.strip()}"
     )
     return EXIT_OK

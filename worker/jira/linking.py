@@ -524,7 +524,7 @@ def map_status(
 ) -> None:
     """The Jira statuses (id or name) an organization's issues of one Jira project are moved
     to when their group is resolved or unresolved (SPEC 10, outbound)."""
-    project = jira_project.strip()
+    project = jira_project.strip().upper()  # Jira's project keys are upper case
     if not project or "-" in project:
         raise InvalidInput(f"Jira project must be a project key like APP, got {jira_project!r}")
     names = {"--resolved": resolved.strip(), "--unresolved": unresolved.strip()}

@@ -179,7 +179,7 @@ JOIN organization_integration oi
 JOIN integration i ON i.id = ei.integration_id
 LEFT JOIN status_mapping m
   ON m.organization_id = ei.organization_id AND m.integration_id = ei.integration_id
- AND m.jira_project = split_part(ei.key, '-', 1)
+ AND m.jira_project = upper(split_part(ei.key, '-', 1))
 WHERE gl.group_id = %s
   AND oi.status = 'active' AND i.status = 'active'
   AND coalesce((oi.config ->> 'sync_status_forward')::boolean, false)
