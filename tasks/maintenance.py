@@ -4,6 +4,7 @@ spool, and reconcile each linked Jira whose sweep is due (SPEC 9)."""
 from __future__ import annotations
 
 import logging
+import time
 
 from kombu.message import Message
 
@@ -18,6 +19,7 @@ from worker.jira import reconcile as sweeps
 from worker.receiver import relay
 from worker.runtime.app import app
 from worker.runtime.publish import StepCall, batch_sender
+from worker.runtime.resources import Resources
 from worker.store import failures
 from worker.store.db import transaction
 from worker.store.queries import deliveries as q
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 # A delivery this old and still `received` missed the broker when it was accepted.
 SWEEP_MIN_AGE_S = 5.0
 SWEEP_BATCH = 500
+# How long one sweep goes on sending a backlog of unqueued deliveries (the next sweep, every
+# SWEEP_INTERVAL_S, takes over).
+SWEEP_DRAIN_S = 10.0
 DEAD_LETTER_BATCH = 500
 
 
@@ -44,23 +49,40 @@ def stalled_after_s(settings: Settings) -> float:
 @app.task(base=Step, bind=True, name="jira_sync.maintenance.sweep_deliveries")
 def sweep_deliveries(self: Step) -> int:
     settings = self.resources.settings
+    unqueued = _send_unqueued(self.resources)
     with transaction(self.resources.pool) as conn:
-        unqueued = q.unqueued_delivery_ids(conn, SWEEP_MIN_AGE_S, SWEEP_BATCH)
         stalled = q.stalled_delivery_ids(conn, stalled_after_s(settings), SWEEP_BATCH)
-        sent = relay.enqueue(app, conn, unqueued + stalled)
+        resent = relay.enqueue(app, conn, stalled)
         changes = q_inbound.side_effects_stalled(conn, stalled_after_s(settings), SWEEP_BATCH)
         if changes:
             with batch_sender(app) as send:
                 send(pipeline.side_effects(changes))
             q_inbound.touch_effects(conn, [(d, g) for d, g, _ in changes])
-    resent = len(set(sent) & set(stalled))
-    cache.record_sweep(self.resources.redis, len(sent) - resent, resent, len(changes))
-    if sent or changes:
+    cache.record_sweep(self.resources.redis, unqueued, len(resent), len(changes))
+    if unqueued or resent or changes:
         log.info(
             "delivery.swept",
-            extra={"count": len(sent), "resent": resent, "side_effects_resent": len(changes)},
+            extra={
+                "count": unqueued + len(resent),
+                "resent": len(resent),
+                "side_effects_resent": len(changes),
+            },
         )
-    return len(sent) + len(changes)
+    return unqueued + len(resent) + len(changes)
+
+
+def _send_unqueued(res: Resources) -> int:
+    """Send every delivery stored but never queued (the broker was down when it arrived), a
+    batch per transaction, for up to SWEEP_DRAIN_S: a backlog left by a long broker outage
+    drains at the broker's speed, not a batch per sweep. Stops at a send that fails."""
+    sent_in_all, deadline = 0, time.monotonic() + SWEEP_DRAIN_S
+    while True:
+        with transaction(res.pool) as conn:
+            found = q.unqueued_delivery_ids(conn, SWEEP_MIN_AGE_S, SWEEP_BATCH)
+            sent = relay.enqueue(app, conn, found)
+        sent_in_all += len(sent)
+        if len(found) < SWEEP_BATCH or len(sent) < len(found) or time.monotonic() > deadline:
+            return sent_in_all
 
 
 @app.task(base=Step, bind=True, name="jira_sync.maintenance.flush_failure_spool")

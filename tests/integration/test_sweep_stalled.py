@@ -13,6 +13,7 @@ from tests.integration.inbound_support import (
     group_state,
     jira_payload,
     post,
+    store,
 )
 from tests.webhooks import delivery_ids_on_broker
 from worker.runtime.resources import Resources
@@ -69,3 +70,20 @@ def test_recently_queued_delivery_is_not_sent_again(
     delivery_id = post(res, jira_payload(ANN, 1_764_000_000_000, 1))
     assert sweep_deliveries.run() == 0
     assert delivery_ids_on_broker(servers.env["BROKER_URL"]) == {delivery_id}
+
+
+def test_a_backlog_left_by_a_broker_outage_is_sent_in_one_sweep(
+    res: Resources, scene: Callable[[dict[str, Any]], None]
+) -> None:
+    from tasks.maintenance import SWEEP_BATCH, SWEEP_MIN_AGE_S, sweep_deliveries
+
+    scene(base_scene())
+    backlog = SWEEP_BATCH * 2 + 7  # stored while the broker was down: never queued
+    ids = [store(res, jira_payload(ANN, 1_764_000_000_000 + n, n + 1)) for n in range(backlog)]
+    with transaction(res.pool) as conn:
+        conn.execute(
+            "UPDATE webhook_delivery SET received_at = now() - make_interval(secs => %s)",
+            (SWEEP_MIN_AGE_S + 1,),
+        )
+    assert sweep_deliveries.run() == backlog
+    assert {status_of(res, i) for i in ids if i is not None} == {"queued"}
