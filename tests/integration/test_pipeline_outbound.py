@@ -3,6 +3,8 @@ forward sync on, OAuth-signed, never echoed back to its source, once per deliver
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +19,7 @@ from tests.integration.inbound_support import (
     ANN,
     GROUP,
     JIRA,
+    PROJECT,
     base_scene,
     count,
     enqueue,
@@ -27,6 +30,7 @@ from tests.integration.inbound_support import (
 )
 from worker.cli import main
 from worker.cli.common import EXIT_OK
+from worker.runtime.app import app
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 
@@ -284,3 +288,58 @@ def test_forward_sync_off_pushes_nothing(
     time.sleep(1.0)  # the side effects run after the delivery is done
     assert other_jira.calls == []
     assert source_jira.calls == []
+
+
+def retried_changes(worker: WorkerProcess) -> list[list[list[int]]]:
+    """The `changes` of every outbound-sync retry the worker logged."""
+    found = []
+    for line in worker.log().splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if entry.get("event") == "step.retry" and entry.get("task") == OUTBOUND_SYNC:
+                found.append(entry["changes"])
+    return found
+
+
+def test_one_jira_down_retries_its_pushes_alone_and_the_others_finish(
+    res: Resources,
+    scene: Callable[[dict[str, Any]], None],
+    start_worker: Callable[..., WorkerProcess],
+    source_jira: FakeJira,
+    other_jira: FakeJira,
+    third_jira: FakeJira,
+) -> None:
+    for fake in (other_jira, third_jira):
+        fake.add_user("ann", "Ann@Acme.test", "Ann A.")
+    data = base_scene()
+    data["groups"].append({"id": GROUP + 1, "project": PROJECT, "title": "Second"})
+    data["integrations"] = [
+        linked(source_jira, JIRA, "jira.acme.test"),
+        linked(other_jira, OTHER, "ops.acme.test", forward=False),
+        linked(third_jira, THIRD, "ext.acme.test", forward=False),
+    ]
+    data["external_issues"] += [
+        {"id": 8, "integration": JIRA, "organization": "acme", "key": "APP-2",
+         "groups": [GROUP + 1]},
+        {"id": 9, "integration": OTHER, "organization": "acme", "key": "OPS-9", "groups": [GROUP]},
+        {"id": 10, "integration": THIRD, "organization": "acme", "key": "EXT-1",
+         "groups": [GROUP + 1]},
+    ]  # fmt: skip
+    scene(data)
+    worker = start_worker(concurrency=1, env={"RETRY_BUDGET_S": "60"})
+    first = post(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    second = post(res, jira_payload(ANN, ts=1000, changelog_id=2, key="APP-2"))
+    assert outcome_of(res, first) == outcome_of(res, second) == "assigned"
+    for iid in (OTHER, THIRD):
+        assert main(["integration", "configure", str(iid), "--organization", "acme",
+                     "--forward-assignment", "on"]) == EXIT_OK  # fmt: skip
+    # One message holds a change for each Jira; the first one's Jira is restarting.
+    other_jira.fail_status = 503
+    app.send_task(OUTBOUND_SYNC, kwargs={"changes": [[first, GROUP], [second, GROUP + 1]]})
+    wait_for(lambda: third_jira.assignees.get("EXT-1") == "ann", 15, "the healthy Jira's push")
+    wait_for(lambda: retried_changes(worker), 15, "a retry of the failing push")
+    assert all(changes == [[first, GROUP]] for changes in retried_changes(worker))
+    other_jira.fail_status = None
+    wait_for(lambda: other_jira.assignees.get("OPS-9") == "ann", 30, "the push once Jira is back")
+    assert failed_records(res) == []
+    assert len(puts(third_jira, "EXT-1")) == 1
