@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from kombu.message import Message
 
@@ -35,6 +36,8 @@ SWEEP_BATCH = 500
 # SWEEP_INTERVAL_S, takes over).
 SWEEP_DRAIN_S = 10.0
 DEAD_LETTER_BATCH = 500
+# The keyword arguments that hold a batch step's items (tasks.base's batch_kwarg values).
+BATCH_KWARGS = ("delivery_ids", "changes", "group_ids")
 
 
 def stalled_after_s(settings: Settings) -> float:
@@ -97,7 +100,10 @@ def flush_failure_spool(self: Step) -> int:
 def drain_dead_letters(self: Step) -> int:
     """RabbitMQ: move the messages that reached their delivery limit (each delivery ended
     with the worker gone, never acknowledged) into the failed-task store, where `failed
-    list` shows them and `failed replay` runs them again."""
+    list` shows them and `failed replay` runs them again. A batch becomes one record per
+    item, each delivery pointing at its own (so beat's sweep does not send it again); a
+    message is acknowledged only once all its records are written or spooled, else it goes
+    back to the dead-letter queue for the next drain."""
     moved = 0
     with app.connection_for_write() as conn:
         queue = dead_letter_queue().bind(conn.default_channel)
@@ -106,12 +112,28 @@ def drain_dead_letters(self: Step) -> int:
             message = queue.get(no_ack=False, accept=["json"])
             if message is None:
                 break
-            failures.record(self.resources, dead_letter_record(message))
+            kept = [
+                failures.record_durably(self.resources, r) for r in dead_letter_records(message)
+            ]
+            if not all(kept):
+                message.reject(requeue=True)
+                log.error("dead_letter.kept_in_queue", extra={"task": message.headers.get("task")})
+                break
             message.ack()
             moved += 1
     if moved:
         log.warning("dead_letter.drained", extra={"count": moved})
     return moved
+
+
+def dead_letter_records(message: Message) -> list[failures.FailureRecord]:
+    """A dead-lettered message's records: one per item of a batch step's message."""
+    whole = dead_letter_record(message)
+    for key in BATCH_KWARGS:
+        items = whole.kwargs.get(key)
+        if isinstance(items, list) and len(items) > 1:
+            return [replace(whole, kwargs={**whole.kwargs, key: [item]}) for item in items]
+    return [whole]
 
 
 def dead_letter_record(message: Message) -> failures.FailureRecord:

@@ -55,20 +55,32 @@ RECORD_FIELDS = frozenset(f.name for f in fields(FailureRecord))
 
 
 def record(res: Resources, rec: FailureRecord) -> int | None:
-    """Store the failure (and point its delivery at it); spool it if PostgreSQL is down."""
+    """Store the failure (and point its delivery at it); spool it if PostgreSQL is down.
+    Returns the record's id once written (None: spooled, or, logged, neither)."""
+    return _keep(res, rec)[0]
+
+
+def record_durably(res: Resources, rec: FailureRecord) -> bool:
+    """As `record`; True once the record is written or spooled, False when neither store
+    took it (the caller keeps what it would record, e.g. a message it has not acknowledged)."""
+    return _keep(res, rec)[1]
+
+
+def _keep(res: Resources, rec: FailureRecord) -> tuple[int | None, bool]:
     rec.message = scrub(rec.message)
     rec.traceback = scrub(rec.traceback)
     if rec.failed_at is None:
         rec.failed_at = datetime.now(UTC).isoformat()
     try:
-        return write(res, rec)
+        return write(res, rec), True
     except DatabaseUnavailable:
         try:
             res.redis.rpush(SPOOL_KEY, json.dumps(asdict(rec), default=str))
             log.warning("failure.spooled", extra={"task": rec.task_name})
+            return None, True
         except redis.RedisError:
             log.error("failure.unrecorded", extra={"task": rec.task_name, "record": asdict(rec)})
-        return None
+            return None, False
 
 
 def write(res: Resources, rec: FailureRecord) -> int:
