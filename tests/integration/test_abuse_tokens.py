@@ -5,6 +5,8 @@ stored."""
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,6 +30,7 @@ from worker.jira import linking
 from worker.jira.linking import CALLBACK_PATH
 from worker.receiver import tokens
 from worker.receiver.app import UNAUTHORIZED, create_app
+from worker.receiver.intake import KNOWN_REFRESH_S, AuthCache
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import integrations as iq
@@ -134,3 +137,34 @@ def test_expired_pending_link_cannot_be_completed_through_the_callback(
             "SELECT count(*) AS n FROM integration WHERE external_id = %s", (PENDING_EXTERNAL_ID,)
         ).fetchone()
     assert row is not None and row["n"] == 0
+
+
+def test_tokens_claiming_random_ids_cost_a_bounded_number_of_lookups(
+    res: Resources, scene: Callable[[dict[str, Any]], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_integrations(scene)
+    lookups = {"rows": 0, "ids": 0}
+    real_load, real_ids = AuthCache._load, AuthCache._load_ids
+
+    def load(self: AuthCache, external_id: str) -> Any:
+        lookups["rows"] += 1
+        return real_load(self, external_id)
+
+    def load_ids(self: AuthCache) -> set[str]:
+        lookups["ids"] += 1
+        return real_ids(self)
+
+    monkeypatch.setattr(AuthCache, "_load", load)
+    monkeypatch.setattr(AuthCache, "_load_ids", load_ids)
+    with TestClient(create_app(res=res, configure_logs=False)) as client:
+        started = time.monotonic()
+        for _ in range(50):
+            forged = tokens.issue(f"jira-{secrets.token_hex(6)}.test:key", SECRET)
+            assert (
+                client.post(url(forged), content=body(payload()), headers=JSON).status_code == 401
+            )
+        took_s = time.monotonic() - started
+        assert lookups["rows"] == 0  # no integration row is read for an id nobody has
+        assert lookups["ids"] <= took_s / KNOWN_REFRESH_S + 2
+        # The integration that exists still answers, its entry never pushed out.
+        assert client.post(url(), content=body(payload()), headers=JSON).status_code == 202

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from tests.webhooks import (
 from worker.jira import linking
 from worker.receiver import tokens
 from worker.receiver.app import UNAUTHORIZED, create_app
+from worker.receiver.intake import AuthCache
+from worker.receiver.readiness import PROBE_EVERY_S
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import deliveries as dq
@@ -316,6 +319,47 @@ def test_disabling_an_integration_refuses_its_deliveries(
     assert post(client).status_code == 202
     linking.disable(res, 1)
     wait_for(lambda: post(client).status_code == 401, 10, "the disabled integration to be refused")
+
+
+def test_a_load_overtaken_by_a_disable_does_not_keep_the_integration_accepted(
+    res: Resources, scene: Callable[[dict[str, Any]], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_integrations(scene)
+    real_load = AuthCache._load
+    raced = []
+
+    def load_then_disable(self: AuthCache, external_id: str) -> Any:
+        entry = real_load(self, external_id)  # read while the integration is active
+        if not raced:  # ...and disabled before the read is cached
+            raced.append(external_id)
+            linking.disable(res, 1)
+            time.sleep(0.5)  # the announcement reaches the listener meanwhile
+        return entry
+
+    monkeypatch.setattr(AuthCache, "_load", load_then_disable)
+    with TestClient(create_app(res=res, configure_logs=False)) as c:
+        post(c)  # raced with the disable: either answer is fair
+        assert raced
+        assert post(c).status_code == 401  # never the stale, active entry
+
+
+def test_readyz_answers_from_the_background_probe(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = client.app.state.receiver  # type: ignore[attr-defined]
+    opened = []
+    real = receiver.celery.connection_for_write
+
+    def counted() -> Any:
+        opened.append(1)
+        return real()
+
+    monkeypatch.setattr(receiver.celery, "connection_for_write", counted)
+    started = time.monotonic()
+    answers = {client.get("/readyz").status_code for _ in range(50)}
+    took_s = time.monotonic() - started
+    assert answers == {200}
+    assert len(opened) <= took_s / PROBE_EVERY_S + 1  # the probe's, not one per call
 
 
 def test_healthz_answers(client: TestClient) -> None:

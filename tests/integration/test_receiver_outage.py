@@ -41,7 +41,8 @@ def test_deliveries_accepted_while_broker_is_down_are_processed_after_it_returns
                 for n in range(COUNT)
             ]
             assert [a.status_code for a in answers] == [202] * COUNT
-            assert client.get("/readyz").status_code == 503
+            # The background probe notices within a second or so.
+            wait_for(lambda: client.get("/readyz").status_code == 503, 15, "not ready")
         finally:
             servers.redis.start()
         accepted = {int(a.json()["delivery"]) for a in answers}

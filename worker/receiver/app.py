@@ -42,10 +42,10 @@ from worker.jira import linking
 from worker.jira.linking import CALLBACK_PATH, WEBHOOK_PREFIX
 from worker.receiver import limits, metrics, payload, signatures, tokens
 from worker.receiver.intake import AuthCache, DeliveryWriter, Publisher, WebhookAuth
+from worker.receiver.readiness import Readiness
 from worker.receiver.sightings import Sightings
 from worker.runtime.logs import configure_logging
 from worker.runtime.resources import Resources, open_resources
-from worker.store.db import transaction
 from worker.store.queries import deliveries as q
 
 log = logging.getLogger("jira_sync.receiver")
@@ -106,6 +106,7 @@ class Receiver:
     publisher: Publisher
     gauges: metrics.StoreGauges
     sightings: Sightings
+    readiness: Readiness
 
     async def authenticate(self, token: str) -> WebhookAuth | None:
         """The integration a token belongs to, if it verifies and the integration is active."""
@@ -241,26 +242,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    receiver = _receiver(request)
-
-    def check_database() -> None:
-        with transaction(receiver.res.pool) as conn:
-            conn.execute("SELECT 1")
-
-    def check_broker() -> None:
-        # A fresh connection on whichever broker is configured (Redis or RabbitMQ).
-        with receiver.celery.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1)
-
-    checks: dict[str, str] = {}
-    for name, check in (("database", check_database), ("broker", check_broker)):
-        try:
-            await anyio.to_thread.run_sync(check)
-            checks[name] = "ok"
-        except Exception as exc:
-            checks[name] = f"unreachable ({type(exc).__name__})"
-    ready = all(v == "ok" for v in checks.values())
-    return _json(200 if ready else 503, {"status": "ready" if ready else "not ready", **checks})
+    ready, body = _receiver(request).readiness.answer()
+    return _json(200 if ready else 503, body)
 
 
 async def metrics_page(request: Request) -> Response:
@@ -368,6 +351,7 @@ def create_app(
             publisher=Publisher(resources, celery_app),
             gauges=metrics.StoreGauges(resources),
             sightings=Sightings(resources),
+            readiness=Readiness(resources, celery_app),
         )
         await anyio.to_thread.run_sync(_warm_up, receiver)
         listener = asyncio.create_task(receiver.auth.listen())
@@ -377,6 +361,7 @@ def create_app(
         receiver.writer.start()
         receiver.publisher.start()
         receiver.sightings.start()
+        await receiver.readiness.start()
         app.state.receiver = receiver
         log.info("receiver.started", extra={"flushers": count})
         try:
@@ -385,6 +370,7 @@ def create_app(
             await receiver.writer.stop()
             await receiver.publisher.stop()
             await receiver.sightings.stop()
+            await receiver.readiness.stop()
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener

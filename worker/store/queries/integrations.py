@@ -400,6 +400,9 @@ def delete_expired_pending_links(conn: Connection) -> int:
     return conn.execute(DELETE_EXPIRED_PENDING_LINKS).rowcount
 
 
+# Every integration's external id: what a webhook token may claim.
+SELECT_EXTERNAL_IDS = "SELECT external_id FROM integration"
+
 SELECT_WEBHOOK_AUTH = """
 SELECT id, status, webhook_secret_enc, previous_webhook_secret_enc,
        signing_secret_enc, previous_signing_secret_enc, require_signature,
