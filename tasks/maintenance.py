@@ -24,6 +24,7 @@ from worker.runtime.resources import Resources
 from worker.store import failures
 from worker.store.db import transaction
 from worker.store.queries import deliveries as q
+from worker.store.queries import group_status as q_status
 from worker.store.queries import inbound as q_inbound
 from worker.store.queries import reconcile as q_reconcile
 
@@ -61,17 +62,24 @@ def sweep_deliveries(self: Step) -> int:
             with batch_sender(app) as send:
                 send(pipeline.side_effects(changes))
             q_inbound.touch_effects(conn, [(d, g) for d, g, _ in changes])
+        moves = q_status.take_stalled_status_moves(conn, stalled_after_s(settings), SWEEP_BATCH)
+        by_source: dict[int | None, list[int]] = {}
+        for group_id, source in moves:
+            by_source.setdefault(source, []).append(group_id)
+        for source, group_ids in by_source.items():
+            pipeline.outbound_status(app, group_ids, source_integration_id=source)
     cache.record_sweep(self.resources.redis, unqueued, len(resent), len(changes))
-    if unqueued or resent or changes:
+    if unqueued or resent or changes or moves:
         log.info(
             "delivery.swept",
             extra={
                 "count": unqueued + len(resent),
                 "resent": len(resent),
                 "side_effects_resent": len(changes),
+                "status_moves_resent": len(moves),
             },
         )
-    return unqueued + len(resent) + len(changes)
+    return unqueued + len(resent) + len(changes) + len(moves)
 
 
 def _send_unqueued(res: Resources) -> int:

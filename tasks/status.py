@@ -182,9 +182,9 @@ def _apply(
     if not groups:
         return StatusOutcome.NO_AFFECTED_GROUPS, {}
     assert event.status_to is not None
-    if q.take_echoes(conn, [i.id for i in issues], event.status_to):
-        return StatusOutcome.ECHO, {}  # Jira telling us of the transition we made
-    if target is None:
+    # Jira telling of a transition a group's own push made: an echo for that group alone.
+    echoes = q.take_echoes(conn, [i.id for i in issues], [g.id for g in groups], event.status_to)
+    if target is None and not echoes:
         return StatusOutcome.NO_RESOLUTION_CHANGE, {}
     outcomes: dict[str, str] = {}
     for ref in groups:
@@ -195,6 +195,12 @@ def _apply(
             outcomes[str(group.id)] = StatusOutcome.STALE
             continue
         q_inbound.set_group_event(conn, group.id, event.order, delivery.id, "status")
+        if group.id in echoes:  # counted in the ordering, changes nothing
+            outcomes[str(group.id)] = StatusOutcome.ECHO
+            continue
+        if target is None:
+            outcomes[str(group.id)] = StatusOutcome.NO_RESOLUTION_CHANGE
+            continue
         outcome = group_outcome(group.status, target)
         if outcome is not StatusOutcome.UNCHANGED:
             data = {
@@ -203,6 +209,7 @@ def _apply(
                 "integrationId": delivery.integration_id,
             }
             q.change_group_status(conn, ref, target, data, delivery.id)
+            q.request_status_move(conn, group.id, delivery.integration_id)
         outcomes[str(group.id)] = outcome
     return delivery_status_outcome(outcomes.values()), {"groups": outcomes}
 
@@ -247,6 +254,8 @@ def _move_group(
     """Move the group's issues to the mapping of its status, again when the status changed
     while Jira was called: the last move to land carries the newest status."""
     moved = 0
+    with transaction(step.resources.pool) as conn:
+        requested_at = q.status_move_requested_at(conn, group_id)
     status, targets = _targets(step, group_id)
     for _ in range(MAX_ROUNDS):
         for target in targets:
@@ -254,7 +263,7 @@ def _move_group(
             if target.integration_id == source or replaying_another:
                 continue
             try:
-                moved += _move(step, clients, target, status == GroupStatus.RESOLVED)
+                moved += _move(step, clients, target, group_id, status == GroupStatus.RESOLVED)
             except (JiraRejected, NotFound) as exc:  # permanent for this issue only
                 step.record_item_failure(
                     exc,
@@ -265,6 +274,9 @@ def _move_group(
         if now == status:
             break
         status = now
+    if requested_at is not None and only is None:  # the pending move asked for is done
+        with transaction(step.resources.pool) as conn:
+            q.finish_status_move(conn, group_id, requested_at)
     return moved
 
 
@@ -276,7 +288,11 @@ def _targets(step: Step, group_id: int) -> tuple[str | None, list[q.StatusTarget
 
 
 def _move(
-    step: Step, clients: dict[int, JiraClient], target: q.StatusTarget, resolved: bool
+    step: Step,
+    clients: dict[int, JiraClient],
+    target: q.StatusTarget,
+    group_id: int,
+    resolved: bool,
 ) -> int:
     """Move one issue to its mapped status; 0 when it is already there."""
     wanted = target.resolved_status if resolved else target.unresolved_status
@@ -298,8 +314,15 @@ def _move(
     if transition is None:
         raise JiraRejected(f"no transition of {target.key} leads to status {wanted!r}")
     # Recorded before the call: Jira's webhook for it may arrive before the call returns.
+    # A transition that fails leaves no marker: no echo will come for it.
+    marker = (target.external_issue_id, group_id, str(transition.to.get("id")))
     with transaction(step.resources.pool) as conn:
-        q.record_status_push(conn, target.external_issue_id, str(transition.to.get("id")))
-    client.transition(target.key, transition.id)
+        q.record_status_push(conn, *marker)
+    try:
+        client.transition(target.key, transition.id)
+    except Exception:
+        with transaction(step.resources.pool) as conn:
+            q.drop_status_push(conn, *marker)
+        raise
     log.info("outbound.status_moved", extra={**context, "status": wanted})
     return 1

@@ -285,6 +285,9 @@ class FakeJira:
     issue_statuses: dict[str, str] = field(default_factory=dict)
     # Statuses no workflow transition leads to (every other status is one transition away).
     unreachable_statuses: set[str] = field(default_factory=set)
+    # Statuses whose transition is listed but refused when made, as when the workflow's
+    # screen requires a field (Jira answers 400 with the field's error).
+    refused_transitions: set[str] = field(default_factory=set)
     base_url: str = ""
     server_version: str = "9.12.2"
     deployment_type: str = "Server"
@@ -546,6 +549,12 @@ class FakeJira:
                 found = [s for s in targets if f"7{s}" == wanted]
                 if not found:
                     error = {"errorMessages": [f"Transition id '{wanted}' is not valid"]}
+                    return 400, json_type, json.dumps(error)
+                if found[0] in self.refused_transitions:
+                    error = {
+                        "errorMessages": [],
+                        "errors": {"resolution": "Resolution is required."},
+                    }
                     return 400, json_type, json.dumps(error)
                 self.issue_statuses[key] = found[0]
                 return 204, {}, ""

@@ -5,6 +5,7 @@ our own transition changes nothing."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.fakejira import FakeJira, FakeJiraServer
 from tests.integration.failure_support import failed_records
 from tests.integration.inbound_support import (
     GROUP,
+    PROJECT,
     group_state,
     integration,
     post,
@@ -38,10 +40,15 @@ from worker.cli import main
 from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK
 from worker.domain.model import ActivityType
 from worker.runtime.resources import Resources
+from worker.store.db import transaction
 
 TRANSITIONS = "/rest/api/2/issue/APP-1/transitions"
 OTHER = 2  # a second Jira instance, its issue OPS-9 linked to the same group
 TS = 1_764_000_000_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @pytest.fixture
@@ -83,8 +90,8 @@ def test_resolve_and_unresolve_move_the_jira_issue_and_its_echo_changes_nothing(
     assert all(c.signed for c in jira.calls)
     assert group_status(res) == ("resolved", True)
 
-    # Jira's webhook for the transition we made: nothing changes, nothing is written.
-    delivery_id = post(res, status_payload(OPEN, RESOLVED, TS, 1))
+    # Jira's webhook for the transition we made (sent after it): nothing changes or is written.
+    delivery_id = post(res, status_payload(OPEN, RESOLVED, now_ms(), 1))
     wait_finished(res, [delivery_id])
     assert status_outcome(res, delivery_id)[2] == "echo"
     activity = [a for a in group_state(res).activity if a[0] in STATUS_ACTIVITY]
@@ -212,3 +219,128 @@ def test_with_forward_status_sync_off_jira_is_not_called(
     assert jira.calls == []
     assert failed_records(res, OUTBOUND_STATUS) == []
     assert group_status(res) == ("resolved", True)
+
+
+# -- SPEC 12: echoes per push, local changes in the ordering, pending moves ------------------
+
+
+def two_groups_on_app_1(jira: FakeJira) -> dict[str, Any]:
+    """Groups 100 and 101 both linked to APP-1, status sync on both ways."""
+    data = status_scene(jira, reverse=True, forward=True)
+    data["groups"].append({"id": GROUP + 1, "project": PROJECT, "title": "Second"})
+    data["external_issues"][0]["groups"] = [GROUP, GROUP + 1]
+    return data
+
+
+def markers(res: Resources) -> list[tuple[int, str]]:
+    with transaction(res.pool) as conn:
+        rows = conn.execute("SELECT group_id, status_id FROM status_push ORDER BY 1, 2")
+        return [(int(r["group_id"]), str(r["status_id"])) for r in rows]
+
+
+def pending_moves(res: Resources) -> list[int]:
+    with transaction(res.pool) as conn:
+        rows = conn.execute("SELECT group_id FROM status_move_pending ORDER BY 1")
+        return [int(r["group_id"]) for r in rows]
+
+
+def test_an_echo_is_one_groups_own_and_still_resolves_the_others(
+    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira
+) -> None:
+    scene(two_groups_on_app_1(jira))
+    map_status()
+    assert main(["group", "resolve", str(GROUP)]) == EXIT_OK
+    moved_to(jira, RESOLVED)
+    assert markers(res) == [(GROUP, RESOLVED)]
+    # Jira's webhook for that transition: the echo of group 100's push; group 101 did not
+    # push, and its issue was resolved: it follows.
+    delivery_id = post(res, status_payload(OPEN, RESOLVED, now_ms(), 1))
+    wait_finished(res, [delivery_id])
+    assert group_status(res, GROUP + 1) == ("resolved", True)
+    assert group_status(res, GROUP) == ("resolved", True)
+    with transaction(res.pool) as conn:
+        row = conn.execute(
+            "SELECT status_detail FROM webhook_delivery WHERE id = %s", (delivery_id,)
+        ).fetchone()
+    assert row is not None
+    assert row["status_detail"]["groups"] == {str(GROUP): "echo", str(GROUP + 1): "resolved"}
+    assert markers(res) == []
+
+
+def test_a_transition_that_fails_leaves_no_marker(
+    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira
+) -> None:
+    scene(status_scene(jira, reverse=True, forward=True))
+    map_status()
+    jira.refused_transitions.add(RESOLVED)  # listed, but Jira answers 400 when it is made
+    assert main(["group", "resolve", str(GROUP)]) == EXIT_OK
+    wait_for(lambda: failed_records(res, OUTBOUND_STATUS), 20, "the failed move")
+    assert markers(res) == []
+    # Jira's own later move to Resolved is a change, not an echo: nothing swallows it.
+    assert main(["group", "unresolve", str(GROUP)]) == EXIT_OK
+    delivery_id = post(res, status_payload(OPEN, RESOLVED, now_ms() + 1000, 2))
+    wait_finished(res, [delivery_id])
+    assert status_outcome(res, delivery_id)[2] == "resolved"
+
+
+def test_resolve_then_unresolve_here_ends_as_jira_does(
+    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira
+) -> None:
+    scene(status_scene(jira, reverse=True, forward=True))
+    map_status()
+    assert main(["group", "resolve", str(GROUP)]) == EXIT_OK
+    moved_to(jira, RESOLVED)
+    assert main(["group", "unresolve", str(GROUP)]) == EXIT_OK
+    moved_to(jira, REOPENED)
+    # Both webhooks arrive after both moves, in Jira's order.
+    first = post(res, status_payload(OPEN, RESOLVED, now_ms(), 1))
+    second = post(res, status_payload(RESOLVED, REOPENED, now_ms() + 1, 2))
+    wait_finished(res, [first, second])
+    assert [status_outcome(res, d)[2] for d in (first, second)] == ["echo", "echo"]
+    assert group_status(res) == ("unresolved", False)
+    assert jira.issue_statuses["APP-1"] == REOPENED
+
+
+def test_an_older_jira_event_replayed_after_a_change_made_here_is_stale(
+    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira
+) -> None:
+    scene(status_scene(jira, reverse=True, forward=False))
+    assert main(["group", "resolve", str(GROUP)]) == EXIT_OK
+    # Jira's reopen from before that resolve (its webhook failed then, replayed now).
+    delivery_id = post(res, status_payload(RESOLVED, REOPENED, now_ms() - 60_000, 1))
+    wait_finished(res, [delivery_id])
+    assert status_outcome(res, delivery_id)[2] == "stale"
+    assert group_status(res) == ("resolved", True)
+
+
+def test_a_move_left_unsent_is_sent_by_beat_and_resolve_sends_it_again(
+    res: Resources,
+    scene: Callable[[dict[str, Any]], None],
+    jira: FakeJira,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tasks import pipeline
+    from tasks.maintenance import stalled_after_s, sweep_deliveries
+
+    scene(status_scene(jira, reverse=True, forward=True))
+    map_status()
+
+    def broker_down(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("the broker is down")
+
+    monkeypatch.setattr(pipeline, "outbound_status", broker_down)
+    assert main(["group", "resolve", str(GROUP)]) == EXIT_OK  # committed, the move unsent
+    monkeypatch.undo()
+    assert pending_moves(res) == [GROUP]
+    with transaction(res.pool) as conn:
+        conn.execute(
+            "UPDATE status_move_pending SET requested_at = now() - make_interval(secs => %s)",
+            (stalled_after_s(res.settings) + 1,),
+        )
+    sweep_deliveries.run()
+    moved_to(jira, RESOLVED)
+    wait_for(lambda: pending_moves(res) == [], 20, "the pending move to be done")
+    # Someone moves the issue back in Jira; resolving the resolved group moves it again.
+    jira.issue_statuses["APP-1"] = OPEN
+    assert main(["group", "resolve", str(GROUP)]) == EXIT_OK
+    moved_to(jira, RESOLVED)

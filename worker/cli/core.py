@@ -101,12 +101,18 @@ def cmd_group_show(args: argparse.Namespace) -> int:
 def cmd_group_status(args: argparse.Namespace) -> int:
     from worker.runtime.app import app
 
-    if not groups.set_status(resources.current(), args.id, args.status):
-        echo(f"Nothing to do: group {args.id} is already {args.status}.")
+    changed = groups.set_status(resources.current(), args.id, args.status)
+    done = f"Group {args.id} {args.status}" if changed else f"Group {args.id} already {args.status}"
+    try:
+        pipeline.outbound_status(app, [args.id])
+    except Exception as exc:  # the pending move is stored: beat sends it
+        if not classify(exc).retryable:
+            raise
+        echo(
+            f"{done}; the broker is unreachable ({type(exc).__name__}): beat's sweep sends the "
+            "move of its linked Jira issues once it is back."
+        )
         return EXIT_OK
-    pipeline.outbound_status(app, [args.id])
-    echo(
-        f"Group {args.id} {args.status}; its linked Jira issues follow where forward status "
-        "sync is on."
-    )
+    again = "" if changed else " again"
+    echo(f"{done}; its linked Jira issues are moved{again} where forward status sync is on.")
     return EXIT_OK

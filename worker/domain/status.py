@@ -52,6 +52,7 @@ STATUS_OUTCOME_PRECEDENCE = (
     StatusOutcome.UNCHANGED,
     StatusOutcome.ECHO,
     StatusOutcome.STALE,
+    StatusOutcome.NO_RESOLUTION_CHANGE,
 )
 
 
@@ -76,6 +77,12 @@ def target_status(
     if now_done == was_done:
         return None
     return GroupStatus.RESOLVED if now_done else GroupStatus.UNRESOLVED
+
+
+def local_order(now_ms: int) -> tuple[int, int]:
+    """Where a resolve or unresolve made here stands among Jira's status events (timestamp,
+    changelog id): now, before any Jira event of the same millisecond."""
+    return now_ms, 0
 
 
 def group_outcome(current: str, target: GroupStatus) -> StatusOutcome:

@@ -7,13 +7,14 @@ exists, 60 s when none), as the original system's readers did.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from worker import cache
 from worker.domain.assignment import Assignee
 from worker.domain.errors import NotFound
 from worker.domain.model import ActivityType, HistoryStatus, reason_name
-from worker.domain.status import GroupStatus
+from worker.domain.status import GroupStatus, local_order
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import group_status as q_status
@@ -64,17 +65,22 @@ def show_group(res: Resources, group_id: int) -> dict[str, Any]:
 
 
 def set_status(res: Resources, group_id: int, status: GroupStatus) -> bool:
-    """Resolve or unresolve a group (activity and history by no acting user); False when it
-    already is in that state (nothing written)."""
+    """Resolve or unresolve a group (activity and history by no acting user), as the newest
+    status event of the group (an older Jira event replayed later is stale), and ask, in the
+    same transaction, for its linked Jira issues to be moved there (again, when it already
+    was in that state: someone may have moved them in Jira). False when it already was."""
     with transaction(res.pool) as conn:
         group = q_status.lock_group_status(conn, group_id)
         if group is None:
             raise NotFound(f"no such group {group_id}")
-        if group.status == status:
-            return False
-        ref = q_inbound.GroupRef(group.id, group.project_id)
-        q_status.change_group_status(conn, ref, status, {}, None)
-    return True
+        changed = group.status != status
+        if changed:
+            ref = q_inbound.GroupRef(group.id, group.project_id)
+            q_status.change_group_status(conn, ref, status, {}, None)
+            order = local_order(int(time.time() * 1000))
+            q_inbound.set_group_event(conn, group.id, order, None, "status")
+        q_status.request_status_move(conn, group.id, None)
+    return changed
 
 
 def _assignee(assignee: Assignee | None) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ and targets, and the transitions this service made (so their echo changes nothin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -144,28 +145,95 @@ def set_status_outcome(
 
 TAKE_ECHOES = """
 DELETE FROM status_push
-WHERE external_issue_id = ANY(%s) AND status_id = %s
+WHERE external_issue_id = ANY(%s) AND group_id = ANY(%s) AND status_id = %s
   AND created_at > now() - make_interval(secs => %s)
-RETURNING external_issue_id
+RETURNING group_id
 """
 
 
-def take_echoes(conn: Connection, issue_ids: list[int], status_id: str) -> set[int]:
-    """The issues this service itself moved to `status_id` lately: their markers are used up
-    (one echo each) and returned."""
-    rows = conn.execute(TAKE_ECHOES, (issue_ids, status_id, ECHO_WINDOW_S))
-    return {int(r["external_issue_id"]) for r in rows}
+def take_echoes(
+    conn: Connection, issue_ids: list[int], group_ids: list[int], status_id: str
+) -> set[int]:
+    """The groups whose own push moved one of these issues to `status_id` lately: their
+    markers are used up (one echo each) and the groups returned."""
+    rows = conn.execute(TAKE_ECHOES, (issue_ids, group_ids, status_id, ECHO_WINDOW_S))
+    return {int(r["group_id"]) for r in rows}
 
 
 RECORD_STATUS_PUSH = """
-INSERT INTO status_push (external_issue_id, status_id) VALUES (%s, %s)
-ON CONFLICT (external_issue_id) DO UPDATE
-SET status_id = EXCLUDED.status_id, created_at = now()
+INSERT INTO status_push (external_issue_id, group_id, status_id) VALUES (%s, %s, %s)
+ON CONFLICT (external_issue_id, group_id, status_id) DO UPDATE SET created_at = now()
 """
 
 
-def record_status_push(conn: Connection, external_issue_id: int, status_id: str) -> None:
-    conn.execute(RECORD_STATUS_PUSH, (external_issue_id, status_id))
+def record_status_push(
+    conn: Connection, external_issue_id: int, group_id: int, status_id: str
+) -> None:
+    """A transition about to be made for this group: Jira's webhook for it is its echo."""
+    conn.execute(RECORD_STATUS_PUSH, (external_issue_id, group_id, status_id))
+
+
+DROP_STATUS_PUSH = """
+DELETE FROM status_push WHERE external_issue_id = %s AND group_id = %s AND status_id = %s
+"""
+
+
+def drop_status_push(
+    conn: Connection, external_issue_id: int, group_id: int, status_id: str
+) -> None:
+    """The transition failed: no echo will come."""
+    conn.execute(DROP_STATUS_PUSH, (external_issue_id, group_id, status_id))
+
+
+REQUEST_STATUS_MOVE = """
+INSERT INTO status_move_pending (group_id, source_integration_id) VALUES (%s, %s)
+ON CONFLICT (group_id) DO UPDATE
+SET source_integration_id = EXCLUDED.source_integration_id, requested_at = now()
+"""
+
+
+def request_status_move(conn: Connection, group_id: int, source_integration_id: int | None) -> None:
+    """The group's linked issues must follow its status (in the transaction that changed it)."""
+    conn.execute(REQUEST_STATUS_MOVE, (group_id, source_integration_id))
+
+
+SELECT_STATUS_MOVE = "SELECT requested_at FROM status_move_pending WHERE group_id = %s"
+
+
+def status_move_requested_at(conn: Connection, group_id: int) -> datetime | None:
+    row = conn.execute(SELECT_STATUS_MOVE, (group_id,)).fetchone()
+    return None if row is None else row["requested_at"]
+
+
+FINISH_STATUS_MOVE = """
+DELETE FROM status_move_pending WHERE group_id = %s AND requested_at <= %s
+"""
+
+
+def finish_status_move(conn: Connection, group_id: int, requested_at: datetime) -> None:
+    """The move asked for at `requested_at` is done (a later request stays)."""
+    conn.execute(FINISH_STATUS_MOVE, (group_id, requested_at))
+
+
+STALLED_STATUS_MOVES = """
+UPDATE status_move_pending p SET requested_at = now()
+FROM (
+    SELECT group_id FROM status_move_pending
+    WHERE requested_at < now() - make_interval(secs => %s)
+    ORDER BY requested_at LIMIT %s FOR UPDATE SKIP LOCKED
+) due
+WHERE p.group_id = due.group_id
+RETURNING p.group_id, p.source_integration_id
+"""
+
+
+def take_stalled_status_moves(
+    conn: Connection, older_than_s: float, limit: int
+) -> list[tuple[int, int | None]]:
+    """Moves asked for this long ago and not done (their message was lost): marked as asked
+    again now, and returned (group id, source instance)."""
+    rows = conn.execute(STALLED_STATUS_MOVES, (older_than_s, limit))
+    return [(int(r["group_id"]), r["source_integration_id"]) for r in rows]
 
 
 SELECT_STATUS_TARGETS = """

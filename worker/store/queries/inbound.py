@@ -363,7 +363,7 @@ def set_group_event(
     conn: Connection,
     group_id: int,
     order: tuple[int, int],
-    delivery_id: int,
+    delivery_id: int | None,
     field: str = "assignee",
 ) -> None:
     conn.execute(_event_sql(UPSERT_GROUP_EVENT, field), (group_id, *order, delivery_id))
