@@ -40,6 +40,7 @@ from worker.store.db import Connection, transaction
 from worker.store.queries import deliveries as q_deliveries
 from worker.store.queries import group_status as q
 from worker.store.queries import inbound as q_inbound
+from worker.store.queries import reconcile as q_reconcile
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +184,10 @@ def _apply(
         return StatusOutcome.NO_AFFECTED_GROUPS, {}
     assert event.status_to is not None
     # Jira telling of a transition a group's own push made: an echo for that group alone.
-    echoes = q.take_echoes(conn, [i.id for i in issues], [g.id for g in groups], event.status_to)
+    issue_ids = [i.id for i in issues]
+    echoes = q.take_echoes(conn, issue_ids, [g.id for g in groups], event.status_to)
     if target is None and not echoes:
+        q_reconcile.remember_jira_status(conn, issue_ids, event.status_to)
         return StatusOutcome.NO_RESOLUTION_CHANGE, {}
     outcomes: dict[str, str] = {}
     for ref in groups:
@@ -211,6 +214,9 @@ def _apply(
             q.change_group_status(conn, ref, target, data, delivery.id)
             q.request_status_move(conn, group.id, delivery.integration_id)
         outcomes[str(group.id)] = outcome
+    if any(o != StatusOutcome.STALE for o in outcomes.values()):
+        # What the reconciliation sweep compares Jira's status with.
+        q_reconcile.remember_jira_status(conn, issue_ids, event.status_to)
     return delivery_status_outcome(outcomes.values()), {"groups": outcomes}
 
 
@@ -307,7 +313,10 @@ def _move(
             step.resources, target.integration_id
         )
     client = clients[target.integration_id]
-    if matches(client.issue_status(target.key), wanted):
+    current = client.issue_status(target.key)
+    if matches(current, wanted):
+        with transaction(step.resources.pool) as conn:
+            q_reconcile.remember_jira_status(conn, [target.external_issue_id], str(current["id"]))
         log.info("outbound.status_unchanged", extra={**context, "status": wanted})
         return 0
     transition = choose_transition(client.transitions(target.key), wanted)
@@ -324,5 +333,7 @@ def _move(
         with transaction(step.resources.pool) as conn:
             q.drop_status_push(conn, *marker)
         raise
+    with transaction(step.resources.pool) as conn:  # the sweep must not feed this move back
+        q_reconcile.remember_jira_status(conn, [target.external_issue_id], marker[2])
     log.info("outbound.status_moved", extra={**context, "status": wanted})
     return 1

@@ -327,6 +327,14 @@ class FakeJira:
         self.users.append(user)
         return user
 
+    def set_status(self, key: str, status_id: str, updated_ms: int | None = None) -> None:
+        """Move an issue to a status in Jira (its `updated` moves to now unless given)."""
+        with self._lock:
+            self.issue_statuses[key] = status_id
+            if key in self.issues:
+                when = self.now_ms() if updated_ms is None else updated_ms
+                self.issues[key] = dataclasses.replace(self.issues[key], updated_ms=when)
+
     def set_issue(self, key: str, assignee: str | None, updated_ms: int | None = None) -> None:
         """Change an issue in Jira (its `updated` moves to now unless given)."""
         when = self.now_ms() if updated_ms is None else updated_ms
@@ -557,6 +565,10 @@ class FakeJira:
                     }
                     return 400, json_type, json.dumps(error)
                 self.issue_statuses[key] = found[0]
+                if key in self.issues:  # a transition updates the issue, as any edit does
+                    self.issues[key] = dataclasses.replace(
+                        self.issues[key], updated_ms=self.now_ms()
+                    )
                 return 204, {}, ""
         return 404, json_type, json.dumps({"errorMessages": ["not found"]})
 
@@ -584,6 +596,11 @@ class FakeJira:
                 key=lambda i: (i.updated_ms, i.key),
             )
             page = [i.as_json(fields, self.users) for i in matching[start_at : start_at + size]]
+            for found in page:  # the issue's workflow status, when asked for and not hidden
+                status = self.issue_statuses.get(found["key"])
+                hidden = self.issues[found["key"]].hidden
+                if "status" in fields and "status" not in hidden and status is not None:
+                    found["fields"]["status"] = self.status_json(status)
         answer = {"startAt": start_at, "maxResults": size, "total": len(matching), "issues": page}
         return 200, json_type, json.dumps(answer)
 

@@ -35,6 +35,7 @@ from tests.integration.inbound_support import (
     wait_finished,
     wait_idle,
 )
+from tests.integration.status_support import OPEN, REOPENED, RESOLVED, group_status, status_payload
 from worker.cli import main
 from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from worker.jira import reconcile as sweeps
@@ -76,6 +77,7 @@ def jira(
     fake.calls.clear()
     fake.fail_status, fake.search_page_cap = None, 1000
     fake.clock_offset_ms, fake.on_search = 0, None
+    fake.issue_statuses.clear()
     fake.overrides.clear()
     data = base_scene()
     data["integrations"] = [linked(fake, JIRA, "jira.acme.test")]
@@ -149,7 +151,7 @@ def test_a_missed_assign_is_fed_and_applied_once(
     assert group_state(res, GROUP).assignee == ANN
     searches = jira.calls_to("/rest/api/2/search")
     assert searches and all(c.signed for c in searches)
-    assert searches[0].query["fields"] == "assignee,updated"
+    assert searches[0].query["fields"] == "assignee,updated,status"
     # The next sweep re-reads the overlap: the change is known now, nothing is fed.
     code, out, _ = run(capsys, "run")
     assert "0 change(s) fed" in out and len(fed(res)) == 1
@@ -446,3 +448,41 @@ def test_a_state_whose_feed_ended_stale_is_fed_again_by_a_later_sweep(
     assert first_again["id"] == first["id"]
     assert outcome_of(res, again["id"]) == "assigned"
     assert group_state(res, GROUP).assignee == BOB
+
+
+def status_sync_on(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["integration", "configure", str(JIRA), "--organization", "acme",
+                 "--reverse-status", "on"]) == EXIT_OK  # fmt: skip
+    capsys.readouterr()
+
+
+def test_a_lost_move_to_done_is_reconciled_and_resolves_the_group(
+    res: Resources, jira: FakeJira, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status_sync_on(capsys)
+    jira.set_issue("APP-1", None, now_ms(20))
+    jira.set_status("APP-1", RESOLVED, now_ms(10))  # its webhook never arrived
+    assert run(capsys, "run")[0] == EXIT_OK
+    [delivery] = fed(res)
+    wait_finished(res, [delivery["id"]])
+    assert group_status(res, GROUP) == ("resolved", True)
+    # Known now: the next sweep feeds nothing.
+    code, out, _ = run(capsys, "run")
+    assert code == EXIT_OK and "0 change(s) fed" in out, out
+
+
+def test_a_lost_reopen_is_reconciled_and_unresolves_the_group(
+    res: Resources, jira: FakeJira, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status_sync_on(capsys)
+    resolved = post(res, status_payload(OPEN, RESOLVED, now_ms(60), 1))
+    wait_finished(res, [resolved])
+    assert group_status(res, GROUP) == ("resolved", True)
+    jira.set_issue("APP-1", None, now_ms(60))
+    jira.set_status("APP-1", REOPENED, now_ms(10))  # reopened; that webhook was lost
+    assert run(capsys, "run")[0] == EXIT_OK
+    [delivery] = fed(res)
+    items = json.loads(delivery["body"])["changelog"]["items"]
+    assert {"field": "status", "fieldtype": "jira", "from": RESOLVED, "to": REOPENED} in items
+    wait_finished(res, [delivery["id"]])
+    assert group_status(res, GROUP) == ("unresolved", False)

@@ -4,6 +4,7 @@ when an issue is fed, and the synthetic delivery that the pipeline reads like a 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +14,7 @@ from worker.domain.reconcile import (
     MIN_WINDOW_MS,
     UNASSIGNED,
     FoundIssue,
+    Known,
     Window,
     assignee_mark,
     dedupe_key,
@@ -112,31 +114,48 @@ def test_an_unusable_search_issue_names_what_it_lacks(raw: dict[str, object], na
         read_found_issue(raw)
 
 
+def assignees(*marks: str | None) -> Known:
+    return Known(list(marks), [])
+
+
 def test_an_issue_is_fed_when_any_linked_row_knew_another_assignee() -> None:
-    assert needs_feed(issue(), ["ann@acme.test", "bob@acme.test"])
-    assert needs_feed(issue(None), ["ann@acme.test"])
-    assert needs_feed(issue(), [None])  # never known
+    assert needs_feed(issue(), assignees("ann@acme.test", "bob@acme.test"))
+    assert needs_feed(issue(None), assignees("ann@acme.test"))
+    assert needs_feed(issue(), assignees(None))  # never known
 
 
 def test_an_issue_already_known_as_it_is_is_not_fed() -> None:
-    assert not needs_feed(issue(), ["ann@acme.test"])
-    assert not needs_feed(issue(None), [UNASSIGNED])
+    assert not needs_feed(issue(), assignees("ann@acme.test"))
+    assert not needs_feed(issue(None), assignees(UNASSIGNED))
 
 
 def test_an_assignee_whose_email_jira_hides_is_not_fed() -> None:
-    assert not needs_feed(issue({"name": "ann", "displayName": "Ann"}), ["bob@acme.test"])
+    assert not needs_feed(issue({"name": "ann", "displayName": "Ann"}), assignees("bob@acme.test"))
 
 
 def test_the_synthetic_body_is_an_assignee_event_at_the_updated_time() -> None:
-    event = parse_event(json.dumps(synthetic_body(issue())))
+    event = parse_event(json.dumps(synthetic_body(issue(), assignees(None))))
     assert event.order[0] == NOW - 5_000
     assert event.assignee_changed and event.assignee_email == "Ann@Acme.test"
-    unassigned = parse_event(json.dumps(synthetic_body(issue(None))))
+    assert event.status_to is None
+    unassigned = parse_event(json.dumps(synthetic_body(issue(None), assignees("a@acme.test"))))
     assert unassigned.assignee_changed and not unassigned.assignee_present
 
 
+def test_a_status_that_differs_is_fed_from_the_one_last_known() -> None:
+    done = replace(issue(), status_id="5")
+    known = Known(["ann@acme.test"], ["5", "3"])  # two linked rows, one knew In Progress
+    assert needs_feed(done, known)
+    event = parse_event(json.dumps(synthetic_body(done, known)))
+    assert (event.status_from, event.status_to) == ("3", "5")
+    assert not event.assignee_changed  # the assignee was known as it is
+    assert not needs_feed(done, Known(["ann@acme.test"], ["5"]))
+    assert not needs_feed(done, Known(["ann@acme.test"], []))  # status sync off everywhere
+    assert not needs_feed(issue(), Known(["ann@acme.test"], ["5"]))  # Jira did not report it
+
+
 def test_the_synthetic_event_sorts_after_every_event_of_its_instant_and_before_later_ones() -> None:
-    order = parse_event(json.dumps(synthetic_body(issue()))).order
+    order = parse_event(json.dumps(synthetic_body(issue(), assignees(None)))).order
     assert (NOW - 5_000, 10**17) < order < (NOW - 4_999, 0)
 
 

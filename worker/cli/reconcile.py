@@ -109,12 +109,15 @@ def _report(result: sweeps.Sweep, dry_run: bool) -> None:
                 f.issue_key,
                 _iso(f.updated_ms),
                 _assignee(f.assignee),
-                ", ".join(_assignee(k) for k in f.known),
+                ", ".join(_assignee(k) for k in f.known) or "-",
+                f.status or "-",
+                ", ".join(k or "(never known)" for k in f.known_status) or "-",
                 f.delivery_id if f.delivery_id is not None else "-",
             ]
             for f in result.fed
         ]
-        echo(table(rows, ["ISSUE", "UPDATED", "JIRA ASSIGNEE", "LAST KNOWN", "DELIVERY"]))
+        headers = ["ISSUE", "UPDATED", "JIRA ASSIGNEE", "LAST KNOWN", "JIRA STATUS", "LAST KNOWN"]
+        echo(table(rows, [*headers, "DELIVERY"]))
 
 
 def _assignee(mark: str | None) -> str:

@@ -12,7 +12,6 @@ later one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +23,7 @@ from worker.domain.event import BIGINT_MAX
 UNASSIGNED = ""
 SOURCE = "reconcile"
 # What the sweep asks Jira for: what the pipeline reads of an event's issue.
-SEARCH_FIELDS = ("assignee", "updated")
+SEARCH_FIELDS = ("assignee", "updated", "status")
 # The shortest interval between two sweeps of one integration.
 MIN_INTERVAL_S = 10
 # JQL compares `updated` to the minute: a narrower window would not narrow the search.
@@ -109,12 +108,13 @@ def assignee_mark(present: bool, email: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class FoundIssue:
-    """An issue as Jira's search reports it now."""
+    """An issue as Jira's search reports it now (status_id None: not reported)."""
 
     id: str
     key: str
     updated_ms: int
     assignee: dict[str, Any] | None
+    status_id: str | None = None
 
     @property
     def mark(self) -> str | None:
@@ -138,11 +138,14 @@ def read_found_issue(raw: Any) -> FoundIssue:
     assignee = fields["assignee"]
     if assignee is not None and not isinstance(assignee, dict):
         raise BadPayload(f"{raw['key']}: fields.assignee must be null or an object")
+    status = fields.get("status")
+    status_id = status.get("id") if isinstance(status, dict) else None
     return FoundIssue(
         id=str(raw.get("id", "")),
         key=raw["key"],
         updated_ms=parse_jira_time(fields.get("updated"), raw["key"]),
         assignee=assignee,
+        status_id=str(status_id) if status_id is not None else None,
     )
 
 
@@ -155,12 +158,34 @@ def parse_jira_time(value: Any, key: str) -> int:
     return int(instant.timestamp() * 1000)
 
 
-def needs_feed(issue: FoundIssue, known: Iterable[str | None]) -> bool:
+@dataclass(frozen=True)
+class Known:
+    """What the service last knew of an issue's linked rows: the Jira assignee of those in
+    organizations with inbound assignee sync on, the Jira status id of those with inbound
+    status sync on (None: never known; an empty list: that sync is off for all)."""
+
+    assignee: list[str | None]
+    status: list[str | None]
+
+
+def assignee_differs(issue: FoundIssue, known: Known) -> bool:
     """Whether Jira's assignee differs from what the service last knew for any of the
     issue's linked rows (never known counts as different). An assignee whose email Jira
     hides is never fed: the pipeline could only record that it cannot act."""
     current = issue.mark
-    return current is not None and any(mark != current for mark in known)
+    return current is not None and any(mark != current for mark in known.assignee)
+
+
+def status_differs(issue: FoundIssue, known: Known) -> bool:
+    """Whether Jira's status differs from the one last known for any of the issue's rows
+    with status sync on (never known counts as different)."""
+    current = issue.status_id
+    return current is not None and any(status != current for status in known.status)
+
+
+def needs_feed(issue: FoundIssue, known: Known) -> bool:
+    """Whether the issue's assignee or status must be fed into the pipeline."""
+    return assignee_differs(issue, known) or status_differs(issue, known)
 
 
 def dedupe_key(issue: FoundIssue) -> str:
@@ -173,19 +198,23 @@ def refeed_key(issue: FoundIssue, as_of_ms: int) -> str:
     return f"{dedupe_key(issue)}:as-of:{as_of_ms}"
 
 
-def synthetic_body(issue: FoundIssue, as_of_ms: int | None = None) -> dict[str, Any]:
-    """The delivery that feeds an issue's current assignee into the pipeline: dated at its
-    `updated`, or, fed again because that delivery ended stale, at `as_of_ms` (the end of the
-    window that still found Jira so: Jira held that state then, whatever a skewed clock wrote
-    in `updated`)."""
-    name = issue.assignee.get("name") if issue.assignee else None
+def synthetic_body(issue: FoundIssue, known: Known, as_of_ms: int | None = None) -> dict[str, Any]:
+    """The delivery that feeds an issue's current assignee and status, whichever differs from
+    what was last known, into the pipeline: dated at its `updated`, or, fed again because
+    that delivery ended stale, at `as_of_ms` (the end of the window that still found Jira so:
+    Jira held that state then, whatever a skewed clock wrote in `updated`). A status moves
+    from the one last known that differs (None: never known, read as not done)."""
+    items = []
+    if assignee_differs(issue, known):
+        name = issue.assignee.get("name") if issue.assignee else None
+        items.append({"field": "assignee", "fieldtype": "jira", "from": None, "to": name})
+    if status_differs(issue, known):
+        was = next(s for s in known.status if s != issue.status_id)
+        items.append({"field": "status", "fieldtype": "jira", "from": was, "to": issue.status_id})
     return {
         "timestamp": issue.updated_ms if as_of_ms is None else as_of_ms,
         "webhookEvent": "jira:issue_updated",
         "source": SOURCE,
         "issue": {"id": issue.id, "key": issue.key, "fields": {"assignee": issue.assignee}},
-        "changelog": {
-            "id": BIGINT_MAX,
-            "items": [{"field": "assignee", "fieldtype": "jira", "from": None, "to": name}],
-        },
+        "changelog": {"id": BIGINT_MAX, "items": items},
     }

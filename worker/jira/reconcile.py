@@ -32,6 +32,7 @@ from worker.domain.reconcile import (
     SEARCH_FIELDS,
     SOURCE,
     FoundIssue,
+    Known,
     Window,
     dedupe_key,
     first_window,
@@ -58,14 +59,16 @@ Publish = Callable[[list[int]], None]
 
 @dataclass(frozen=True)
 class Fed:
-    """A linked issue whose Jira assignee differs from the last one known, and its delivery
-    (None in a dry run)."""
+    """A linked issue whose Jira assignee or status differs from the last one known, and its
+    delivery (None in a dry run)."""
 
     issue_key: str
     updated_ms: int
     assignee: str | None
     known: list[str | None]
     delivery_id: int | None
+    status: str | None = None
+    known_status: list[str | None] = field(default_factory=list)
 
 
 @dataclass
@@ -259,7 +262,8 @@ def _feed_page(
         # Fed before and ended stale, yet Jira still holds it: fed again as of this window.
         again = {i.key for i in to_feed if earlier.get(dedupe_key(i)) == STALE}
         deliveries = [
-            _delivery(integration_id, i, window.end_ms if i.key in again else None) for i in to_feed
+            _delivery(integration_id, i, known[i.key], window.end_ms if i.key in again else None)
+            for i in to_feed
         ]
         if dry_run:
             ids: list[int | None] = [None] * len(to_feed)
@@ -269,7 +273,15 @@ def _feed_page(
     for issue, delivery_id in zip(to_feed, ids, strict=True):
         if dry_run or delivery_id is not None:  # None when fed before (a re-read window)
             result.fed.append(
-                Fed(issue.key, issue.updated_ms, issue.mark, known[issue.key], delivery_id)
+                Fed(
+                    issue.key,
+                    issue.updated_ms,
+                    issue.mark,
+                    known[issue.key].assignee,
+                    delivery_id,
+                    issue.status_id,
+                    known[issue.key].status,
+                )
             )
     stored = [d for d in ids if d is not None]
     if stored:
@@ -279,10 +291,10 @@ def _feed_page(
 
 
 def _delivery(
-    integration_id: int, issue: FoundIssue, as_of_ms: int | None
+    integration_id: int, issue: FoundIssue, known: Known, as_of_ms: int | None
 ) -> q_deliveries.NewDelivery:
     """The delivery feeding an issue's state; `as_of_ms` when it is fed again."""
-    body = synthetic_body(issue, as_of_ms)
+    body = synthetic_body(issue, known, as_of_ms)
     return q_deliveries.NewDelivery(
         integration_id=integration_id,
         dedupe_key=dedupe_key(issue) if as_of_ms is None else refeed_key(issue, as_of_ms),

@@ -9,6 +9,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from worker.domain.reconcile import Known
 from worker.store.db import Connection
 
 
@@ -149,26 +150,42 @@ def record_run(
 
 
 SELECT_LINKED = """
-SELECT ei.key, array_agg(ei.jira_assignee ORDER BY ei.id) AS known
-FROM external_issue ei
-JOIN organization_integration oi
-  ON oi.organization_id = ei.organization_id AND oi.integration_id = ei.integration_id
-JOIN organization o ON o.id = ei.organization_id
-WHERE ei.integration_id = %s AND ei.key = ANY(%s)
-  AND oi.status = 'active'
-  AND coalesce((oi.config ->> 'sync_reverse_assignment')::boolean, false)
-  AND o.issue_sync_enabled
-  AND EXISTS (SELECT 1 FROM group_link gl WHERE gl.external_issue_id = ei.id)
+SELECT ei.key,
+       coalesce(array_agg(ei.jira_assignee ORDER BY ei.id)
+                FILTER (WHERE ei.assignee_on), '{}') AS assignee,
+       coalesce(array_agg(ei.jira_status ORDER BY ei.id)
+                FILTER (WHERE ei.status_on), '{}') AS status
+FROM (
+    SELECT ei.id, ei.key, ei.jira_assignee, ei.jira_status,
+           coalesce((oi.config ->> 'sync_reverse_assignment')::boolean, false) AS assignee_on,
+           coalesce((oi.config ->> 'sync_status_reverse')::boolean, false) AS status_on
+    FROM external_issue ei
+    JOIN organization_integration oi
+      ON oi.organization_id = ei.organization_id AND oi.integration_id = ei.integration_id
+    JOIN organization o ON o.id = ei.organization_id
+    WHERE ei.integration_id = %s AND ei.key = ANY(%s)
+      AND oi.status = 'active' AND o.issue_sync_enabled
+      AND EXISTS (SELECT 1 FROM group_link gl WHERE gl.external_issue_id = ei.id)
+) ei
+WHERE ei.assignee_on OR ei.status_on
 GROUP BY ei.key
 """
 
 
-def linked_issues(
-    conn: Connection, integration_id: int, keys: list[str]
-) -> dict[str, list[str | None]]:
-    """Of these keys, those that matter to the inbound sync, with what was last known."""
+def linked_issues(conn: Connection, integration_id: int, keys: list[str]) -> dict[str, Known]:
+    """Of these keys, those that matter to the inbound sync (assignee or status), with what
+    was last known of them."""
     rows = conn.execute(SELECT_LINKED, (integration_id, keys))
-    return {str(r["key"]): list(r["known"]) for r in rows}
+    return {str(r["key"]): Known(list(r["assignee"]), list(r["status"])) for r in rows}
+
+
+REMEMBER_JIRA_STATUS = "UPDATE external_issue SET jira_status = %s WHERE id = ANY(%s)"
+
+
+def remember_jira_status(conn: Connection, external_issue_ids: list[int], status_id: str) -> None:
+    """The issues' Jira status as the service now knows it: from the newest status event
+    applied, or because the service itself just moved them there."""
+    conn.execute(REMEMBER_JIRA_STATUS, (status_id, external_issue_ids))
 
 
 REMEMBER_JIRA_ASSIGNEE = "UPDATE external_issue SET jira_assignee = %s WHERE id = ANY(%s)"
