@@ -187,7 +187,9 @@ def _apply(
     issue_ids = [i.id for i in issues]
     echoes = q.take_echoes(conn, issue_ids, [g.id for g in groups], event.status_to)
     if target is None and not echoes:
-        q_reconcile.remember_jira_status(conn, issue_ids, event.status_to)
+        # Not remembered: what the groups reflect is the last status that resolved or
+        # unresolved them, and a sweep must still see an issue whose move into or out of
+        # done was lost before this one.
         return StatusOutcome.NO_RESOLUTION_CHANGE, {}
     outcomes: dict[str, str] = {}
     for ref in groups:
