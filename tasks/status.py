@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 from tasks import pipeline
 from tasks.base import DeliveryBatchStep, GroupBatchStep, Step, delivery_ids_of
-from worker import cache
 from worker.domain.assignment import decide_change, is_newer
 from worker.domain.errors import JiraRejected, NotFound
 from worker.domain.event import IssueEvent, parse_event
@@ -34,8 +33,8 @@ from worker.domain.status import (
     target_status,
 )
 from worker.jira.api import JiraClient, client_for_integration
+from worker.jira.statuses import StatusCategories
 from worker.runtime.app import app
-from worker.runtime.resources import Resources
 from worker.store.db import Connection, transaction
 from worker.store.queries import deliveries as q_deliveries
 from worker.store.queries import group_status as q
@@ -47,47 +46,19 @@ log = logging.getLogger(__name__)
 CHANGED = frozenset({StatusOutcome.RESOLVED, StatusOutcome.UNRESOLVED})
 
 
-class StatusCategories:
-    """Each integration's Jira status id -> category key, for one step run: from Redis, or
-    from Jira when nothing is cached or an id is missing (a status added since), at most one
-    fetch per integration per run."""
-
-    def __init__(self, res: Resources) -> None:
-        self.res = res
-        self.known: dict[int, dict[str, str]] = {}
-        self.fetched: set[int] = set()
+class StatusTargets(StatusCategories):
+    """What a status event asks of groups, by its instance's status categories."""
 
     def target(self, integration_id: int, event: IssueEvent) -> GroupStatus | None:
         assert event.status_to is not None
         wanted = {event.status_to, *([event.status_from] if event.status_from else [])}
-        categories = self.known.get(integration_id)
-        if categories is None:
-            categories = cache.cached_status_categories(self.res.redis, integration_id)
-        stale = categories is None or not wanted <= categories.keys()
-        if stale and integration_id not in self.fetched:
-            categories = self._fetch(integration_id)
-        categories = self.known[integration_id] = categories or {}
+        categories = self.of(integration_id, wanted)
         try:
             return target_status(categories, event.status_from, event.status_to)
         except UnknownStatus as exc:
             raise NotFound(
                 f"Jira status {exc} is not in integration {integration_id}'s status list"
             ) from None
-
-    def _fetch(self, integration_id: int) -> dict[str, str]:
-        client = client_for_integration(self.res, integration_id)
-        try:
-            categories = client.status_categories()
-        finally:
-            client.close()
-        self.fetched.add(integration_id)
-        ttl_s = self.res.settings.status_categories_ttl_s
-        cache.fill_status_categories(self.res.redis, integration_id, categories, ttl_s)
-        log.info(
-            "status.categories_fetched",
-            extra={"integration_id": integration_id, "statuses": len(categories)},
-        )
-        return categories
 
 
 @dataclass(frozen=True)
@@ -106,7 +77,7 @@ def sync_status(self: Step, *, delivery_ids: list[int] | None = None, **legacy: 
     """Apply each delivery's status change; finish the deliveries whose assignee did not
     change (or cannot be synced) and send the others on to the assignee sync together; send
     the changed groups to the outbound move, per source instance (never moved back there)."""
-    categories = StatusCategories(self.resources)
+    categories = StatusTargets(self.resources)
     ids = delivery_ids_of(delivery_ids, legacy)
     synced = self.each(ids, lambda d: _sync_one(self, d, categories))
     forwarded = [s.delivery_id for s in synced if s.forward]
@@ -119,7 +90,7 @@ def sync_status(self: Step, *, delivery_ids: list[int] | None = None, **legacy: 
     return forwarded
 
 
-def _sync_one(step: Step, delivery_id: int, categories: StatusCategories) -> Synced:
+def _sync_one(step: Step, delivery_id: int, categories: StatusTargets) -> Synced:
     """The delivery's status part (once: a redelivered step only re-sends what follows)."""
     pool = step.resources.pool
     with transaction(pool) as conn:

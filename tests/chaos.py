@@ -63,12 +63,15 @@ from tests.integration.inbound_support import (
     JIRA,
     JIRA_USERS,
     PROJECT,
+    assignee_item,
     base_scene,
     integration,
     jira_payload,
 )
+from tests.integration.status_support import status_item
 from tests.integration.test_shuffle import Oracle
-from worker.domain.model import SubscriptionReason
+from worker.domain.model import ActivityType, HistoryStatus, SubscriptionReason
+from worker.jira.linking import WEBHOOK_PREFIX
 from worker.receiver import tokens
 from worker.runtime.broker import queue_depths
 from worker.runtime.resources import Resources, open_resources
@@ -87,7 +90,16 @@ HTTP_PROTOCOL = "worker.receiver.limits:LimitedHttpToolsProtocol"
 COMMIT_SLACK_S = 0.5
 REDIS_DOWN_S = 1.0
 OTHER_JIRA, OTHER_KEY = 2, "OPS"
+# The fake Jira's statuses (tests/fakejira.py): Open, In Progress, Reopened; Resolved and
+# Closed are done. Every issue starts Open; this share of the changes also moves its status.
+STATUS_IDS, DONE_STATUSES, INITIAL_STATUS = ("1", "3", "4", "5", "6"), {"5", "6"}, "1"
+STATUS_RATIO = 0.3
+# The final sweep reads this many issues a page, so issues are edited while it pages.
+FINAL_SWEEP_PAGE_SIZE = 10
+EDIT_INDEX = 1_000_000  # the Editor's events' indexes start here
 # Changed groups whose side effects (outbound pushes last) have not finished.
+ASSIGNEE_ACTIVITY = [int(ActivityType.ASSIGNED), int(ActivityType.UNASSIGNED)]
+ASSIGNEE_HISTORY = [int(HistoryStatus.ASSIGNED), int(HistoryStatus.UNASSIGNED)]
 PENDING_EFFECTS = (
     "SELECT {what} FROM delivery_effect"
     " WHERE side_effects_done_at IS NULL AND outcome IN ('assigned', 'unassigned')"
@@ -110,10 +122,15 @@ class Plan:
     duplicate_ratio: float = 0.10
     drop_ratio: float = 0.10  # events never posted: only reconciliation can bring them
     jira_down_s: float = 0.0  # > 0: a second, forward-synced Jira, down this long once
+    jira_clock_offset_s: float = 0.0  # the sending Jira's clock, ahead of ours (< 0: behind)
+    edits_during_sweep: bool = False  # issues changed in Jira (webhook sent) as the sweep pages
 
 
 SHORT = Plan(posts=300, issues=20, load_s=40, worker_kills=2, quiet_timeout_s=150)
-LONG = Plan(posts=5000, issues=100, load_s=150, worker_kills=6, quiet_timeout_s=480, jira_down_s=30)
+LONG = Plan(
+    posts=5000, issues=100, load_s=150, worker_kills=6, quiet_timeout_s=480, jira_down_s=60,
+    jira_clock_offset_s=-180, edits_during_sweep=True,
+)  # fmt: skip
 
 # Short timings so that recovery is bounded in seconds, as in the integration tests.
 PROCESS_ENV = {
@@ -135,6 +152,16 @@ class Event:
     ts: int
     changelog_id: int
     assignee: int | None
+    status_from: str | None = None  # the event also moves the issue's status (None: not)
+    status_to: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """Its webhook body: the assignee item, and the status item when it has one."""
+        name = JIRA_USERS[self.assignee]["name"] if self.assignee else None
+        items = [assignee_item(name)]
+        if self.status_to is not None:
+            items.append(status_item(self.status_from, self.status_to))
+        return jira_payload(self.assignee, self.ts, self.changelog_id, key=self.key, items=items)
 
 
 @dataclass
@@ -162,6 +189,8 @@ class Report:
     lost: int = 0
     duplicated: int = 0
     oracle_mismatches: int = 0
+    status_mismatches: int = 0  # groups whose status is not as Jira's last status move left it
+    edits: int = 0  # issues edited in Jira while the final sweep paged
     accepted_while_db_down: int = 0
     answered_while_db_down: Counter[int] = field(default_factory=Counter)
     failed_tasks: int = 0  # failed-task records before the operator's replay
@@ -178,6 +207,7 @@ class Report:
             self.lost == 0
             and self.duplicated == 0
             and self.oracle_mismatches == 0
+            and self.status_mismatches == 0
             and self.needless_reconciles == 0
             and self.accepted_while_db_down == 0
             and self.quiet_after_last_fault_s is not None
@@ -214,6 +244,8 @@ class Report:
             ("lost", self.lost),
             ("duplicated", self.duplicated),
             ("groups differing from the oracle (after the sweep)", self.oracle_mismatches),
+            ("groups whose status is not Jira's (after the sweep)", self.status_mismatches),
+            ("issues edited in Jira while the final sweep paged", self.edits),
             ("202 answered while PostgreSQL was down", self.accepted_while_db_down),
             (
                 "answers while PostgreSQL was down",
@@ -236,16 +268,34 @@ class Report:
 
 
 def make_events(plan: Plan, rng: random.Random) -> list[Event]:
+    """Each issue's changes in Jira order; STATUS_RATIO of them also move its status."""
     distinct = round(plan.posts * (1 - plan.duplicate_ratio))
     events = []
+    status = dict.fromkeys(range(plan.issues), INITIAL_STATUS)
     for i in range(distinct):
         issue, n = i % plan.issues, i // plan.issues
         # Pairs share a timestamp: the changelog id breaks the tie, as in Jira.
         ts = BASE_TS + issue * 10_000_000 + (n // 2) * 1000
+        moved_from = moved_to = None
+        if rng.random() < STATUS_RATIO:
+            moved_from = status[issue]
+            moved_to = status[issue] = rng.choice([s for s in STATUS_IDS if s != moved_from])
         events.append(
-            Event(i, FIRST_GROUP + issue, f"CHS-{issue}", ts, 1_000_000 + i, rng.choice(CHOICES))
-        )
+            Event(
+                i, FIRST_GROUP + issue, f"CHS-{issue}", ts, 1_000_000 + i, rng.choice(CHOICES),
+                moved_from, moved_to,
+            )
+        )  # fmt: skip
     return events
+
+
+def last_statuses(events: list[Event]) -> dict[str, str]:
+    """Per issue, its status in Jira as its last status move left it."""
+    found: dict[str, str] = {}
+    for event in sorted(events, key=lambda e: (e.ts, e.changelog_id)):
+        if event.status_to is not None:
+            found[event.key] = event.status_to
+    return found
 
 
 def make_posts(plan: Plan, events: list[Event], rng: random.Random) -> list[Event]:
@@ -275,24 +325,67 @@ def fake_jira_with(events: list[Event]) -> FakeJiraServer:
     for key, event in last_events(events).items():
         name = JIRA_USERS[event.assignee]["name"] if event.assignee else None
         server.fake.set_issue(key, name, event.ts)
+        server.fake.issue_statuses[key] = INITIAL_STATUS
+    server.fake.issue_statuses.update(last_statuses(events))
     return server
 
 
 def reconcile_once(services: Services) -> None:
-    """One sweep over every event's time, as `jira-sync reconcile run --since` does it."""
+    """One sweep over every event's time, as `jira-sync reconcile run --since` does it, a few
+    issues a page (issues edited while it pages: `Editor`)."""
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(BASE_TS // 1000 - 60))
+    env = {**services.env, "RECONCILE_PAGE_SIZE": str(FINAL_SWEEP_PAGE_SIZE)}
     out = subprocess.run(
         [sys.executable, "-m", "worker.cli", "reconcile", "run", "--since", since],
-        cwd=ROOT, env=services.env, capture_output=True, text=True, check=False, timeout=300,
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(f"reconcile run exited {out.returncode}: {out.stderr[-2000:]}")
+
+
+@dataclass
+class Editor:
+    """Someone editing issues in Jira while the final sweep pages: before each search but the
+    first, one issue not edited yet gets a new assignee (and maybe status) at Jira's now, and
+    its webhook is delivered. Its events join the oracle's; its answers the run's."""
+
+    url: str
+    rng: random.Random
+    keys: list[str]
+    events: list[Event] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
+    searches: int = 0
+
+    def __call__(self, fake: FakeJira) -> None:
+        self.searches += 1
+        if self.searches < 2 or len(self.events) >= len(self.keys):
+            return
+        key = self.keys[len(self.events)]
+        status_from = fake.issue_statuses.get(key, INITIAL_STATUS)
+        status_to = self.rng.choice([s for s in STATUS_IDS if s != status_from])
+        event = Event(
+            EDIT_INDEX + len(self.events), FIRST_GROUP + int(key.split("-")[1]), key,
+            fake.now_ms(), 9_000_000 + len(self.events), self.rng.choice(CHOICES),
+            status_from, status_to,
+        )  # fmt: skip
+        name = JIRA_USERS[event.assignee]["name"] if event.assignee else None
+        fake.set_issue(key, name, event.ts)
+        fake.set_status(key, status_to, event.ts)
+        started = time.monotonic()
+        response = httpx.post(self.url, json=event.body(), timeout=10)
+        delivery = response.json().get("delivery") if response.status_code == 202 else None
+        self.events.append(event)
+        self.answers.append(
+            Answer(event.index, started, time.monotonic(), response.status_code,
+                   int(delivery) if delivery else None)
+        )  # fmt: skip
 
 
 def scene(plan: Plan, other: FakeJira | None) -> dict[str, Any]:
     """The groups, each linked to its issue on the Jira that sends; with `other`, also to an
     issue of that second Jira, to which every change is pushed (forward sync)."""
     data = base_scene()
+    data["integrations"][0]["organizations"][0]["sync_status_reverse"] = True
     data["groups"] = [{"id": FIRST_GROUP + i, "project": PROJECT} for i in range(plan.issues)]
     data["external_issues"] = [
         {"id": 500 + i, "integration": JIRA, "organization": "acme", "key": f"CHS-{i}",
@@ -505,8 +598,7 @@ class Faults:
 # -- the load --------------------------------------------------------------------------------
 
 
-def post_all(services: Services, plan: Plan, posts: list[Event], token: str) -> list[Answer]:
-    url = f"{services.url}/extensions/jira-server/issue-updated/{token}/"
+def post_all(services: Services, plan: Plan, posts: list[Event], url: str) -> list[Answer]:
     interval = plan.load_s / len(posts)
     started = time.monotonic()
     local = threading.local()
@@ -515,7 +607,7 @@ def post_all(services: Services, plan: Plan, posts: list[Event], token: str) -> 
         time.sleep(max(0.0, started + n * interval - time.monotonic()))
         if not hasattr(local, "client"):
             local.client = httpx.Client(timeout=10)
-        body = jira_payload(event.assignee, event.ts, event.changelog_id, key=event.key)
+        body = event.body()
         t0 = time.monotonic()
         try:
             response = local.client.post(url, json=body)
@@ -616,7 +708,10 @@ def check(
     events: list[Event],
     answers: list[Answer],
     db_down: tuple[float, float] | None,
+    swept: list[Event],
 ) -> None:
+    """`events` and `answers` include the edits made while the final sweep paged; `swept` are
+    the events before it (what the sweep could find)."""
     delivery_of: dict[int, set[int]] = {}
     for a in answers:
         if a.status == 202 and a.delivery_id is not None:
@@ -637,8 +732,8 @@ def check(
             )
         }
         repeated = conn.execute(
-            "SELECT count(*) AS n FROM (SELECT delivery_id, group_id FROM activity"
-            " GROUP BY 1, 2 HAVING count(*) > 1) x"
+            "SELECT count(*) AS n FROM (SELECT delivery_id, group_id, type FROM activity"
+            " GROUP BY 1, 2, 3 HAVING count(*) > 1) x"
         ).fetchone()
     report.duplicated += int(repeated["n"]) if repeated else 0
     for delivery_id in accepted:
@@ -653,8 +748,16 @@ def check(
             report.still_failed += row["status"] == "failed"
     fed = reconcile_outcomes(res)
     report.reconciled = len(fed)
+    before_sweep = last_events(swept)
+    report.needless_reconciles = sum(before_sweep[key].index in delivery_of for key in fed)
     last = last_events(events)
-    report.needless_reconciles = sum(last[key].index in delivery_of for key in fed)
+    statuses = last_statuses(events)
+    for key, event in sorted(last.items()):
+        wanted = "resolved" if statuses.get(key, INITIAL_STATUS) in DONE_STATUSES else "unresolved"
+        actual = group_state(res, event.group_id)["status"]
+        if actual != wanted:
+            report.status_mismatches += 1
+            report.problems.append(f"group {event.group_id} ({key}): {actual} != {wanted}")
     by_group: dict[int, list[Event]] = {}
     for event in events:
         if event.index in delivery_of:
@@ -662,12 +765,18 @@ def check(
     for key, event in sorted(last.items()):
         in_order = sorted(by_group.get(event.group_id, []), key=lambda e: (e.ts, e.changelog_id))
         oracle = Oracle()
+        # The sweep's delivery (Jira's state before any edit made while it paged) comes after
+        # every event it could read and before those edits.
+        swept_fed = fed.get(key, "stale") != "stale"
         for accepted_event in in_order:
+            if accepted_event.index >= EDIT_INDEX and swept_fed:
+                oracle.apply(before_sweep[key].assignee)
+                swept_fed = False
             (delivery_id,) = sorted(delivery_of[accepted_event.index])[:1]
             if rows.get(delivery_id, {}).get("outcome") != "stale":
                 oracle.apply(accepted_event.assignee)
-        if fed.get(key, "stale") != "stale":
-            oracle.apply(event.assignee)  # the sweep's delivery comes after all of them
+        if swept_fed:
+            oracle.apply(before_sweep[key].assignee)
         group_id = event.group_id
         state = group_state(res, group_id)
         expected_subs = {f"user:{u}": int(SubscriptionReason.ASSIGNED) for u in oracle.subscribed}
@@ -745,16 +854,20 @@ def group_state(res: Resources, group_id: int) -> dict[str, Any]:
             "SELECT user_id, reason FROM group_subscription WHERE group_id = %s", (group_id,)
         ).fetchall()
         counts = conn.execute(
-            "SELECT (SELECT count(*) FROM activity WHERE group_id = %(g)s) AS activity,"
-            " (SELECT count(*) FROM group_history WHERE group_id = %(g)s) AS history",
-            {"g": group_id},
+            "SELECT (SELECT count(*) FROM activity WHERE group_id = %(g)s"
+            "        AND type = ANY(%(activity)s)) AS activity,"
+            " (SELECT count(*) FROM group_history WHERE group_id = %(g)s"
+            "        AND status = ANY(%(history)s)) AS history,"
+            " (SELECT status FROM issue_group WHERE id = %(g)s) AS status",
+            {"g": group_id, "activity": ASSIGNEE_ACTIVITY, "history": ASSIGNEE_HISTORY},
         ).fetchone()
     assert counts is not None
     return {
         "assignee": assignee["user_id"] if assignee else None,
         "subscriptions": {f"user:{s['user_id']}": s["reason"] for s in subs},
-        "activity": int(counts["activity"]),
+        "activity": int(counts["activity"]),  # the assignee's (the oracle's)
         "history": int(counts["history"]),
+        "status": counts["status"],
     }
 
 
@@ -783,6 +896,7 @@ def run(
         events = make_events(plan, rng)
         posts = make_posts(plan, events, rng)
         jira = fake_jira_with(events)
+        jira.fake.clock_offset_ms = int(plan.jira_clock_offset_s * 1000)
         other = fake_jira_with([]) if plan.jira_down_s > 0 else None
         try:
             services.start()
@@ -795,12 +909,13 @@ def run(
             )
             load_scene(res, data)
             token = tokens.issue(integration["external_id"], integration["webhook_secret"])
+            url = f"{services.url}{WEBHOOK_PREFIX}{token}/"
             faults = Faults(services, plan, rng, other.fake if other else None)
             stop = threading.Event()
             started = time.monotonic()
             injector = threading.Thread(target=faults.run, args=(started, stop), daemon=True)
             injector.start()
-            answers = post_all(services, plan, posts, token)
+            answers = post_all(services, plan, posts, url)
             injector.join()
             report.faults = faults.injected
             report.problems += faults.errors
@@ -826,9 +941,18 @@ def run(
                 group_state(res, e.group_id)["assignee"] != e.assignee
                 for e in last_events(events).values()
             )
+            swept = events
+            if plan.edits_during_sweep:
+                editor = Editor(url, rng, sorted(last_events(events))[: plan.issues // 4])
+                jira.fake.on_search = editor
             reconcile_once(services)
+            jira.fake.on_search = None
+            if plan.edits_during_sweep:
+                events, answers = events + editor.events, answers + editor.answers
+                accepted += [a.delivery_id for a in editor.answers if a.delivery_id is not None]
+                report.edits = len(editor.events)
             wait_for_quiet(res, accepted + fed_ids(res), plan.quiet_timeout_s)
-            check(res, report, events, answers, faults.db_down)
+            check(res, report, events, answers, faults.db_down, swept)
             if other is not None:
                 check_pushes(res, report, events, other.fake, faults.jira_up_at, faults.held_up)
             res.close()

@@ -296,7 +296,9 @@ def test_resolve_then_unresolve_here_ends_as_jira_does(
     first = post(res, status_payload(OPEN, RESOLVED, now_ms(), 1))
     second = post(res, status_payload(RESOLVED, REOPENED, now_ms() + 1, 2))
     wait_finished(res, [first, second])
-    assert [status_outcome(res, d)[2] for d in (first, second)] == ["echo", "echo"]
+    # Either order of processing: the older echo may find the newer one applied (stale).
+    assert status_outcome(res, first)[2] in ("echo", "stale")
+    assert status_outcome(res, second)[2] == "echo"
     assert group_status(res) == ("unresolved", False)
     assert jira.issue_statuses["APP-1"] == REOPENED
 

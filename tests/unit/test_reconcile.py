@@ -118,44 +118,52 @@ def assignees(*marks: str | None) -> Known:
     return Known(list(marks), [])
 
 
+CATEGORIES = {"1": "new", "3": "indeterminate", "5": "done", "6": "done"}
+
+
 def test_an_issue_is_fed_when_any_linked_row_knew_another_assignee() -> None:
-    assert needs_feed(issue(), assignees("ann@acme.test", "bob@acme.test"))
-    assert needs_feed(issue(None), assignees("ann@acme.test"))
-    assert needs_feed(issue(), assignees(None))  # never known
+    assert needs_feed(issue(), assignees("ann@acme.test", "bob@acme.test"), CATEGORIES)
+    assert needs_feed(issue(None), assignees("ann@acme.test"), CATEGORIES)
+    assert needs_feed(issue(), assignees(None), CATEGORIES)  # never known
 
 
 def test_an_issue_already_known_as_it_is_is_not_fed() -> None:
-    assert not needs_feed(issue(), assignees("ann@acme.test"))
-    assert not needs_feed(issue(None), assignees(UNASSIGNED))
+    assert not needs_feed(issue(), assignees("ann@acme.test"), CATEGORIES)
+    assert not needs_feed(issue(None), assignees(UNASSIGNED), CATEGORIES)
 
 
 def test_an_assignee_whose_email_jira_hides_is_not_fed() -> None:
-    assert not needs_feed(issue({"name": "ann", "displayName": "Ann"}), assignees("bob@acme.test"))
+    hidden = issue({"name": "ann", "displayName": "Ann"})
+    assert not needs_feed(hidden, assignees("bob@acme.test"), CATEGORIES)
 
 
 def test_the_synthetic_body_is_an_assignee_event_at_the_updated_time() -> None:
-    event = parse_event(json.dumps(synthetic_body(issue(), assignees(None))))
+    event = parse_event(json.dumps(synthetic_body(issue(), assignees(None), CATEGORIES)))
     assert event.order[0] == NOW - 5_000
     assert event.assignee_changed and event.assignee_email == "Ann@Acme.test"
     assert event.status_to is None
-    unassigned = parse_event(json.dumps(synthetic_body(issue(None), assignees("a@acme.test"))))
+    body = synthetic_body(issue(None), assignees("a@acme.test"), CATEGORIES)
+    unassigned = parse_event(json.dumps(body))
     assert unassigned.assignee_changed and not unassigned.assignee_present
 
 
-def test_a_status_that_differs_is_fed_from_the_one_last_known() -> None:
+def test_a_status_whose_doneness_differs_is_fed_from_the_one_last_known() -> None:
     done = replace(issue(), status_id="5")
-    known = Known(["ann@acme.test"], ["5", "3"])  # two linked rows, one knew In Progress
-    assert needs_feed(done, known)
-    event = parse_event(json.dumps(synthetic_body(done, known)))
+    known = Known(["ann@acme.test"], ["6", "3"])  # two linked rows, one knew In Progress
+    assert needs_feed(done, known, CATEGORIES)
+    event = parse_event(json.dumps(synthetic_body(done, known, CATEGORIES)))
     assert (event.status_from, event.status_to) == ("3", "5")
     assert not event.assignee_changed  # the assignee was known as it is
-    assert not needs_feed(done, Known(["ann@acme.test"], ["5"]))
-    assert not needs_feed(done, Known(["ann@acme.test"], []))  # status sync off everywhere
-    assert not needs_feed(issue(), Known(["ann@acme.test"], ["5"]))  # Jira did not report it
+    assert not needs_feed(done, Known(["ann@acme.test"], ["6"]), CATEGORIES)  # done either way
+    assert not needs_feed(done, Known(["ann@acme.test"], []), CATEGORIES)  # status sync off
+    assert not needs_feed(issue(), Known(["ann@acme.test"], ["5"]), CATEGORIES)  # not reported
+    in_progress = replace(issue(), status_id="3")
+    assert not needs_feed(in_progress, Known(["ann@acme.test"], [None]), CATEGORIES)
+    assert needs_feed(replace(issue(), status_id="99"), Known(["ann@acme.test"], ["1"]), CATEGORIES)
 
 
 def test_the_synthetic_event_sorts_after_every_event_of_its_instant_and_before_later_ones() -> None:
-    order = parse_event(json.dumps(synthetic_body(issue(), assignees(None)))).order
+    order = parse_event(json.dumps(synthetic_body(issue(), assignees(None), CATEGORIES))).order
     assert (NOW - 5_000, 10**17) < order < (NOW - 4_999, 0)
 
 

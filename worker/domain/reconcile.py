@@ -12,12 +12,14 @@ later one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from worker.domain.errors import BadPayload
 from worker.domain.event import BIGINT_MAX
+from worker.domain.status import DONE_CATEGORY
 
 # How an unassigned issue is remembered (external_issue.jira_assignee); NULL is "never known".
 UNASSIGNED = ""
@@ -176,16 +178,27 @@ def assignee_differs(issue: FoundIssue, known: Known) -> bool:
     return current is not None and any(mark != current for mark in known.assignee)
 
 
-def status_differs(issue: FoundIssue, known: Known) -> bool:
-    """Whether Jira's status differs from the one last known for any of the issue's rows
-    with status sync on (never known counts as different)."""
+def _done(status_id: str | None, categories: Mapping[str, str]) -> bool:
+    return status_id is not None and categories.get(status_id) == DONE_CATEGORY
+
+
+def status_differs(issue: FoundIssue, known: Known, categories: Mapping[str, str]) -> bool:
+    """Whether Jira's status is done while the one last known for any of the issue's rows
+    with status sync on (what its groups reflect: the last status that resolved or
+    unresolved them) is not, or the reverse; never known counts as not done, and a status
+    missing from the instance's list as differing (the pipeline reads the list again)."""
     current = issue.status_id
-    return current is not None and any(status != current for status in known.status)
+    if current is None or not known.status:
+        return False
+    if current not in categories:
+        return True
+    done_now = _done(current, categories)
+    return any(_done(status, categories) != done_now for status in known.status)
 
 
-def needs_feed(issue: FoundIssue, known: Known) -> bool:
+def needs_feed(issue: FoundIssue, known: Known, categories: Mapping[str, str]) -> bool:
     """Whether the issue's assignee or status must be fed into the pipeline."""
-    return assignee_differs(issue, known) or status_differs(issue, known)
+    return assignee_differs(issue, known) or status_differs(issue, known, categories)
 
 
 def dedupe_key(issue: FoundIssue) -> str:
@@ -198,7 +211,12 @@ def refeed_key(issue: FoundIssue, as_of_ms: int) -> str:
     return f"{dedupe_key(issue)}:as-of:{as_of_ms}"
 
 
-def synthetic_body(issue: FoundIssue, known: Known, as_of_ms: int | None = None) -> dict[str, Any]:
+def synthetic_body(
+    issue: FoundIssue,
+    known: Known,
+    categories: Mapping[str, str],
+    as_of_ms: int | None = None,
+) -> dict[str, Any]:
     """The delivery that feeds an issue's current assignee and status, whichever differs from
     what was last known, into the pipeline: dated at its `updated`, or, fed again because
     that delivery ended stale, at `as_of_ms` (the end of the window that still found Jira so:
@@ -208,8 +226,9 @@ def synthetic_body(issue: FoundIssue, known: Known, as_of_ms: int | None = None)
     if assignee_differs(issue, known):
         name = issue.assignee.get("name") if issue.assignee else None
         items.append({"field": "assignee", "fieldtype": "jira", "from": None, "to": name})
-    if status_differs(issue, known):
-        was = next(s for s in known.status if s != issue.status_id)
+    if status_differs(issue, known, categories):
+        done_now = _done(issue.status_id, categories)
+        was = next((s for s in known.status if _done(s, categories) != done_now), None)
         items.append({"field": "status", "fieldtype": "jira", "from": was, "to": issue.status_id})
     return {
         "timestamp": issue.updated_ms if as_of_ms is None else as_of_ms,

@@ -32,7 +32,6 @@ from worker.domain.reconcile import (
     SEARCH_FIELDS,
     SOURCE,
     FoundIssue,
-    Known,
     Window,
     dedupe_key,
     first_window,
@@ -45,6 +44,7 @@ from worker.domain.reconcile import (
     synthetic_body,
 )
 from worker.jira.api import JiraClient, SearchPage, client_for_integration
+from worker.jira.statuses import StatusCategories
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import deliveries as q_deliveries
@@ -120,9 +120,10 @@ def sweep(
         )
         result.start_ms = result.end_ms = window.start_ms
         moves = not dry_run and moves_watermark(since_ms, state.watermark_ms)
+        statuses = StatusCategories(res)  # read when a status is to be compared
         end_ms = window.end_ms
         while True:
-            window = _read_window(res, client, window, result, dry_run, publish)
+            window = _read_window(res, client, window, result, statuses, dry_run, publish)
             result.end_ms = window.end_ms
             if moves:
                 with transaction(res.pool) as conn:
@@ -184,6 +185,7 @@ def _read_window(
     client: JiraClient,
     window: Window,
     result: Sweep,
+    statuses: StatusCategories,
     dry_run: bool,
     publish: Publish,
 ) -> Window:
@@ -209,7 +211,7 @@ def _read_window(
     seen: set[tuple[str, int]] = set()
     cursor, offset = window.start_ms, 0
     while True:
-        updated = _feed_page(res, result, window, page.issues, seen, dry_run, publish)
+        updated = _feed_page(res, result, window, page.issues, seen, statuses, dry_run, publish)
         if not page.issues or offset + len(page.issues) >= page.total:
             return window
         if updated:
@@ -225,6 +227,7 @@ def _feed_page(
     window: Window,
     raw_issues: list[Any],
     seen: set[tuple[str, int]],
+    statuses: StatusCategories,
     dry_run: bool,
     publish: Publish,
 ) -> list[int]:
@@ -256,13 +259,22 @@ def _feed_page(
                 fresh.append(issue)
     if not fresh:
         return updated
-    to_feed = [i for i in fresh if needs_feed(i, known[i.key])]
+    wanted = {i.status_id for i in fresh if i.status_id is not None and known[i.key].status}
+    categories = statuses.of(integration_id, wanted) if wanted else {}
+    to_feed = [i for i in fresh if needs_feed(i, known[i.key], categories)]
     with transaction(res.pool) as conn:
         earlier = q.fed_outcomes(conn, integration_id, [dedupe_key(i) for i in to_feed])
         # Fed before and ended stale, yet Jira still holds it: fed again as of this window.
         again = {i.key for i in to_feed if earlier.get(dedupe_key(i)) == STALE}
         deliveries = [
-            _delivery(integration_id, i, known[i.key], window.end_ms if i.key in again else None)
+            _delivery(
+                integration_id,
+                i,
+                synthetic_body(
+                    i, known[i.key], categories, window.end_ms if i.key in again else None
+                ),
+                i.key in again,
+            )
             for i in to_feed
         ]
         if dry_run:
@@ -291,13 +303,13 @@ def _feed_page(
 
 
 def _delivery(
-    integration_id: int, issue: FoundIssue, known: Known, as_of_ms: int | None
+    integration_id: int, issue: FoundIssue, body: dict[str, Any], again: bool
 ) -> q_deliveries.NewDelivery:
-    """The delivery feeding an issue's state; `as_of_ms` when it is fed again."""
-    body = synthetic_body(issue, known, as_of_ms)
+    """The delivery feeding an issue's state; `again`: fed again, dated at a window's end."""
+    as_of_ms = int(body["timestamp"])
     return q_deliveries.NewDelivery(
         integration_id=integration_id,
-        dedupe_key=dedupe_key(issue) if as_of_ms is None else refeed_key(issue, as_of_ms),
+        dedupe_key=refeed_key(issue, as_of_ms) if again else dedupe_key(issue),
         body=json.dumps(body),
         headers={},
         issue_key=issue.key,
