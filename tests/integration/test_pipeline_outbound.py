@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -103,6 +102,16 @@ def delivery_status(res: Resources, delivery_id: int) -> str:
     with transaction(res.pool) as conn:
         row = conn.execute("SELECT status FROM webhook_delivery WHERE id = %s", (delivery_id,))
         return str(row.fetchone()["status"])  # type: ignore[index]
+
+
+def side_effects_done(res: Resources, delivery_id: int) -> bool:
+    query = (
+        "SELECT count(*) FROM delivery_effect WHERE delivery_id = %s"
+        " AND side_effects_done_at IS NULL"
+    )
+    with transaction(res.pool) as conn:
+        row = conn.execute(query, (delivery_id,)).fetchone()
+    return row is not None and row["count"] == 0
 
 
 def puts(fake: FakeJira, key: str) -> list[Any]:
@@ -284,8 +293,10 @@ def test_forward_sync_off_pushes_nothing(
     )
     scene(data)
     start_worker(concurrency=2)
-    assert outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1))) == "assigned"
-    time.sleep(1.0)  # the side effects run after the delivery is done
+    delivery_id = post(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    assert outcome_of(res, delivery_id) == "assigned"
+    # The side effects run after the delivery is done: wait until they finished.
+    wait_for(lambda: side_effects_done(res, delivery_id), 15, "the side effects")
     assert other_jira.calls == []
     assert source_jira.calls == []
 
