@@ -112,9 +112,10 @@ def test_resolve_and_unresolve_move_the_jira_issue_and_its_echo_changes_nothing(
     assert main(["group", "resolve", "4242"]) == EXIT_NOT_FOUND
 
 
-def test_a_status_change_from_one_jira_moves_the_other_jiras_issue_not_its_own(
-    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira
-) -> None:
+@pytest.fixture
+def other_jira(jira: FakeJira, scene: Callable[[dict[str, Any]], None]) -> Iterator[FakeJira]:
+    """A second Jira whose OPS-9 (Open) is linked to the group too; status sync on both ways
+    on both instances."""
     other = FakeJiraServer().start()
     try:
         other.fake.add_consumer()
@@ -132,55 +133,44 @@ def test_a_status_change_from_one_jira_moves_the_other_jiras_issue_not_its_own(
              "groups": [GROUP]}
         )  # fmt: skip
         scene(data)
-        map_status()
-        assert main(["integration", "map-status", str(OTHER), "--organization", "acme",
-                     "--jira-project", "OPS", "--resolved", "Closed",
-                     "--unresolved", "Open"]) == EXIT_OK  # fmt: skip
-        delivery_id = post(res, status_payload(OPEN, RESOLVED, TS, 1))
-        wait_finished(res, [delivery_id])
-        assert status_outcome(res, delivery_id)[2] == "resolved"
-        wait_for(lambda: other.fake.issue_statuses["OPS-9"] == CLOSED, 20, "OPS-9 closed")
-        # The source already is where the change came from: not asked, not moved.
-        assert jira.calls_to("/rest/api/2/issue") == []
-        assert jira.issue_statuses["APP-1"] == OPEN
+        yield other.fake
     finally:
         other.stop()
+
+
+def map_other_status() -> None:
+    assert main(["integration", "map-status", str(OTHER), "--organization", "acme",
+                 "--jira-project", "OPS", "--resolved", "Closed",
+                 "--unresolved", "Open"]) == EXIT_OK  # fmt: skip
+
+
+def test_a_status_change_from_one_jira_moves_the_other_jiras_issue_not_its_own(
+    res: Resources, jira: FakeJira, other_jira: FakeJira
+) -> None:
+    map_status()
+    map_other_status()
+    delivery_id = post(res, status_payload(OPEN, RESOLVED, TS, 1))
+    wait_finished(res, [delivery_id])
+    assert status_outcome(res, delivery_id)[2] == "resolved"
+    wait_for(lambda: other_jira.issue_statuses["OPS-9"] == CLOSED, 20, "OPS-9 closed")
+    # The source already is where the change came from: not asked, not moved.
+    assert jira.calls_to("/rest/api/2/issue") == []
+    assert jira.issue_statuses["APP-1"] == OPEN
 
 
 def test_a_failed_move_replays_without_moving_the_instance_the_change_came_from(
-    res: Resources, scene: Callable[[dict[str, Any]], None], jira: FakeJira
+    res: Resources, jira: FakeJira, other_jira: FakeJira
 ) -> None:
-    other = FakeJiraServer().start()
-    try:
-        other.fake.add_consumer()
-        other.fake.issue_statuses["OPS-9"] = OPEN
-        data = status_scene(jira, reverse=True, forward=True)
-        second = integration(
-            OTHER, "ops.acme.test",
-            [{"organization": "acme", "sync_status_reverse": True, "sync_status_forward": True}],
-            base_url=other.fake.base_url,
-        )  # fmt: skip
-        second["access_token"], second["access_token_secret"] = other.fake.grant_access_token()
-        data["integrations"].append(second)
-        data["external_issues"].append(
-            {"id": 8, "integration": OTHER, "organization": "acme", "key": "OPS-9",
-             "groups": [GROUP]}
-        )  # fmt: skip
-        scene(data)
-        map_status()  # the source's project is mapped; OPS is not: its move fails
-        delivery_id = post(res, status_payload(OPEN, RESOLVED, TS, 1))
-        wait_finished(res, [delivery_id])
-        [record] = wait_for(lambda: failed_records(res, OUTBOUND_STATUS), 20, "the failure")
-        assert record["kwargs"]["source_integration_id"] == 1  # kept with the item
-        assert main(["integration", "map-status", str(OTHER), "--organization", "acme",
-                     "--jira-project", "OPS", "--resolved", "Closed",
-                     "--unresolved", "Open"]) == EXIT_OK  # fmt: skip
-        assert main(["failed", "replay", str(record["id"])]) == EXIT_OK
-        wait_for(lambda: other.fake.issue_statuses["OPS-9"] == CLOSED, 20, "OPS-9 closed")
-        assert jira.calls_to("/rest/api/2/issue") == []  # the source was never moved
-        assert jira.issue_statuses["APP-1"] == OPEN
-    finally:
-        other.stop()
+    map_status()  # the source's project is mapped; OPS is not: its move fails
+    delivery_id = post(res, status_payload(OPEN, RESOLVED, TS, 1))
+    wait_finished(res, [delivery_id])
+    [record] = wait_for(lambda: failed_records(res, OUTBOUND_STATUS), 20, "the failure")
+    assert record["kwargs"]["source_integration_id"] == 1  # kept with the item
+    map_other_status()
+    assert main(["failed", "replay", str(record["id"])]) == EXIT_OK
+    wait_for(lambda: other_jira.issue_statuses["OPS-9"] == CLOSED, 20, "OPS-9 closed")
+    assert jira.calls_to("/rest/api/2/issue") == []  # the source was never moved
+    assert jira.issue_statuses["APP-1"] == OPEN
 
 
 def test_no_mapping_and_no_transition_are_replayable_failures(

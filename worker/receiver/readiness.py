@@ -5,14 +5,13 @@ answer older than STALE_AFTER_S (the probe itself stuck) counts as not ready."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from typing import Any
 
 import anyio.to_thread
 from celery import Celery
 
+from worker.receiver.periodic import Periodic
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 
@@ -27,23 +26,15 @@ class Readiness:
         self._res, self._celery = res, celery
         self._checks: dict[str, str] = {"database": "not probed yet", "broker": "not probed yet"}
         self._probed_at = -1e9
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self.probe, PROBE_EVERY_S)
 
     async def start(self) -> None:
         """Probe once (the first /readyz is then current), then every PROBE_EVERY_S."""
         await self.probe()
-        self._task = asyncio.create_task(self._run())
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(PROBE_EVERY_S)
-            await self.probe()
+        await self._loop.stop()
 
     async def probe(self) -> None:
         checks = {}

@@ -6,8 +6,6 @@ NOTE_EVERY_S; a write that fails is kept for the next one."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections import Counter
 
@@ -15,6 +13,7 @@ import anyio.to_thread
 
 from worker.domain.errors import classify
 from worker.receiver import metrics
+from worker.receiver.periodic import Periodic
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import integrations as iq
@@ -32,7 +31,7 @@ class Sightings:
         self._signed: set[int] = set()
         self._refusals: Counter[int] = Counter()
         self._previous: set[int] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(self.flush, NOTE_EVERY_S)
 
     def signed(self, integration_id: int) -> None:
         """A delivery signed with the integration's secret arrived."""
@@ -48,19 +47,11 @@ class Sightings:
         self._previous.add(integration_id)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
         await self.flush()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(NOTE_EVERY_S)
-            await self.flush()
 
     async def flush(self) -> None:
         if not (self._signed or self._refusals or self._previous):
