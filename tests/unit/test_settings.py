@@ -80,3 +80,18 @@ def test_bad_setting_stops_the_cli_with_one_line(tmp_path: object) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "SNOWFLAKE_REGION_ID must be between 0 and 4095" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "names"),
+    [
+        ("RECONCILE_OVERLAP_S", "59", "between 60 and 3600"),  # JQL's minute: never less
+        ("RECONCILE_SETTLE_S", "30", "between 60 and 3600"),
+        ("RECONCILE_WINDOW_MAX_RESULTS", "10001", "between 1 and 10000"),
+    ],
+)
+def test_reconciliation_limits_are_enforced(name: str, value: str, names: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name} must be {names}"):
+        load_settings({**BASE, name: value})
+    settings = load_settings(BASE)
+    assert (settings.reconcile_overlap_s, settings.reconcile_settle_s) == (180, 60)
