@@ -45,7 +45,7 @@ def test_the_runtime_never_imports_dev_tools_or_tests(folder: str) -> None:
         ("worker/domain", ("worker.domain",)),
         ("worker/store", ("worker.domain", "worker.store", "worker.runtime.logs",
                           "worker.runtime.resources")),
-        ("worker/jira", ("config", "worker.domain", "worker.store", "worker.jira",
+        ("worker/jira", ("config", "worker.domain", "worker.store", "worker.jira", "worker.cache",
                          "worker.runtime.resources", "worker.receiver.tokens")),
         ("worker/services", ("worker.domain", "worker.store", "worker.cache",
                              "worker.runtime", "worker.services")),
