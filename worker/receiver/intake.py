@@ -56,8 +56,9 @@ class AuthCache:
     is down, entries still expire after AUTH_CACHE_TTL_S.
 
     While it listens it also holds every integration's external id (read when the connection
-    opens, added to as rows are announced): a token claiming any other id is refused without
-    a database query, so random ids cost nothing and never push real entries out. A load that
+    opens, added to as rows are announced): a token claiming an id not on it is refused after
+    one read of every id (shared by all such requests, at most every KNOWN_REFRESH_S), so
+    random ids cost a bounded number of queries and never push real entries out. A load that
     an announcement overtook (a disable committed while the row was being read) is read again
     instead of cached.
     """
