@@ -62,7 +62,7 @@ def publish_noops(count: int) -> None:
 
 def store_and_enqueue(srv: Servers, count: int) -> None:
     """count deliveries of the mix, stored and sent the way the receiver does it."""
-    from worker.receiver import relay
+    from tasks import relay
     from worker.runtime import resources
     from worker.runtime.app import app
     from worker.store.db import transaction

@@ -52,7 +52,7 @@ class Runs:
 
 
 def webhook_token() -> str:
-    from worker.receiver import tokens
+    from worker.domain import tokens
 
     return tokens.issue(payloads.EXTERNAL_ID, payloads.WEBHOOK_SECRET)
 

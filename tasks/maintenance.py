@@ -11,13 +11,12 @@ from kombu.message import Message
 
 from config.celery import dead_letter_queue
 from config.settings import Settings
-from tasks import pipeline
+from tasks import pipeline, relay
 from tasks.base import Step
 from worker import cache
 from worker.domain.errors import JiraUnavailable
 from worker.domain.retry import retry_window_s
 from worker.jira import reconcile as sweeps
-from worker.receiver import relay
 from worker.runtime.app import app
 from worker.runtime.publish import StepCall, batch_sender
 from worker.runtime.resources import Resources

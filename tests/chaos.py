@@ -70,9 +70,9 @@ from tests.integration.inbound_support import (
 )
 from tests.integration.status_support import status_item
 from tests.integration.test_shuffle import Oracle
+from worker.domain import tokens
 from worker.domain.model import ActivityType, HistoryStatus, SubscriptionReason
 from worker.jira.linking import WEBHOOK_PREFIX
-from worker.receiver import tokens
 from worker.runtime.broker import queue_depths
 from worker.runtime.resources import Resources, open_resources
 from worker.services.loader import load_scene

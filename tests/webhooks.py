@@ -13,7 +13,7 @@ import redis as redis_lib
 from config.celery import QUEUE_INBOUND
 from devtools import rabbitmq as amqp
 from tests.fakejira import rsa_keypair
-from worker.receiver import tokens
+from worker.domain import tokens
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import integrations as iq

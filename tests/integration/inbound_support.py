@@ -14,9 +14,9 @@ import redis
 
 from config.celery import ALL_QUEUES
 from devtools import rabbitmq as amqp
+from tasks import relay
 from tests.conftest import wait_for
 from tests.fakejira import CONSUMER_KEY, rsa_keypair
-from worker.receiver import relay
 from worker.runtime.app import app
 from worker.runtime.resources import Resources
 from worker.store.db import transaction

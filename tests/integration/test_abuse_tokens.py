@@ -26,9 +26,9 @@ from tests.webhooks import (
     payload,
     url,
 )
+from worker.domain import tokens
 from worker.jira import linking
 from worker.jira.linking import CALLBACK_PATH
-from worker.receiver import tokens
 from worker.receiver.app import UNAUTHORIZED, create_app
 from worker.receiver.intake import KNOWN_REFRESH_S, AuthCache
 from worker.runtime.resources import Resources

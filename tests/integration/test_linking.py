@@ -12,9 +12,9 @@ from starlette.testclient import TestClient
 
 from tests.fakejira import CONSUMER_KEY, FakeJira, rsa_keypair
 from tests.webhooks import JSON, body, payload
+from worker.domain import tokens
 from worker.domain.errors import InvalidInput, JiraRejected, JiraUnavailable, NotFound
 from worker.jira import linking
-from worker.receiver import tokens
 from worker.receiver.app import create_app
 from worker.runtime.resources import Resources
 

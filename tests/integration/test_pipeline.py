@@ -34,9 +34,9 @@ from tests.integration.inbound_support import (
     wait_idle,
 )
 from worker import cache
+from worker.domain import tokens
 from worker.domain.model import ActivityType, HistoryStatus, SubscriptionReason
 from worker.jira.linking import WEBHOOK_PREFIX
-from worker.receiver import tokens
 from worker.receiver.app import create_app
 from worker.runtime.app import app
 from worker.runtime.resources import Resources

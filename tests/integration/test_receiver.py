@@ -28,8 +28,8 @@ from tests.webhooks import (
     payload,
     url,
 )
+from worker.domain import tokens
 from worker.jira import linking
-from worker.receiver import tokens
 from worker.receiver.app import UNAUTHORIZED, create_app
 from worker.receiver.intake import AuthCache
 from worker.receiver.readiness import PROBE_EVERY_S

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from tests.webhooks import EXTERNAL_ID, OTHER_EXTERNAL_ID, OTHER_SECRET, SECRET, load_integrations
 from tests.webhooks import payload as valid_payload
-from worker.receiver import tokens
+from worker.domain import tokens
 from worker.receiver.app import create_app
 from worker.runtime.resources import Resources
 

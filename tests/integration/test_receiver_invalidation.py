@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import receiver_process
 from tests.integration.failure_support import jira_sync
 from tests.webhooks import EXTERNAL_ID, JSON, SECRET, body, load_integrations, payload, url
-from worker.receiver import tokens
+from worker.domain import tokens
 from worker.runtime.resources import Resources
 
 REQUESTS = 24  # new connections, spread over both processes

@@ -25,7 +25,9 @@ def imports_of(path: Path) -> set[str]:
 
 
 def modules(folder: str) -> list[Path]:
-    return sorted((ROOT / folder).rglob("*.py"))
+    """The package's modules (a module alone when `folder` is one)."""
+    path = ROOT / folder
+    return [path] if path.is_file() else sorted(path.rglob("*.py"))
 
 
 def ours(imported: set[str]) -> set[str]:
@@ -39,18 +41,31 @@ def test_the_runtime_never_imports_dev_tools_or_tests(folder: str) -> None:
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize(
-    ("package", "allowed"),
-    [
-        ("worker/domain", ("worker.domain",)),
-        ("worker/store", ("worker.domain", "worker.store", "worker.runtime.logs",
-                          "worker.runtime.resources")),
-        ("worker/jira", ("config", "worker.domain", "worker.store", "worker.jira", "worker.cache",
-                         "worker.runtime.resources", "worker.receiver.tokens")),
-        ("worker/services", ("worker.domain", "worker.store", "worker.cache",
-                             "worker.runtime", "worker.services")),
-    ],
+# Every package of the house, from the ground up, and what it may import (its docstring says
+# the same). worker.store -> worker.runtime.logs/resources is the one arrow still pointing up
+# (the runtime imports the store): logs and the failed-task record belong lower (issue 29).
+PACKAGES = (
+    ("config", ("config",)),
+    ("worker/domain", ("worker.domain",)),
+    ("worker/cache.py", ("worker.domain", "worker.cache")),
+    ("worker/store", ("worker.domain", "worker.store", "worker.runtime.logs",
+                      "worker.runtime.resources")),
+    ("worker/runtime", ("config", "worker.domain", "worker.store", "worker.runtime")),
+    ("worker/jira", ("config", "worker.domain", "worker.store", "worker.jira", "worker.cache",
+                     "worker.runtime.resources")),
+    ("worker/services", ("worker.domain", "worker.store", "worker.cache", "worker.runtime",
+                         "worker.services")),
+    ("tasks", ("config", "worker.domain", "worker.store", "worker.cache", "worker.runtime",
+               "worker.jira", "worker.services", "tasks")),
+    ("worker/receiver", ("config", "worker.domain", "worker.store", "worker.runtime",
+                         "worker.receiver", "worker.jira.linking", "tasks.relay")),
+    ("worker/cli", ("config", "worker.domain", "worker.store", "worker.cache", "worker.runtime",
+                    "worker.jira", "worker.services", "worker.cli", "tasks.pipeline",
+                    "tasks.relay", "tasks.maintenance")),
 )  # fmt: skip
+
+
+@pytest.mark.parametrize(("package", "allowed"), PACKAGES)
 def test_each_package_imports_only_what_its_docstring_allows(
     package: str, allowed: tuple[str, ...]
 ) -> None:
@@ -70,3 +85,14 @@ def test_every_package_says_what_it_holds() -> None:
     for init in (ROOT / "worker").rglob("__init__.py"):
         tree = ast.parse(init.read_text())
         assert ast.get_docstring(tree), f"{init.relative_to(ROOT)} has no docstring"
+
+
+def test_every_package_of_the_house_is_covered() -> None:
+    covered = {package for package, _ in PACKAGES}
+    packages = {
+        str(init.parent.relative_to(ROOT))
+        for folder in RUNTIME_DIRS
+        for init in (ROOT / folder).rglob("__init__.py")
+        if init.parent.parent.name != "store"  # store/queries is part of store
+    }
+    assert packages <= covered | {"worker"}, sorted(packages - covered)

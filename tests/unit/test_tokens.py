@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.receiver import tokens
+from worker.domain import tokens
 
 SECRET = tokens.new_secret()
 OLD = tokens.new_secret()

@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         echo("Nothing to do: no active integration with reconciliation on.")
         return EXIT_OK
 
-    from worker.receiver import relay
+    from tasks import relay
     from worker.runtime.app import app
 
     def publish(ids: list[int]) -> None:

@@ -3,7 +3,7 @@
 categories (`statuses`), and the reconciliation sweep that searches Jira for changes whose
 webhooks never arrived (`reconcile`).
 
-May import `worker.store`, `worker.domain`, `worker.cache` (the status categories' Redis
-copy), `worker.runtime.resources` and `worker.receiver.tokens` (a link mints its webhook URL
-token); never the CLI or the steps.
+May import `config`, `worker.store`, `worker.domain` (a link mints its webhook URL token with
+`worker.domain.tokens`), `worker.cache` (the status categories' Redis copy) and
+`worker.runtime.resources`; never the receiver, the CLI or the steps.
 """

@@ -22,9 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from config.settings import Settings
+from worker.domain import tokens
 from worker.domain.errors import InvalidInput, JiraSyncError, NotFound
 from worker.jira import api
-from worker.receiver import tokens
 from worker.runtime.resources import Resources
 from worker.store.db import Connection, transaction
 from worker.store.queries import group_status as q_status

@@ -1,10 +1,10 @@
 """The HTTP side: the ASGI app and its routes (`app`), reading a Jira webhook delivery
-(`payload`), webhook URL tokens (`tokens`), body signatures of Data Center 10
-(`signatures`), the secret cache and the group-commit writer (`intake`), what it notices of
-each integration's secrets (`sightings`), its readiness probe (`readiness`), their periodic
-loop (`periodic`), sending stored deliveries to the broker (`relay`) and the HTTP limits
-uvicorn runs with (`limits`).
+(`payload`), body signatures of Data Center 10 (`signatures`), the secret cache and the
+group-commit writer (`intake`), what it notices of each integration's secrets (`sightings`),
+its readiness probe (`readiness`), their periodic loop (`periodic`), Prometheus metrics
+(`metrics`) and the HTTP limits uvicorn runs with (`limits`).
 
-May import `worker.runtime`, `worker.store`, `worker.domain`, `worker.jira.linking` (the
-OAuth callback) and `tasks.pipeline` (the names of the first steps); never the CLI.
+May import `config`, `worker.runtime`, `worker.store`, `worker.domain` (URL tokens among
+them), `worker.jira.linking` (the OAuth callback) and `tasks.relay` (sending what it stored
+to the broker); never the CLI or the steps themselves.
 """

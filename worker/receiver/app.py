@@ -36,11 +36,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from worker.domain import tokens
 from worker.domain.errors import BadPayload, JiraSyncError, classify
 from worker.domain.event import read_event
 from worker.jira import linking
 from worker.jira.linking import CALLBACK_PATH, WEBHOOK_PREFIX
-from worker.receiver import limits, metrics, payload, signatures, tokens
+from worker.receiver import limits, metrics, payload, signatures
 from worker.receiver.intake import AuthCache, DeliveryWriter, Publisher, WebhookAuth
 from worker.receiver.readiness import Readiness
 from worker.receiver.sightings import Sightings

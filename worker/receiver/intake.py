@@ -13,7 +13,8 @@ import anyio.to_thread
 import psycopg
 from celery import Celery
 
-from worker.receiver import metrics, relay
+from tasks import relay
+from worker.receiver import metrics
 from worker.runtime.resources import Resources
 from worker.store.db import autocommit, transaction
 from worker.store.queries import deliveries as q
