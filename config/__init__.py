@@ -1,1 +1,4 @@
-"""Configuration: environment settings and the Celery settings built from them."""
+"""Configuration: environment settings and the Celery settings built from them.
+
+The ground floor: imports nothing of ours.
+"""

@@ -14,8 +14,8 @@ from config.settings import Settings
 from tasks import pipeline, relay
 from tasks.base import Step
 from worker import cache
+from worker.domain import retry
 from worker.domain.errors import JiraUnavailable
-from worker.domain.retry import retry_window_s
 from worker.jira import reconcile as sweeps
 from worker.runtime.app import app
 from worker.runtime.publish import StepCall, batch_sender
@@ -41,12 +41,10 @@ BATCH_KWARGS = ("delivery_ids", "changes", "group_ids")
 
 
 def stalled_after_s(settings: Settings) -> float:
-    """How long a queued delivery may go unfinished before its first step is sent again:
-    longer than a killed worker's messages take to come back plus a step's whole retry
-    budget. Its messages were lost with the broker's data; the pipeline is idempotent, so
-    a second send of one that was merely slow changes nothing."""
-    retries_s = retry_window_s(settings.retry_budget_s, settings.retry_backoff_max_s)
-    return float(settings.broker_visibility_timeout_s + retries_s)
+    """worker.domain.retry.stalled_after_s for these settings."""
+    return retry.stalled_after_s(
+        settings.broker_visibility_timeout_s, settings.retry_budget_s, settings.retry_backoff_max_s
+    )
 
 
 @app.task(base=Step, bind=True, name="jira_sync.maintenance.sweep_deliveries")

@@ -61,7 +61,7 @@ PACKAGES = (
                          "worker.receiver", "worker.jira.linking", "tasks.relay")),
     ("worker/cli", ("config", "worker.domain", "worker.store", "worker.cache", "worker.runtime",
                     "worker.jira", "worker.services", "worker.cli", "tasks.pipeline",
-                    "tasks.relay", "tasks.maintenance")),
+                    "tasks.relay")),
 )  # fmt: skip
 
 

@@ -1,5 +1,9 @@
 """jira-sync: the operator's command line (migrate, load, group, integration, deliveries,
-project, snowflake, cache, failed, status, reconcile, run)."""
+project, snowflake, cache, failed, status, reconcile, run).
+
+The top of the house: may import `config`, every `worker` package, and `tasks.pipeline` and
+`tasks.relay` (to send work); never the step modules themselves.
+"""
 
 from __future__ import annotations
 

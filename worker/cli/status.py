@@ -19,7 +19,6 @@ from kombu import Connection
 
 from config.celery import ALL_QUEUES, SWEEP_INTERVAL_S
 from config.settings import Settings
-from tasks.maintenance import stalled_after_s
 from worker import cache
 from worker.cli.common import (
     EXIT_FAILED,
@@ -32,6 +31,7 @@ from worker.cli.common import (
     table,
 )
 from worker.cli.failed import parse_duration
+from worker.domain.retry import stalled_after_s
 from worker.runtime import resources
 from worker.runtime.broker import queue_depths
 from worker.runtime.resources import Resources
@@ -80,8 +80,15 @@ def register(sub: Any) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     res = resources.current()
+    settings = res.settings
     stuck_after_s = (
-        args.stuck_after.total_seconds() if args.stuck_after else stalled_after_s(res.settings)
+        args.stuck_after.total_seconds()
+        if args.stuck_after
+        else stalled_after_s(
+            settings.broker_visibility_timeout_s,
+            settings.retry_budget_s,
+            settings.retry_backoff_max_s,
+        )
     )
     receiver_url = (args.receiver_url or res.settings.public_url).rstrip("/")
     while True:

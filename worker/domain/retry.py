@@ -36,6 +36,15 @@ def may_retry(retries: int, budget_s: float, cap_s: float) -> bool:
     return surely_waited_s(retries, cap_s) < budget_s
 
 
+def stalled_after_s(visibility_timeout_s: float, budget_s: float, cap_s: float) -> float:
+    """How long a queued delivery may go unfinished before its first step is sent again:
+    longer than a killed worker's messages take to come back (the broker's visibility
+    timeout) plus a step's whole retry window. Its messages were lost with the broker's data;
+    the pipeline is idempotent, so a second send of one that was merely slow changes
+    nothing."""
+    return float(visibility_timeout_s + retry_window_s(budget_s, cap_s))
+
+
 def retry_window_s(budget_s: float, cap_s: float) -> float:
     """The most time all the retries of one step can take (every backoff at its ceiling)."""
     retries = 0
