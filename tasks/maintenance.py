@@ -12,7 +12,7 @@ from kombu.message import Message
 from config.celery import dead_letter_queue
 from config.settings import Settings
 from tasks import pipeline, relay
-from tasks.base import Step
+from tasks.base import ChangeBatchStep, DeliveryBatchStep, GroupBatchStep, Step
 from worker import cache
 from worker.domain import retry
 from worker.domain.errors import JiraUnavailable
@@ -36,8 +36,10 @@ SWEEP_BATCH = 500
 # SWEEP_INTERVAL_S, takes over).
 SWEEP_DRAIN_S = 10.0
 DEAD_LETTER_BATCH = 500
-# The keyword arguments that hold a batch step's items (tasks.base's batch_kwarg values).
-BATCH_KWARGS = ("delivery_ids", "changes", "group_ids")
+# The keyword arguments that hold a batch step's items, as the step classes declare them.
+BATCH_KWARGS = tuple(
+    str(step.batch_kwarg) for step in (DeliveryBatchStep, ChangeBatchStep, GroupBatchStep)
+)
 
 
 def stalled_after_s(settings: Settings) -> float:
