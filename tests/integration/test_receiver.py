@@ -332,8 +332,11 @@ def test_a_load_overtaken_by_a_disable_does_not_keep_the_integration_accepted(
         entry = real_load(self, external_id)  # read while the integration is active
         if not raced:  # ...and disabled before the read is cached
             raced.append(external_id)
+            heard = self._changes
             linking.disable(res, 1)
-            time.sleep(0.5)  # the announcement reaches the listener meanwhile
+            deadline = time.monotonic() + 10
+            while self._changes == heard and time.monotonic() < deadline:
+                time.sleep(0.01)  # until the announcement reached the listener
         return entry
 
     monkeypatch.setattr(AuthCache, "_load", load_then_disable)
