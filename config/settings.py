@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -46,6 +47,8 @@ class Settings:
     broker_delivery_limit: int
     metrics_basic_auth: str
     status_categories_ttl_s: int
+    flower_port: int
+    flower_address: str
 
     @property
     def broker_is_amqp(self) -> bool:
@@ -186,6 +189,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         broker_delivery_limit=_number(env, "BROKER_DELIVERY_LIMIT", 10, 2, 1000),
         metrics_basic_auth=metrics_auth,
         status_categories_ttl_s=_number(env, "STATUS_CATEGORIES_TTL_S", 3600, 10, 86400),
+        flower_port=_number(env, "FLOWER_PORT", 5555, 1, 65535),
+        flower_address=env.get("FLOWER_ADDRESS", "").strip() or "127.0.0.1",
         reconcile_interval_s=_number(env, "RECONCILE_INTERVAL_S", 300, 10, 86400),
         # JQL compares `updated` to the minute: an overlap under a minute would miss changes.
         reconcile_overlap_s=_number(env, "RECONCILE_OVERLAP_S", 180, 60, 3600),
@@ -197,6 +202,17 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             env, "RECONCILE_WINDOW_MAX_RESULTS", 10_000, 1, 10_000
         ),
     )
+
+
+def receiver_metrics_folder(env: Mapping[str, str]) -> str | None:
+    """Where receiver processes share their metrics when uvicorn runs more than one
+    (`WEB_CONCURRENCY` > 1): `PROMETHEUS_MULTIPROC_DIR` when set, else one folder per uvicorn
+    supervisor (the parent of every receiver process) under the temp folder; None for one
+    process. Read before the rest of the settings: prometheus_client decides at import."""
+    if _number(env, "WEB_CONCURRENCY", 1, 1, 1024) <= 1:
+        return None
+    chosen = env.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    return chosen or os.path.join(tempfile.gettempdir(), f"jira-sync-metrics-{os.getppid()}")
 
 
 @functools.cache

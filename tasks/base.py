@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 
 from celery import Task
 
-from worker.domain.errors import classify
 from worker.domain.retry import backoff_s, may_retry
 from worker.runtime import resources
-from worker.store import failures
+from worker.services import failures
+from worker.support.classify import classify
 
 log = logging.getLogger(__name__)
 

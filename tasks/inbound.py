@@ -37,7 +37,7 @@ from worker.domain.assignment import (
     is_newer,
     subscriptions_to_remove,
 )
-from worker.domain.errors import BadPayload, NotFound, classify
+from worker.domain.errors import BadPayload, NotFound
 from worker.domain.event import IssueEvent, parse_event
 from worker.domain.model import ActivityType, HistoryStatus
 from worker.domain.reconcile import assignee_mark
@@ -45,6 +45,7 @@ from worker.runtime.app import app
 from worker.store.db import Connection, transaction
 from worker.store.queries import deliveries as q_deliveries
 from worker.store.queries import inbound as q
+from worker.support.classify import classify
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from worker.jira import reconcile as sweeps
 from worker.runtime.app import app
 from worker.runtime.publish import StepCall, batch_sender
 from worker.runtime.resources import Resources
-from worker.store import failures
+from worker.services import failures
 from worker.store.db import transaction
 from worker.store.queries import deliveries as q
 from worker.store.queries import group_status as q_status

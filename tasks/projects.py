@@ -2,7 +2,7 @@
 
 Each step does its part of worker.services.projects over a project_request row, then sends
 the next step while the request is still pending. Redis unreachable (the slug lock, the id
-claim, the purge) is retried like any outage (`errors.classify`). A step that gives up marks
+claim, the purge) is retried like any outage (`worker.support.classify`). A step that gives up marks
 its request failed, so `jira-sync project create --wait` can tell.
 """
 

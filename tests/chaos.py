@@ -75,9 +75,9 @@ from worker.domain.model import ActivityType, HistoryStatus, SubscriptionReason
 from worker.jira.linking import WEBHOOK_PREFIX
 from worker.runtime.broker import queue_depths
 from worker.runtime.resources import Resources, open_resources
+from worker.services.failures import SPOOL_KEY
 from worker.services.loader import load_scene
 from worker.store.db import migrate, transaction
-from worker.store.failures import SPOOL_KEY
 
 CHOICES = (ANN, BOB, CY, None)
 BASE_TS = 1_764_000_000_000

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from worker.runtime.resources import Resources
-from worker.store import failures
+from worker.services import failures
 
 RecordFactory = Callable[..., int]
 

@@ -16,7 +16,7 @@ from worker.cli import main
 from worker.cli.common import EXIT_OK
 from worker.runtime.app import app
 from worker.runtime.resources import Resources
-from worker.store import failures
+from worker.services import failures
 from worker.store.db import transaction
 
 CHECK_CHANGELOG = "jira_sync.inbound.check_changelog"

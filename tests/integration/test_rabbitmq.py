@@ -17,7 +17,7 @@ from tests.conftest import Servers, wait_for
 from tests.integration.inbound_support import ANN, base_scene, declare_queues, jira_payload, store
 from worker.runtime.app import app
 from worker.runtime.resources import Resources
-from worker.store import failures
+from worker.services import failures
 from worker.store.db import transaction
 from worker.store.queries.failed_tasks import Filters, list_failed
 

@@ -25,8 +25,8 @@ from worker.domain.errors import (
     NoIdAvailable,
     NotFound,
     RetryableError,
-    classify,
 )
+from worker.support.classify import classify
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.runtime import logs
+from worker.support import logs
 
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAq1\nabc\n-----END RSA PRIVATE KEY-----\n"
 

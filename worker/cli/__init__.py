@@ -22,8 +22,9 @@ from worker.cli.common import (
     CliError,
     unreachable,
 )
-from worker.domain.errors import ErrorKind, NotFound, classify
-from worker.runtime.logs import configure_logging
+from worker.domain.errors import ErrorKind, NotFound
+from worker.support.classify import classify
+from worker.support.logs import configure_logging
 
 # Each module adds its subcommands with register(subparsers); each handler returns an exit code.
 COMMAND_MODULES = [
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    from worker.runtime.logs import scrub
+    from worker.support.logs import scrub
 
     sys.stderr.write(f"jira-sync: error: {scrub(message)}\n")
     return code

@@ -27,7 +27,7 @@ from worker.domain.errors import (
     DatabaseUnavailable,
     JiraUnavailable,
 )
-from worker.runtime.logs import scrub
+from worker.support.logs import scrub
 
 # Exit codes are part of the interface; the README lists them.
 EXIT_OK = 0  # done, or nothing to do

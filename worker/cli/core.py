@@ -21,11 +21,11 @@ from worker.cli.common import (
     progress,
     table,
 )
-from worker.domain.errors import classify
 from worker.domain.status import GroupStatus
 from worker.runtime import resources
 from worker.services import groups, loader
 from worker.store.db import migrate
+from worker.support.classify import classify
 
 
 def register(sub: Any) -> None:

@@ -1,5 +1,6 @@
-"""The error tree, and `classify`: the one place that decides what kind of failure an
-exception is. Steps retry by it, the receiver answers by it, the CLI exits by it.
+"""The error tree: what kind of failure each of our exceptions is. `worker.support.classify`
+maps any exception (library errors included) onto it; steps retry by it, the receiver
+answers by it, the CLI exits by it.
 
 JiraSyncError
 |- RetryableError                 may pass if tried again: retried with backoff, then recorded
@@ -18,23 +19,13 @@ JiraSyncError
     |- NoIdAvailable                                                          -> PERMANENT
     '- IdSpaceExhausted                                                       -> PERMANENT
 
-Library errors are classified too, so no caller needs to know them: a lost connection to
-PostgreSQL, Redis, the broker or Jira (or a pool that has none to give) is UNAVAILABLE; a
-serialization failure, deadlock or lock timeout is TRANSIENT; a batch of messages that kombu
-could not publish is what made it fail (its cause); anything else is PERMANENT.
+Library errors (lost connections, lock races, kombu's publish failures) are mapped onto the
+same kinds by `worker.support.classify`, which knows the drivers; this module does not.
 """
 
 from __future__ import annotations
 
 import enum
-
-import psycopg
-import redis
-import requests
-from kombu.exceptions import BatchPublishError
-from kombu.exceptions import OperationalError as KombuOperationalError
-from psycopg import errors as pg_errors
-from psycopg_pool import PoolTimeout
 
 
 class ErrorKind(enum.Enum):
@@ -112,44 +103,3 @@ class NoIdAvailable(PermanentError):
 
 class InvalidInput(PermanentError):
     """Raised when an operator's or caller's input breaks a documented rule."""
-
-
-# A transaction that lost a race with another: the same work succeeds when tried again.
-_RACES: tuple[type[BaseException], ...] = (
-    pg_errors.SerializationFailure,
-    pg_errors.DeadlockDetected,
-    pg_errors.LockNotAvailable,
-)
-
-# A server went away, refused us or did not answer in time.
-_UNREACHABLE: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,
-    PoolTimeout,
-    redis.ConnectionError,
-    redis.TimeoutError,
-    KombuOperationalError,
-    requests.ConnectionError,
-    requests.Timeout,
-    ConnectionError,
-    TimeoutError,
-)
-
-
-def classify(exc: BaseException) -> ErrorKind:
-    """The kind of failure exc is (see the module docstring for the whole table)."""
-    if isinstance(exc, BatchPublishError) and exc.__cause__ is not None:
-        # kombu wraps whatever broke the publish (Redis gone mid-batch, say): a step whose
-        # next messages may or may not have gone out is retried when that is (every step is
-        # idempotent, so a message sent twice changes nothing).
-        return classify(exc.__cause__)
-    if isinstance(exc, InvalidInput | BadPayload):
-        return ErrorKind.BAD_INPUT
-    if isinstance(exc, PermanentError):
-        return ErrorKind.PERMANENT
-    if isinstance(exc, _RACES):
-        return ErrorKind.TRANSIENT
-    if isinstance(exc, (Unavailable, *_UNREACHABLE)):
-        return ErrorKind.UNAVAILABLE
-    if isinstance(exc, RetryableError):
-        return ErrorKind.TRANSIENT
-    return ErrorKind.PERMANENT

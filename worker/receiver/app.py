@@ -37,7 +37,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from worker.domain import tokens
-from worker.domain.errors import BadPayload, JiraSyncError, classify
+from worker.domain.errors import BadPayload, JiraSyncError
 from worker.domain.event import read_event
 from worker.jira import linking
 from worker.jira.linking import CALLBACK_PATH, WEBHOOK_PREFIX
@@ -45,9 +45,10 @@ from worker.receiver import limits, metrics, payload, signatures
 from worker.receiver.intake import AuthCache, DeliveryWriter, Publisher, WebhookAuth
 from worker.receiver.readiness import Readiness
 from worker.receiver.sightings import Sightings
-from worker.runtime.logs import configure_logging
 from worker.runtime.resources import Resources, open_resources
 from worker.store.queries import deliveries as q
+from worker.support.classify import classify
+from worker.support.logs import configure_logging
 
 log = logging.getLogger("jira_sync.receiver")
 

@@ -12,19 +12,18 @@ and failed-task records per status) are read by one short transaction at most ev
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 
+from config.settings import receiver_metrics_folder
+
 # Multiprocess mode must be chosen before prometheus_client is first imported.
-# WEB_CONCURRENCY is the Procfile's knob for the number of uvicorn processes.
-MULTIPROCESS = int(os.environ.get("WEB_CONCURRENCY", "1") or "1") > 1
-if MULTIPROCESS and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    # uvicorn's supervisor is the parent of every receiver process: one folder per supervisor.
-    _folder = os.path.join(tempfile.gettempdir(), f"jira-sync-metrics-{os.getppid()}")
-    os.makedirs(_folder, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _folder
+_FOLDER = receiver_metrics_folder(os.environ)
+MULTIPROCESS = _FOLDER is not None
+if _FOLDER is not None:
+    os.makedirs(_FOLDER, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _FOLDER
 
 from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,

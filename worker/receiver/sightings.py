@@ -11,12 +11,12 @@ from collections import Counter
 
 import anyio.to_thread
 
-from worker.domain.errors import classify
 from worker.receiver import metrics
 from worker.receiver.periodic import Periodic
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import integrations as iq
+from worker.support.classify import classify
 
 log = logging.getLogger("jira_sync.receiver")
 

@@ -18,8 +18,9 @@ from celery.signals import (
 
 from config.celery import celery_config, dead_letter_queue
 from config.settings import get_settings
-from worker.runtime import logs, resources
-from worker.runtime.logs import configure_logging
+from worker.runtime import resources
+from worker.support import logs
+from worker.support.logs import configure_logging
 
 TASK_MODULES = [
     "tasks.changelog",

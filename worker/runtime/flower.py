@@ -13,10 +13,8 @@ def main() -> None:
     if not settings.flower_basic_auth:
         sys.exit("flower: FLOWER_BASIC_AUTH is not set (user:password); Flower never runs open")
     # Flower reads FLOWER_BASIC_AUTH from the environment itself: the password stays off argv.
-    port = os.environ.get("FLOWER_PORT", "5555")
-    address = os.environ.get("FLOWER_ADDRESS", "127.0.0.1")
     argv = [sys.executable, "-m", "celery", "-A", "worker.runtime.app", "flower",
-            f"--port={port}", f"--address={address}"]  # fmt: skip
+            f"--port={settings.flower_port}", f"--address={settings.flower_address}"]  # fmt: skip
     os.execv(sys.executable, argv)
 
 

@@ -10,9 +10,9 @@ import redis
 from psycopg_pool import ConnectionPool
 
 from config.settings import Settings, get_settings
-from worker.runtime.logs import register_secret
 from worker.store.crypto import Vault
 from worker.store.db import Connection, open_pool
+from worker.support.logs import register_secret
 
 
 @dataclass

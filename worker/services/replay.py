@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING
 
 from celery import Celery
 
-from worker.domain.errors import BrokerUnavailable, ErrorKind, classify
+from worker.domain.errors import BrokerUnavailable, ErrorKind
 from worker.runtime.publish import StepCall, batch_sender
 from worker.store.db import Connection, transaction
 from worker.store.queries import failed_tasks as q
 from worker.store.queries.failed_tasks import FailedTask, Filters
+from worker.support.classify import classify
 
 if TYPE_CHECKING:
     from worker.runtime.resources import Resources

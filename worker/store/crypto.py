@@ -8,7 +8,7 @@ import hashlib
 from cryptography.fernet import Fernet, InvalidToken
 
 from worker.domain.errors import PermanentError
-from worker.runtime.logs import register_secret
+from worker.support.logs import register_secret
 
 
 class Vault:

@@ -12,7 +12,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from worker.domain.errors import DatabaseUnavailable, classify
+from worker.domain.errors import DatabaseUnavailable
+from worker.support.classify import classify
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from worker.domain.errors import DatabaseUnavailable
-from worker.runtime.logs import scrub
 from worker.store.db import transaction
 from worker.store.queries import failed_tasks as q_failed
+from worker.support.logs import scrub
 
 if TYPE_CHECKING:
     from worker.runtime.resources import Resources
