@@ -44,6 +44,7 @@ from worker.domain.reconcile import assignee_mark
 from worker.runtime.app import app
 from worker.store.db import Connection, transaction
 from worker.store.queries import deliveries as q_deliveries
+from worker.store.queries import effects as q_effects
 from worker.store.queries import inbound as q
 from worker.support.classify import classify
 
@@ -96,7 +97,7 @@ def _sync_batch(step: Step, delivery_ids: list[int]) -> list[tuple[int, int, str
 
 def _plan(
     conn: Connection, unplanned: list[tuple[q.LockedDelivery, IssueEvent]]
-) -> tuple[list[Finished], list[q.Effect]]:
+) -> tuple[list[Finished], list[q_effects.Effect]]:
     """Decide per group what each event asks and store it (one INSERT); an outcome for the
     whole delivery finishes it instead. Returns those finished and the effects stored."""
     finished: list[Finished] = []
@@ -127,14 +128,15 @@ def _plan(
     }
     projects = sorted({g.project_id for gs in groups_of.values() for g in gs})
     teams = q.project_teams(conn, projects) if emails and projects else {}
-    planned: list[q.Effect] = []
+    planned: list[q_effects.Effect] = []
     for delivery, event, change in acting:
         groups = groups_of[delivery.id]
         if not groups:
             finished.append(_finish(conn, delivery.id, event, Outcome.NO_AFFECTED_GROUPS))
         elif change.action is Action.DEASSIGN:
             planned += [
-                q.Effect(delivery.id, g.id, str(Action.DEASSIGN), None, PENDING) for g in groups
+                q_effects.Effect(delivery.id, g.id, str(Action.DEASSIGN), None, PENDING)
+                for g in groups
             ]
         else:
             assert change.email is not None
@@ -142,10 +144,12 @@ def _plan(
             for g in groups:
                 user_id = choose_user(candidates, teams.get(g.project_id, set()))
                 outcome = PENDING if user_id is not None else str(Outcome.USER_NOT_FOUND)
-                planned.append(q.Effect(delivery.id, g.id, str(Action.ASSIGN), user_id, outcome))
+                planned.append(
+                    q_effects.Effect(delivery.id, g.id, str(Action.ASSIGN), user_id, outcome)
+                )
     if planned:
         # The delivery rows are locked and had no effects: these are exactly what is stored.
-        q.insert_effects(conn, planned)
+        q_effects.insert_effects(conn, planned)
     return finished, planned
 
 
@@ -319,7 +323,9 @@ def _store_and_finish(
     conn: Connection, results: list[tuple[tuple[int, int], Applied]]
 ) -> list[Finished]:
     # What became of each change decided now, in one statement before the finishing reads.
-    q.set_effect_outcomes(conn, [(d, g, str(r.outcome)) for (d, g), r in results if r.decided_now])
+    q_effects.set_effect_outcomes(
+        conn, [(d, g, str(r.outcome)) for (d, g), r in results if r.decided_now]
+    )
     return _finish_settled(conn, sorted({d for (d, _), _ in results}))
 
 

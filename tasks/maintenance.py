@@ -23,8 +23,8 @@ from worker.runtime.resources import Resources
 from worker.services import failures
 from worker.store.db import transaction
 from worker.store.queries import deliveries as q
+from worker.store.queries import effects as q_effects
 from worker.store.queries import group_status as q_status
-from worker.store.queries import inbound as q_inbound
 from worker.store.queries import reconcile as q_reconcile
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,11 @@ def sweep_deliveries(self: Step) -> int:
     with transaction(self.resources.pool) as conn:
         stalled = q.stalled_delivery_ids(conn, stalled_after_s(settings), SWEEP_BATCH)
         resent = relay.enqueue(app, conn, stalled)
-        changes = q_inbound.side_effects_stalled(conn, stalled_after_s(settings), SWEEP_BATCH)
+        changes = q_effects.side_effects_stalled(conn, stalled_after_s(settings), SWEEP_BATCH)
         if changes:
             with batch_sender(app) as send:
                 send(pipeline.side_effects(changes))
-            q_inbound.touch_effects(conn, [(d, g) for d, g, _ in changes])
+            q_effects.touch_effects(conn, [(d, g) for d, g, _ in changes])
         moves = q_status.take_stalled_status_moves(conn, stalled_after_s(settings), SWEEP_BATCH)
         by_source: dict[int | None, list[int]] = {}
         for group_id, source in moves:

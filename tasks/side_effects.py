@@ -24,6 +24,7 @@ from worker.jira.api import JiraClient, client_for_integration
 from worker.runtime.app import app
 from worker.runtime.resources import Resources
 from worker.store.db import Connection, transaction
+from worker.store.queries import effects as q_effects
 from worker.store.queries import inbound as q
 from worker.store.queries import reconcile as q_reconcile
 
@@ -65,7 +66,7 @@ def outbound_sync(
     recorded in outbound_call and in the failed-task store."""
     batch = changes_of(changes, legacy)
     with transaction(self.resources.pool) as conn:
-        targets = q.outbound_targets(conn, batch)
+        targets = q_effects.outbound_targets(conn, batch)
     clients: dict[int, JiraClient] = {}
     try:
         pushed = self.each(
@@ -77,14 +78,14 @@ def outbound_sync(
             client.close()
     # The last side effect sent: once it finished, the sweep has nothing to send again.
     with transaction(self.resources.pool) as conn:
-        q.mark_side_effects_done(conn, [change for change, _ in pushed])
+        q_effects.mark_side_effects_done(conn, [change for change, _ in pushed])
     return sum(count for _, count in pushed)
 
 
 def _push_change(
     step: Step,
     change: tuple[int, int],
-    targets: list[q.OutboundTarget],
+    targets: list[q_effects.OutboundTarget],
     clients: dict[int, JiraClient],
     external_issue_id: int | None,
 ) -> tuple[tuple[int, int], int]:
@@ -116,7 +117,7 @@ def _push(
     step: Step,
     delivery_id: int,
     group_id: int,
-    target: q.OutboundTarget,
+    target: q_effects.OutboundTarget,
     clients: dict[int, JiraClient],
     replaying: int | None,
 ) -> JiraRejected | NotFound | None:
@@ -131,7 +132,9 @@ def _push(
         "integration_id": target.integration_id,
     }
     with transaction(res.pool) as conn:
-        called = q.outbound_called(conn, delivery_id, group_id).get(target.external_issue_id)
+        called = q_effects.outbound_called(conn, delivery_id, group_id).get(
+            target.external_issue_id
+        )
         wanted, emails = _wanted(conn, group_id)
     # A failed call is tried again only by the replay of its record.
     if called == "done" or (called == "failed" and replaying != target.external_issue_id):
@@ -154,7 +157,7 @@ def _push(
             now, now_emails = _wanted(conn, group_id)
             if now == wanted:
                 status, detail = ("failed", str(refused)) if refused else ("done", "")
-                q.record_outbound_call(
+                q_effects.record_outbound_call(
                     conn, delivery_id, group_id, target.external_issue_id, status, detail
                 )
                 if refused is None:  # the reconciliation sweep must not feed our own push back
@@ -178,7 +181,7 @@ class GroupBusy(RetryableError):
 def _wanted(conn: Connection, group_id: int) -> tuple[Assignee | None, list[str]]:
     """The group's assignee now, and the emails to look its Jira user up by."""
     current = q.assignee(conn, group_id)
-    emails = q.user_emails(conn, current.user_id) if current and current.user_id else []
+    emails = q_effects.user_emails(conn, current.user_id) if current and current.user_id else []
     return current, emails
 
 

@@ -27,7 +27,7 @@ from tests.webhooks import (
     url,
 )
 from worker.domain import tokens
-from worker.jira import linking
+from worker.jira import admin
 from worker.jira.linking import CALLBACK_PATH
 from worker.receiver.app import UNAUTHORIZED, create_app
 from worker.receiver.intake import KNOWN_REFRESH_S, AuthCache
@@ -113,8 +113,8 @@ def test_every_abusive_token_gets_the_one_401_body(client: TestClient, res: Reso
 
 def test_rotated_out_secret_gets_the_same_401(client: TestClient, res: Resources) -> None:
     old = tokens.issue(EXTERNAL_ID, SECRET)
-    linking.rotate_secret(res, 1)
-    linking.finish_rotation(res, 1)
+    admin.rotate_secret(res, 1)
+    admin.finish_rotation(res, 1)
     unknown = client.post(url(tokens.issue("jira.nowhere.test:x", SECRET)), content=b"{}")
     for _ in range(50):  # the receiver's secret cache refreshes within a second
         answer = client.post(url(old), content=body(payload()), headers=JSON)

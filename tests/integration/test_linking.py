@@ -14,7 +14,7 @@ from tests.fakejira import CONSUMER_KEY, FakeJira, rsa_keypair
 from tests.webhooks import JSON, body, payload
 from worker.domain import tokens
 from worker.domain.errors import InvalidInput, JiraRejected, JiraUnavailable, NotFound
-from worker.jira import linking
+from worker.jira import admin, linking
 from worker.receiver.app import create_app
 from worker.runtime.resources import Resources
 
@@ -70,7 +70,7 @@ def test_link_through_the_callback_stores_integration_and_registers_webhook(
     assert page.status_code == 200
     assert "text/html" in page.headers["content-type"]
     assert "webhook is registered" in page.text
-    (integration,) = linking.list_view(res)
+    (integration,) = admin.list_view(res)
     assert integration["external_id"] == f"{urlsplit(fake_jira.base_url).netloc}:{CONSUMER_KEY}"
     assert integration["base_url"] == fake_jira.base_url
     assert [o["organization"] for o in integration["organizations"]] == ["acme", "beta"]
@@ -78,7 +78,7 @@ def test_link_through_the_callback_stores_integration_and_registers_webhook(
         o["reverse_assignment"] or o["forward_assignment"] for o in integration["organizations"]
     )
     (hook,) = fake_jira.webhooks
-    assert hook["url"] == linking.get_webhook_url(res, integration["id"])
+    assert hook["url"] == admin.get_webhook_url(res, integration["id"])
     assert hook["events"] == ["jira:issue_created", "jira:issue_updated"]
     assert all(call.signed for call in fake_jira.calls)
     assert counts(res)["pending_link"] == 0
@@ -263,7 +263,7 @@ def test_relink_issues_a_fresh_secret_and_retires_the_old_one_at_once(
 ) -> None:
     first = linking.complete(res, _approved(res, fake_jira))
     old_path = urlsplit(first.webhook_url).path
-    linking.rotate_secret(res, first.integration_id)  # even mid-rotation
+    admin.rotate_secret(res, first.integration_id)  # even mid-rotation
     second = _relink(res, fake_jira)
     assert second.integration_id == first.integration_id and not second.created
     assert second.webhook_url != first.webhook_url
@@ -292,7 +292,7 @@ def test_relink_keeps_a_disabled_integration_disabled_unless_enabled(
     res: Resources, orgs: None, fake_jira: FakeJira, receiver: TestClient
 ) -> None:
     first = linking.complete(res, _approved(res, fake_jira))
-    assert linking.disable(res, first.integration_id)
+    assert admin.disable(res, first.integration_id)
     again = _relink(res, fake_jira)
     assert not again.active
     assert "stays disabled" in linking.completion_message(again)
@@ -313,7 +313,7 @@ def test_external_id_is_host_and_consumer_key_cut_to_64() -> None:
 
 def test_configure_turns_sync_switches_on(res: Resources, orgs: None, fake_jira: FakeJira) -> None:
     result = linking.complete(res, _approved(res, fake_jira))
-    config = linking.configure(res, result.integration_id, "acme", {"reverse": True})
+    config = admin.configure(res, result.integration_id, "acme", {"reverse": True})
     assert config == {"sync_reverse_assignment": True, "sync_forward_assignment": False}
     with pytest.raises(NotFound, match="nowhere"):
-        linking.configure(res, result.integration_id, "nowhere", {"forward": True})
+        admin.configure(res, result.integration_id, "nowhere", {"forward": True})

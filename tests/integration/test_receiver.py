@@ -29,7 +29,7 @@ from tests.webhooks import (
     url,
 )
 from worker.domain import tokens
-from worker.jira import linking
+from worker.jira import admin
 from worker.receiver.app import UNAUTHORIZED, create_app
 from worker.receiver.intake import AuthCache
 from worker.receiver.readiness import PROBE_EVERY_S
@@ -297,14 +297,14 @@ def test_rotation_accepts_old_and_new_secret_until_finished(
     client: TestClient, res: Resources
 ) -> None:
     old_token = tokens.issue(EXTERNAL_ID, SECRET)
-    new_url = linking.rotate_secret(res, 1).webhook_url
+    new_url = admin.rotate_secret(res, 1).webhook_url
     new_token = new_url.rstrip("/").rsplit("/", 1)[1]
     assert post(client, payload(), token=new_token).status_code == 202
     assert post(client, payload(), token=old_token).status_code == 202
     # The old secret just verified a delivery: finishing now would cut a Jira off.
     wait_for(lambda: old_secret_use_noted(res, 1), 10, "the old secret's use to be noted")
-    assert linking.finish_rotation(res, 1) is linking.Finish.OLD_SECRET_IN_USE
-    assert linking.finish_rotation(res, 1, force=True) is linking.Finish.FINISHED
+    assert admin.finish_rotation(res, 1) is admin.Finish.OLD_SECRET_IN_USE
+    assert admin.finish_rotation(res, 1, force=True) is admin.Finish.FINISHED
     wait_for(
         lambda: post(client, payload(), token=old_token).status_code == 401,
         10,
@@ -317,7 +317,7 @@ def test_disabling_an_integration_refuses_its_deliveries(
     client: TestClient, res: Resources
 ) -> None:
     assert post(client).status_code == 202
-    linking.disable(res, 1)
+    admin.disable(res, 1)
     wait_for(lambda: post(client).status_code == 401, 10, "the disabled integration to be refused")
 
 
@@ -333,7 +333,7 @@ def test_a_load_overtaken_by_a_disable_does_not_keep_the_integration_accepted(
         if not raced:  # ...and disabled before the read is cached
             raced.append(external_id)
             heard = self._changes
-            linking.disable(res, 1)
+            admin.disable(res, 1)
             deadline = time.monotonic() + 10
             while self._changes == heard and time.monotonic() < deadline:
                 time.sleep(0.01)  # until the announcement reached the listener

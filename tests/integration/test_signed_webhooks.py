@@ -30,7 +30,7 @@ from tests.webhooks import (
 )
 from worker.cli import main
 from worker.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from worker.jira import linking
+from worker.jira import admin, linking
 from worker.receiver.app import UNAUTHORIZED, create_app
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
@@ -149,12 +149,12 @@ def test_abusive_signatures_all_get_the_one_401(
 def test_signature_not_required_lets_unsigned_in_but_still_checks_a_sent_one(
     signing: None, client: TestClient, res: Resources
 ) -> None:
-    assert linking.require_signature(res, 1, False)
+    assert admin.require_signature(res, 1, False)
     data = body(payload())
     wait_for(lambda: post(client, data).status_code == 202, 5, "unsigned delivery accepted")
     other = body(payload())
     assert post(client, other, {**JSON, "X-Hub-Signature": signature(data)}).status_code == 401
-    assert linking.require_signature(res, 1, True)
+    assert admin.require_signature(res, 1, True)
     wait_for(lambda: post(client, other).status_code == 401, 5, "unsigned refused again")
 
 
@@ -228,7 +228,7 @@ def test_link_on_9x_registers_unsigned_on_the_old_api_and_keeps_working(
     assert "configuration" not in hook
     assert fake_jira.calls_to(HOOKS_10) == []
     assert len(fake_jira.calls_to(LEGACY_HOOKS, "POST")) == 1
-    (row,) = linking.list_view(res)
+    (row,) = admin.list_view(res)
     assert (row["server_version"], row["deployment_type"]) == ("9.12.2", "Server")
     assert (row["signed"], row["require_signature"]) == (False, False)
     assert deliver(client, fake_jira, payload()) == [202]
@@ -312,7 +312,7 @@ def test_refresh_after_an_upgrade_to_10_signs_the_same_webhook(
 ) -> None:
     result = link(res, fake_jira)
     data_center_10(fake_jira)
-    server = linking.refresh_server_info(res, result.integration_id)
+    server = admin.refresh_server_info(res, result.integration_id)
     assert server.signs_webhooks
     (hook,) = fake_jira.webhooks
     assert hook["configuration"]["SECRET"]
@@ -329,7 +329,7 @@ def test_refresh_after_an_upgrade_to_10_signs_the_same_webhook(
         "unsigned refused after the upgrade",
     )
     assert deliver(client, fake_jira, payload()) == [202]
-    linking.refresh_server_info(res, result.integration_id)  # idempotent: same secret
+    admin.refresh_server_info(res, result.integration_id)  # idempotent: same secret
     assert fake_jira.webhooks[0]["configuration"] == hook["configuration"]
 
 
@@ -342,7 +342,7 @@ def test_rotation_keeps_both_signing_secrets_until_finished(
 ) -> None:
     result = link(res, data_center_10(fake_jira))
     in_flight = fake_jira.outgoing(body(payload()))  # signed with the old secret and URL
-    rotation = linking.rotate_secret(res, result.integration_id)
+    rotation = admin.rotate_secret(res, result.integration_id)
     assert rotation.signed and rotation.jira_error is None
     (hook,) = fake_jira.webhooks
     assert hook["url"] == rotation.webhook_url

@@ -20,7 +20,7 @@ from worker.cli.common import (
 )
 from worker.domain.errors import JiraRejected, JiraUnavailable, NotFound
 from worker.domain.reconcile import MIN_INTERVAL_S
-from worker.jira import linking
+from worker.jira import admin, linking
 from worker.runtime import resources
 from worker.store.db import transaction
 from worker.store.queries import reconcile as q_reconcile
@@ -166,7 +166,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = linking.list_view(resources.current())
+    rows = admin.list_view(resources.current())
     if args.json:
         emit_json(rows)
         return EXIT_OK
@@ -194,16 +194,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_webhook_url(args: argparse.Namespace) -> int:
     # The one command whose purpose is to reveal the token: written unscrubbed.
-    sys.stdout.write(linking.get_webhook_url(resources.current(), args.id) + "\n")
+    sys.stdout.write(admin.get_webhook_url(resources.current(), args.id) + "\n")
     return EXIT_OK
 
 
 def cmd_rotate_secret(args: argparse.Namespace) -> int:
     res = resources.current()
     if args.finish:
-        finished = linking.finish_rotation(res, args.id, force=args.force)
-        if finished is linking.Finish.OLD_SECRET_IN_USE:
-            minutes = linking.OLD_SECRET_QUIET_S // 60
+        finished = admin.finish_rotation(res, args.id, force=args.force)
+        if finished is admin.Finish.OLD_SECRET_IN_USE:
+            minutes = admin.OLD_SECRET_QUIET_S // 60
             echo(
                 f"Not finished: the old secret of integration {args.id} verified a delivery in "
                 f"the last {minutes} minutes, so Jira still uses the old URL or signing secret. "
@@ -211,12 +211,12 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
                 "run this again, or add --force to cut it off now."
             )
             return EXIT_FAILED
-        if finished is linking.Finish.FINISHED:
+        if finished is admin.Finish.FINISHED:
             echo(f"Rotation finished: integration {args.id} accepts only the new secret.")
         else:
             echo("Nothing to do: no rotation in progress.")
         return EXIT_OK
-    rotation = linking.rotate_secret(res, args.id)
+    rotation = admin.rotate_secret(res, args.id)
     echo(f"New secret for integration {args.id}; old and new both verify until --finish.")
     echo(f"New webhook URL: {linking.masked(rotation.webhook_url)}")
     if rotation.jira_error is None:
@@ -258,18 +258,18 @@ def cmd_configure(args: argparse.Namespace) -> int:
     res = resources.current()
     if args.refresh_server_info:
         try:
-            server = linking.refresh_server_info(res, args.id)
+            server = admin.refresh_server_info(res, args.id)
         except (JiraUnavailable, JiraRejected) as exc:
             raise _jira_error(exc) from None
         echo(f"Integration {args.id}: webhook registered in {linking.describe(server)}")
     if args.require_signature is not None:
-        changed = linking.require_signature(res, args.id, args.require_signature)
+        changed = admin.require_signature(res, args.id, args.require_signature)
         required = "required" if args.require_signature else "not required (checked when sent)"
         echo(f"Integration {args.id}: signature {required}" + ("" if changed else ", unchanged"))
     if switches:
-        config = linking.configure(res, args.id, args.organization, switches)
+        config = admin.configure(res, args.id, args.organization, switches)
         state = {
-            name: "on" if config.get(key) else "off" for name, key in linking.SYNC_SWITCHES.items()
+            name: "on" if config.get(key) else "off" for name, key in admin.SYNC_SWITCHES.items()
         }
         echo(
             f"Integration {args.id}, {args.organization}: reverse assignment {state['reverse']}, "
@@ -296,7 +296,7 @@ def _configure_reconcile(integration_id: int, enabled: bool | None, interval_s: 
 
 
 def cmd_map_status(args: argparse.Namespace) -> int:
-    linking.map_status(
+    admin.map_status(
         resources.current(),
         args.id,
         args.organization,
@@ -313,7 +313,7 @@ def cmd_map_status(args: argparse.Namespace) -> int:
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
-    if linking.disable(resources.current(), args.id):
+    if admin.disable(resources.current(), args.id):
         echo(f"Integration {args.id} disabled: its webhooks are refused.")
     else:
         echo(f"Nothing to do: integration {args.id} is already disabled.")
