@@ -30,7 +30,7 @@ from worker.domain import tokens
 from worker.jira import admin
 from worker.jira.linking import CALLBACK_PATH
 from worker.receiver.app import UNAUTHORIZED, create_app
-from worker.receiver.intake import KNOWN_REFRESH_S, AuthCache
+from worker.receiver.authcache import KNOWN_REFRESH_S, AuthCache
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import integrations as iq

@@ -31,7 +31,7 @@ from tests.webhooks import (
 from worker.domain import tokens
 from worker.jira import admin
 from worker.receiver.app import UNAUTHORIZED, create_app
-from worker.receiver.intake import AuthCache
+from worker.receiver.authcache import AuthCache
 from worker.receiver.readiness import PROBE_EVERY_S
 from worker.runtime.resources import Resources
 from worker.store.db import transaction

@@ -42,7 +42,8 @@ from worker.domain.event import read_event
 from worker.jira import linking
 from worker.jira.linking import CALLBACK_PATH, WEBHOOK_PREFIX
 from worker.receiver import limits, metrics, payload, signatures
-from worker.receiver.intake import AuthCache, DeliveryWriter, Publisher, WebhookAuth
+from worker.receiver.authcache import AuthCache, WebhookAuth
+from worker.receiver.intake import DeliveryWriter, Publisher
 from worker.receiver.readiness import Readiness
 from worker.receiver.sightings import Sightings
 from worker.runtime.resources import Resources, open_resources
