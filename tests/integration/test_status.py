@@ -22,7 +22,7 @@ from tests.conftest import ROOT, Servers, WorkerProcess, receiver_process, wait_
 from tests.webhooks import JSON, body, load_integrations, payload, url
 from worker.cli import main
 from worker.cli.common import EXIT_OK
-from worker.cli.status import EXIT_ATTENTION
+from worker.cli.overview import EXIT_ATTENTION
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import deliveries as dq

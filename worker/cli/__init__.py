@@ -28,14 +28,15 @@ from worker.support.logs import configure_logging
 
 # Each module adds its subcommands with register(subparsers); each handler returns an exit code.
 COMMAND_MODULES = [
-    "worker.cli.core",
+    "worker.cli.setup",
+    "worker.cli.groups",
     "worker.cli.integrations",
     "worker.cli.deliveries",
     "worker.cli.projects",
     "worker.cli.snowflake",
     "worker.cli.cache",
     "worker.cli.failed",
-    "worker.cli.status",
+    "worker.cli.overview",
     "worker.cli.reconcile",
 ]
 

@@ -38,7 +38,7 @@ from prometheus_client.core import GaugeMetricFamily  # noqa: E402
 
 from worker.runtime.resources import Resources  # noqa: E402
 from worker.store.db import transaction  # noqa: E402
-from worker.store.queries import status as q  # noqa: E402
+from worker.store.queries import overview as q  # noqa: E402
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 STORE_REFRESH_S = 10.0

@@ -1,41 +1,25 @@
-"""`jira-sync migrate`, `load FILE.json` and `group show|resolve|unresolve ID`."""
+"""`jira-sync group show|resolve|unresolve ID`: a group as it is here, and moving its status."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg_pool import PoolTimeout
-
-from config.settings import get_settings
 from tasks import pipeline
 from worker.cli.common import (
     EXIT_OK,
-    EXIT_UNAVAILABLE,
-    CliError,
     echo,
     emit_json,
-    progress,
     table,
 )
 from worker.domain.status import GroupStatus
 from worker.runtime import resources
-from worker.services import groups, loader
-from worker.store.db import migrate
+from worker.services import groups
 from worker.support.classify import classify
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("migrate", help="apply database migrations (safe to run twice)")
-    p.set_defaults(handler=cmd_migrate)
-
-    p = sub.add_parser("load", help="import reference data from a JSON file (idempotent)")
-    p.add_argument("file", type=Path)
-    p.set_defaults(handler=cmd_load)
-
     group = sub.add_parser("group", help="inspect groups").add_subparsers(
         dest="group_command", required=True, metavar="COMMAND"
     )
@@ -49,32 +33,6 @@ def register(sub: Any) -> None:
         )
         p.add_argument("id", type=int)
         p.set_defaults(handler=cmd_group_status, status=status)
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    try:
-        applied = migrate(get_settings().database_url)
-    except (psycopg.Error, PoolTimeout) as exc:
-        if not classify(exc).retryable:
-            raise
-        raise CliError(f"cannot reach DATABASE_URL: {exc}", EXIT_UNAVAILABLE) from exc
-    echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
-    return EXIT_OK
-
-
-def cmd_load(args: argparse.Namespace) -> int:
-    try:
-        doc = json.loads(Path(args.file).read_text())
-    except FileNotFoundError:
-        raise CliError(f"{args.file}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"{args.file}: cannot read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise CliError(f"{args.file}: not valid JSON: {exc}") from None
-    with progress(loader.row_count(doc), "loading") as bar:
-        result = loader.load_scene(resources.current(), doc, progress=bar)
-    echo(", ".join(f"{n} {section}" for section, n in result.counts.items() if n) or "empty")
-    return EXIT_OK
 
 
 def cmd_group_show(args: argparse.Namespace) -> int:

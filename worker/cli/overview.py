@@ -36,8 +36,8 @@ from worker.runtime import resources
 from worker.runtime.broker import queue_depths
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
+from worker.store.queries import overview as q
 from worker.store.queries import reconcile as q_reconcile
-from worker.store.queries import status as q
 from worker.store.queries.failed_tasks import Filters, counts_by_error
 
 EXIT_ATTENTION = EXIT_FAILED  # something needs an operator
