@@ -42,10 +42,20 @@ OUTBOUND_STATUS = "jira_sync.effects.outbound_status"
 
 
 GROUP_STEPS = {"assign": ASSIGN, "deassign": DEASSIGN}
-# After a group's assignee changed (SPEC 4.3, 4.4): caches first, then the other trackers.
+# The one list of side effects, in the order they are sent after a group's assignee changed
+# (SPEC 4.3, 4.4), each with the actions it follows: caches first, then the other trackers.
+# Outbound sync marks a change's side effects done, so it must stay last: a step after it
+# could still be running when the change counts as finished.
+SIDE_EFFECT_STEPS: tuple[tuple[str, frozenset[str]], ...] = (
+    (PURGE_ASSIGNEE_EXISTS, frozenset({"assign", "deassign"})),
+    (PURGE_OWNERS_DEBOUNCE, frozenset({"deassign"})),
+    (OUTBOUND_SYNC, frozenset({"assign", "deassign"})),
+)
+if SIDE_EFFECT_STEPS[-1][0] != OUTBOUND_SYNC:
+    raise RuntimeError("outbound sync marks a change's side effects done: it must run last")
 SIDE_EFFECTS = {
-    "assign": (PURGE_ASSIGNEE_EXISTS, OUTBOUND_SYNC),
-    "deassign": (PURGE_ASSIGNEE_EXISTS, PURGE_OWNERS_DEBOUNCE, OUTBOUND_SYNC),
+    action: tuple(step for step, follows in SIDE_EFFECT_STEPS if action in follows)
+    for action in GROUP_STEPS
 }
 
 Change = tuple[int, int]  # (delivery id, group id)
@@ -119,10 +129,9 @@ def side_effects(changes: Iterable[tuple[int, int, str]]) -> list[StepCall]:
     for delivery_id, group_id, action in changes:
         for name in SIDE_EFFECTS[action]:
             by_step.setdefault(name, []).append([delivery_id, group_id])
-    order = [PURGE_ASSIGNEE_EXISTS, PURGE_OWNERS_DEBOUNCE, OUTBOUND_SYNC]
     return [
         StepCall(name, {"changes": b})
-        for name in order
+        for name, _ in SIDE_EFFECT_STEPS
         if name in by_step
         for b in batches(by_step[name])
     ]
@@ -147,7 +156,7 @@ def rest_of_chain(step: str) -> list[str]:
     if step == SYNC_STATUS:
         return [f"{SYNC} (if the assignee changed) + {OUTBOUND_STATUS}", *rest_of_chain(SYNC)]
     if step == SYNC:
-        every_effect = dict.fromkeys(name for names in SIDE_EFFECTS.values() for name in names)
+        every_effect = [name for name, _ in SIDE_EFFECT_STEPS]
         return [" | ".join(GROUP_STEPS.values()), " + ".join(every_effect)]
     for action, name in GROUP_STEPS.items():
         if step == name:
