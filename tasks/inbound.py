@@ -42,6 +42,7 @@ from worker.domain.event import IssueEvent, parse_event
 from worker.domain.model import ActivityType, HistoryStatus
 from worker.domain.reconcile import assignee_mark
 from worker.runtime.app import app
+from worker.services import identities
 from worker.store.db import Connection, transaction
 from worker.store.queries import deliveries as q_deliveries
 from worker.store.queries import effects as q_effects
@@ -120,14 +121,25 @@ def _plan(
         conn, [(issues.get((d.integration_id, e.issue_key), []), e) for d, e, _ in acting]
     )
     linked = q.linked_groups(conn, sorted({i.id for rows in issues.values() for i in rows}))
-    emails = sorted({c.email.lower() for _, _, c in acting if c.email is not None})
-    user_teams = q.user_teams_by_emails(conn, emails) if emails else {}
     groups_of = {
         d.id: _affected_groups(issues.get((d.integration_id, e.issue_key), []), linked)
         for d, e, _ in acting
     }
+    assigning = [
+        identities.Wanted(
+            d.id,
+            d.integration_id,
+            c.identity,
+            c.email,
+            e.assignee_display_name,
+            e.assignee_name,
+        )
+        for d, e, c in acting
+        if c.action is Action.ASSIGN and groups_of[d.id]
+    ]
+    user_teams = identities.candidates(conn, assigning) if assigning else {}
     projects = sorted({g.project_id for gs in groups_of.values() for g in gs})
-    teams = q.project_teams(conn, projects) if emails and projects else {}
+    teams = q.project_teams(conn, projects) if assigning and projects else {}
     planned: list[q_effects.Effect] = []
     for delivery, event, change in acting:
         groups = groups_of[delivery.id]
@@ -139,8 +151,7 @@ def _plan(
                 for g in groups
             ]
         else:
-            assert change.email is not None
-            candidates = user_teams.get(change.email.lower(), {})
+            candidates = user_teams.get(delivery.id, {})
             for g in groups:
                 user_id = choose_user(candidates, teams.get(g.project_id, set()))
                 outcome = PENDING if user_id is not None else str(Outcome.USER_NOT_FOUND)
@@ -166,7 +177,7 @@ def _mark_issue_events(
             if is_newer(event.order, last[issue.id]):
                 last[issue.id], marks[issue.id] = event.order, event
     for issue_id, event in sorted(marks.items()):
-        mark = assignee_mark(event.assignee_present, event.assignee_email)
+        mark = assignee_mark(event.assignee_present, event.assignee_email, event.assignee_identity)
         q.mark_issue_event(conn, [issue_id], event.order, mark)
 
 

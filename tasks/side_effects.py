@@ -4,13 +4,15 @@ Outbound sync pushes the group's assignee as it is now (not as the delivery had 
 called with no transaction open; afterwards, holding the group lock (which every assignment
 change takes), the step checks that the assignee is still the one it pushed and pushes again
 if it changed meanwhile, so the last push to land always carries the newest state. Each
-target issue is recorded once per delivery (outbound_call).
+target issue is recorded once per delivery (outbound_call). The Jira user is the one the
+assignee is mapped to on that Jira (SPEC 14), else the assignable user with their e-mail.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
 
@@ -25,6 +27,7 @@ from worker.runtime.app import app
 from worker.runtime.resources import Resources
 from worker.store.db import Connection, transaction
 from worker.store.queries import effects as q_effects
+from worker.store.queries import identities as q_identities
 from worker.store.queries import inbound as q
 from worker.store.queries import reconcile as q_reconcile
 
@@ -135,26 +138,26 @@ def _push(
         called = q_effects.outbound_called(conn, delivery_id, group_id).get(
             target.external_issue_id
         )
-        wanted, emails = _wanted(conn, group_id)
+        wanted = _wanted(conn, group_id, target.integration_id)
     # A failed call is tried again only by the replay of its record.
     if called == "done" or (called == "failed" and replaying != target.external_issue_id):
         return None
     for _ in range(MAX_PUSHES):
-        if wanted is not None and wanted.user_id is None:
+        if wanted.assignee is not None and wanted.assignee.user_id is None:
             return None  # a team assignee has no Jira counterpart
         refused: JiraRejected | NotFound | None = None
         name, mark = None, assignee_mark(False, None)  # what Jira's assignee will be: nobody
         try:
             client = _client(res, clients, target.integration_id)
-            if wanted:
-                name, mark = _jira_username(client, target.key, emails)
+            if wanted.assignee is not None:
+                name, mark = _jira_username(client, target.key, wanted)
             client.set_assignee(target.key, name)
         except (JiraRejected, NotFound) as exc:
             refused = exc  # permanent for this issue only: the other issues still get theirs
         with transaction(res.pool) as conn:
             if q.lock_group(conn, group_id) is None:
                 return None
-            now, now_emails = _wanted(conn, group_id)
+            now = _wanted(conn, group_id, target.integration_id)
             if now == wanted:
                 status, detail = ("failed", str(refused)) if refused else ("done", "")
                 q_effects.record_outbound_call(
@@ -164,7 +167,7 @@ def _push(
                     q_reconcile.remember_jira_assignee(conn, [target.external_issue_id], mark)
         if now == wanted:
             break
-        wanted, emails = now, now_emails  # changed while Jira was called: push the newer one
+        wanted = now  # changed while Jira was called: push the newer one
     else:
         raise GroupBusy(f"group {group_id}'s assignee changed during {MAX_PUSHES} pushes")
     if refused is not None:
@@ -178,11 +181,24 @@ class GroupBusy(RetryableError):
     """Raised when a group's assignee kept changing while its outbound pushes were sent."""
 
 
-def _wanted(conn: Connection, group_id: int) -> tuple[Assignee | None, list[str]]:
-    """The group's assignee now, and the emails to look its Jira user up by."""
+@dataclass(frozen=True)
+class Wanted:
+    """The group's assignee now, and how to name that user on the target Jira: the identity
+    it is mapped to there (SPEC 14), else the emails to search for."""
+
+    assignee: Assignee | None
+    jira_user: tuple[str, str | None] | None = None
+    emails: tuple[str, ...] = ()
+
+
+def _wanted(conn: Connection, group_id: int, integration_id: int) -> Wanted:
     current = q.assignee(conn, group_id)
-    emails = q_effects.user_emails(conn, current.user_id) if current and current.user_id else []
-    return current, emails
+    if current is None or current.user_id is None:
+        return Wanted(current)
+    mapped = q_identities.jira_user_of(conn, current.user_id, integration_id)
+    if mapped is not None:
+        return Wanted(current, jira_user=mapped)
+    return Wanted(current, emails=tuple(q_effects.user_emails(conn, current.user_id)))
 
 
 def _client(res: Resources, clients: dict[int, JiraClient], integration_id: int) -> JiraClient:
@@ -191,9 +207,13 @@ def _client(res: Resources, clients: dict[int, JiraClient], integration_id: int)
     return clients[integration_id]
 
 
-def _jira_username(client: JiraClient, issue_key: str, emails: list[str]) -> tuple[str, str | None]:
-    """The assignable Jira user with one of these emails: (username, that email's mark)."""
-    for email in emails:
+def _jira_username(client: JiraClient, issue_key: str, wanted: Wanted) -> tuple[str, str | None]:
+    """The Jira user to assign: the mapped one (its username, looked up by user key when no
+    body showed it), else the assignable user with one of the emails; (username, mark)."""
+    if wanted.jira_user is not None:
+        identity, name = wanted.jira_user
+        return name or client.username_of_key(identity), assignee_mark(True, None, identity)
+    for email in wanted.emails:
         name = client.find_assignable_username(issue_key, email)
         if name is not None:
             return name, assignee_mark(True, email)

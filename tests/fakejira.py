@@ -208,11 +208,17 @@ class JiraUser:
     name: str
     email: str | None
     display_name: str = ""
+    # Jira Server 8+ keys users created since 8.0 (or renamed) as JIRAUSER<n>, not the name.
+    user_key: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.user_key or self.name
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "name": self.name,
-            "key": self.name,
+            "key": self.key,
             "displayName": self.display_name or self.name,
             "active": True,
         }
@@ -322,8 +328,10 @@ class FakeJira:
         self.access_tokens[token] = (secret, consumer_key)
         return token, secret
 
-    def add_user(self, name: str, email: str | None, display_name: str = "") -> JiraUser:
-        user = JiraUser(name, email, display_name)
+    def add_user(
+        self, name: str, email: str | None, display_name: str = "", key: str = ""
+    ) -> JiraUser:
+        user = JiraUser(name, email, display_name, key)
         self.users.append(user)
         return user
 
@@ -489,6 +497,14 @@ class FakeJira:
                 kept = {k: found[0][k] for k in ("id", "self") if k in found[0]}
                 self.webhooks[index] = {**call.json(), **kept}
                 return 200, json_type, json.dumps(self.webhooks[index])
+        if call.path == "/rest/api/2/user" and call.method == "GET":
+            # Jira Server's user resource: one user by `username` or by `key`; 404 when none.
+            wanted_key, wanted_name = call.query.get("key"), call.query.get("username")
+            for u in self.users:
+                if (wanted_key and u.key == wanted_key) or (wanted_name and u.name == wanted_name):
+                    return 200, json_type, json.dumps(u.as_json())
+            missing = {"errorMessages": ["The user named '{0}' does not exist"], "errors": {}}
+            return 404, json_type, json.dumps(missing)
         if call.path == "/rest/api/2/user/assignable/search" and call.method == "GET":
             needle = call.query.get("username", "").casefold()
             found = [

@@ -131,12 +131,21 @@ def test_unassign_when_already_unassigned_changes_nothing(
     assert (state.assignee, state.activity, state.history) == (None, [], [])
 
 
-def test_assignee_without_email_is_recorded_and_changes_nothing(
+def test_assignee_without_email_or_identity_is_recorded_and_changes_nothing(
+    res: Resources, acme: dict[str, Any]
+) -> None:
+    faceless = {"displayName": "Ann A."}
+    delivery = post(res, jira_payload(faceless, ts=1000, changelog_id=1))
+    assert outcome_of(res, delivery) == "missing-assignee-email"
+    assert group_state(res).assignee is None
+
+
+def test_unmapped_assignee_without_email_is_user_not_found(
     res: Resources, acme: dict[str, Any]
 ) -> None:
     hidden = {"name": "ann", "displayName": "Ann A."}
     delivery = post(res, jira_payload(hidden, ts=1000, changelog_id=1))
-    assert outcome_of(res, delivery) == "missing-assignee-email"
+    assert outcome_of(res, delivery) == "user-not-found"
     assert group_state(res).assignee is None
 
 

@@ -486,3 +486,24 @@ def test_a_lost_reopen_is_reconciled_and_unresolves_the_group(
     assert {"field": "status", "fieldtype": "jira", "from": RESOLVED, "to": REOPENED} in items
     wait_finished(res, [delivery["id"]])
     assert group_status(res, GROUP) == ("unresolved", False)
+
+
+def test_mapping_an_unmatched_identity_lets_the_next_sweep_bring_its_issue_into_line(
+    res: Resources, jira: FakeJira, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ann is JIRAUSER10300 on this Jira, her profile hides her e-mail: nothing matches her.
+    jira.add_user("ann.h", None, "Ann H.", key="JIRAUSER10300")
+    jira.set_issue("APP-1", "ann.h", now_ms(10))
+    hidden = {"key": "JIRAUSER10300", "name": "ann.h", "displayName": "Ann H."}
+    webhook = jira_payload(hidden, ts=jira.issues["APP-1"].updated_ms, changelog_id=1)
+    assert outcome_of(res, post(res, webhook)) == "user-not-found"
+    code, out, _ = run(capsys, "run")
+    assert code == EXIT_OK and "0 change(s) fed" in out  # Jira agrees with what was seen
+    assert main(["users", "map", "--integration", str(JIRA), "--jira-user", "JIRAUSER10300",
+                 "--user", str(ANN)]) == EXIT_OK  # fmt: skip
+    capsys.readouterr()
+    code, out, _ = run(capsys, "run", "--since", "2h")
+    assert code == EXIT_OK and "1 change(s) fed" in out, out
+    [delivery] = fed(res)
+    assert outcome_of(res, delivery["id"]) == "assigned"
+    assert group_state(res, GROUP).assignee == ANN

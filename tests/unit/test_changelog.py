@@ -120,14 +120,36 @@ def test_each_field_the_pipeline_needs_is_named_when_bad(mutate: Any, named: str
         read_event(body)
 
 
-def test_assignee_without_email_is_missing_assignee_email() -> None:
+def test_assignee_without_email_is_looked_up_by_identity() -> None:
     hidden = {"name": "ann", "displayName": "Ann"}
-    assert decide(payload(assignee=hidden)).outcome is Outcome.MISSING_ASSIGNEE_EMAIL
+    change = decide(payload(assignee=hidden))
+    assert (change.action, change.identity, change.email) == (Action.ASSIGN, "ann", None)
 
 
-def test_blank_email_is_missing_assignee_email() -> None:
-    blank = {**ANN, "emailAddress": "  "}
+@pytest.mark.parametrize(
+    ("user", "identity"),
+    [
+        ({"accountId": "5b91", "key": "ann", "name": "ann.a"}, "5b91"),
+        ({"key": "JIRAUSER10100", "name": "ann.a"}, "JIRAUSER10100"),
+        ({"name": "ann.a", "key": " "}, "ann.a"),
+    ],
+    ids=["cloud-account-id", "server-user-key", "username-of-old-bodies"],
+)
+def test_the_identity_is_the_account_id_else_the_key_else_the_name(
+    user: dict[str, str], identity: str
+) -> None:
+    event = read_event(payload(assignee={**user, "emailAddress": "a@acme.test"}))
+    assert event is not None and event.assignee_identity == identity
+
+
+def test_an_assignee_naming_neither_identity_nor_email_is_missing_assignee_email() -> None:
+    blank = {"displayName": "Ann", "emailAddress": "  "}
     assert decide(payload(assignee=blank)).outcome is Outcome.MISSING_ASSIGNEE_EMAIL
+
+
+def test_an_identity_that_is_not_a_string_is_bad_input() -> None:
+    with pytest.raises(BadPayload, match=r"issue\.fields\.assignee\.accountId"):
+        read_event(payload(assignee={"accountId": 5, "displayName": "Ann"}))
 
 
 def test_snapshot_decides_not_the_changelog_values() -> None:

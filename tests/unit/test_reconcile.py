@@ -132,9 +132,16 @@ def test_an_issue_already_known_as_it_is_is_not_fed() -> None:
     assert not needs_feed(issue(None), assignees(UNASSIGNED), CATEGORIES)
 
 
-def test_an_assignee_whose_email_jira_hides_is_not_fed() -> None:
-    hidden = issue({"name": "ann", "displayName": "Ann"})
-    assert not needs_feed(hidden, assignees("bob@acme.test"), CATEGORIES)
+def test_an_assignee_whose_email_jira_hides_is_known_by_identity() -> None:
+    hidden = issue({"accountId": "5b912e21", "displayName": "Ann"})
+    assert hidden.mark == "jira-user:5b912e21"
+    assert needs_feed(hidden, assignees("bob@acme.test"), CATEGORIES)
+    assert not needs_feed(hidden, assignees("jira-user:5b912e21"), CATEGORIES)
+
+
+def test_an_assignee_jira_shows_nothing_of_is_not_fed() -> None:
+    faceless = issue({"displayName": "Ann"})
+    assert not needs_feed(faceless, assignees("bob@acme.test"), CATEGORIES)
 
 
 def test_the_synthetic_body_is_an_assignee_event_at_the_updated_time() -> None:

@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "worker.cli.failed",
     "worker.cli.overview",
     "worker.cli.reconcile",
+    "worker.cli.users",
 ]
 
 

@@ -36,6 +36,7 @@ from worker.runtime import resources
 from worker.runtime.broker import queue_depths
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
+from worker.store.queries import identities as q_identities
 from worker.store.queries import overview as q
 from worker.store.queries import reconcile as q_reconcile
 from worker.store.queries.failed_tasks import Filters, counts_by_error
@@ -114,6 +115,7 @@ def gather(
         failed = counts_by_error(conn, Filters(status="failed"))
         integrations = q.integration_activity(conn)
         sweeps = {r.integration_id: r for r in q_reconcile.states(conn)}
+        unmapped = q_identities.unmapped_counts(conn)
     sweep = cache.last_sweep(res.redis)
     view: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -169,6 +171,7 @@ def gather(
                     else round(i.since_refusal_s, 1),
                 },
                 "reconcile": _reconcile_view(sweeps.get(i.id), res.settings.reconcile_interval_s),
+                "unmapped_users": unmapped.get(i.id, 0),
             }
             for i in integrations
         ],
@@ -307,6 +310,13 @@ def problems(view: dict[str, Any], quiet_after_s: float) -> tuple[list[str], lis
         )
         for i in view["integrations"]
         if i["status"] == "active" and (i["quiet_s"] is None or i["quiet_s"] > quiet_after_s)
+    ]
+    warnings += [
+        f"integration {i['id']} ({i['name']}): {i['unmapped_users']} Jira user(s) named as "
+        "assignee match no user here; their assignments were not applied (jira-sync users "
+        f"unmapped --integration {i['id']}, then users map)"
+        for i in view["integrations"]
+        if i.get("unmapped_users")
     ]
     return found, warnings
 

@@ -53,6 +53,7 @@ class Change:
     outcome: Outcome | None = None
     action: Action | None = None
     email: str | None = None
+    identity: str | None = None
 
 
 def decide_change(event: IssueEvent) -> Change:
@@ -61,9 +62,12 @@ def decide_change(event: IssueEvent) -> Change:
         return Change(outcome=Outcome.NO_ASSIGNEE_CHANGE)
     if not event.assignee_present:
         return Change(action=Action.DEASSIGN)
-    if event.assignee_email is None:
+    if event.assignee_email is None and event.assignee_identity is None:
+        # A body naming no identity (SPEC 4.1); one that names one is looked up (SPEC 14).
         return Change(outcome=Outcome.MISSING_ASSIGNEE_EMAIL)
-    return Change(action=Action.ASSIGN, email=event.assignee_email)
+    return Change(
+        action=Action.ASSIGN, email=event.assignee_email, identity=event.assignee_identity
+    )
 
 
 def is_newer(event: tuple[int, int], applied: tuple[int, int] | None) -> bool:

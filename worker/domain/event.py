@@ -7,8 +7,10 @@ other body must carry what the steps will read, or it is a BadPayload naming the
 an integer `timestamp`, `issue.key`, `changelog.items` as a list of objects with a string
 `field`, `changelog.id` (when present) as an integer or a string of digits, and, when an item
 changes the `assignee`, an `issue.fields` object with an `assignee` key (null or an object).
-A missing assignee key is malformed input, never an unassignment. An item changing the
-`status` carries Jira status ids: `to` a string, `from` a string or null (SPEC 10).
+A missing assignee key is malformed input, never an unassignment; the assignee's
+`accountId`, `key`, `name`, `emailAddress` and `displayName` are strings when present. An
+item changing the `status` carries Jira status ids: `to` a string, `from` a string or null
+(SPEC 10).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class IssueEvent:
     assignee_changed: bool
     assignee_present: bool
     assignee_email: str | None
+    # Who the assignee is on that Jira (SPEC 14): Cloud's accountId, else Server's user key,
+    # else the username of old bodies; its username (Server) and display name when shown.
+    assignee_identity: str | None = None
+    assignee_name: str | None = None
+    assignee_display_name: str | None = None
     # The last `status` item's Jira status ids (status_to None: no status change).
     status_from: str | None = None
     status_to: str | None = None
@@ -67,16 +74,18 @@ def read_event(payload: Mapping[str, Any]) -> IssueEvent | None:
         raise BadPayload("issue.key is missing (no issue object)")
     key = _issue_key(issue.get("key"))
     assignee = _assignee(issue) if assignee_changed else None
-    email = assignee.get("emailAddress") if assignee else None
-    if email is not None and not isinstance(email, str):
-        raise BadPayload("issue.fields.assignee.emailAddress must be a string or null")
+    shown = _user_fields(assignee, "issue.fields.assignee") if assignee else {}
+    email = shown.get("emailAddress")
     return IssueEvent(
         event_ts=_timestamp(payload.get("timestamp")),
         changelog_id=_changelog_id(payload["changelog"].get("id", 0)),
         issue_key=key,
         assignee_changed=assignee_changed,
         assignee_present=assignee is not None,
-        assignee_email=(email or "").strip() or None,
+        assignee_email=email,
+        assignee_identity=identity_of(shown),
+        assignee_name=shown.get("name"),
+        assignee_display_name=shown.get("displayName"),
         status_from=status[0] if status else None,
         status_to=status[1] if status else None,
     )
@@ -92,6 +101,33 @@ def parse_event(body: str) -> IssueEvent:
     if event is None:
         raise BadPayload("body has no changelog items")
     return event
+
+
+USER_FIELDS = ("accountId", "key", "name", "emailAddress", "displayName")
+MAX_IDENTITY_CHARS = 255
+
+
+def _user_fields(user: Mapping[str, Any], path: str) -> dict[str, str]:
+    """A Jira user object's fields we read, stripped; absent, null or blank ones left out."""
+    shown: dict[str, str] = {}
+    for name in USER_FIELDS:
+        value = user.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise BadPayload(f"{path}.{name} must be a string or null")
+        if value.strip():
+            shown[name] = value.strip()
+    for name in ("accountId", "key", "name"):
+        if len(shown.get(name, "")) > MAX_IDENTITY_CHARS:
+            raise BadPayload(f"{path}.{name} is longer than {MAX_IDENTITY_CHARS} characters")
+    return shown
+
+
+def identity_of(user: Mapping[str, str]) -> str | None:
+    """A Jira user's identity on its instance (SPEC 14): the Cloud account id, else the
+    Server/Data Center user key, else the username (bodies from before user keys)."""
+    return user.get("accountId") or user.get("key") or user.get("name")
 
 
 def _changelog_items(changelog: Any) -> list[Any]:

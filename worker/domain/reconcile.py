@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from worker.domain.errors import BadPayload
-from worker.domain.event import BIGINT_MAX
+from worker.domain.event import BIGINT_MAX, identity_of
 from worker.domain.status import DONE_CATEGORY
 
 # How an unassigned issue is remembered (external_issue.jira_assignee); NULL is "never known".
@@ -99,13 +99,20 @@ def next_cursor(cursor_ms: int, offset: int, page_updated_ms: list[int]) -> tupl
     return cursor_ms, offset + len(page_updated_ms)
 
 
-def assignee_mark(present: bool, email: str | None) -> str | None:
-    """How an issue's Jira assignee is remembered: its email in lower case, UNASSIGNED for
-    nobody; None when Jira hides the email (nothing the pipeline could apply)."""
+# How an assignee whose e-mail Jira hides is remembered: by its identity (SPEC 14).
+IDENTITY_MARK = "jira-user:"
+
+
+def assignee_mark(present: bool, email: str | None, identity: str | None = None) -> str | None:
+    """How an issue's Jira assignee is remembered: its email in lower case, else its identity
+    on that Jira (IDENTITY_MARK + account id, user key or username), UNASSIGNED for nobody;
+    None when Jira shows neither (nothing the pipeline could apply)."""
     if not present:
         return UNASSIGNED
     cleaned = (email or "").strip().casefold()
-    return cleaned or None
+    if cleaned:
+        return cleaned
+    return IDENTITY_MARK + identity if identity else None
 
 
 @dataclass(frozen=True)
@@ -120,8 +127,10 @@ class FoundIssue:
 
     @property
     def mark(self) -> str | None:
-        email = self.assignee.get("emailAddress") if self.assignee else None
-        return assignee_mark(self.assignee is not None, email if isinstance(email, str) else None)
+        if self.assignee is None:
+            return assignee_mark(False, None)
+        shown = {k: v for k, v in self.assignee.items() if isinstance(v, str) and v.strip()}
+        return assignee_mark(True, shown.get("emailAddress"), identity_of(shown))
 
 
 def found_key(raw: Any) -> str | None:
@@ -172,8 +181,9 @@ class Known:
 
 def assignee_differs(issue: FoundIssue, known: Known) -> bool:
     """Whether Jira's assignee differs from what the service last knew for any of the
-    issue's linked rows (never known counts as different). An assignee whose email Jira
-    hides is never fed: the pipeline could only record that it cannot act."""
+    issue's linked rows (never known counts as different). An assignee Jira shows neither an
+    e-mail nor an identity of is never fed: the pipeline could only record that it cannot
+    act."""
     current = issue.mark
     return current is not None and any(mark != current for mark in known.assignee)
 

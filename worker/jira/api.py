@@ -327,6 +327,18 @@ class JiraClient:
                 return str(name)
         return None
 
+    def username_of_key(self, user_key: str) -> str:
+        """The username of the user with this user key (Server/Data Center: `GET /user?key=`)."""
+        response = self._call("GET", "/rest/api/2/user", params={"key": user_key})
+        try:
+            user = response.json()
+        except ValueError:
+            raise JiraRejected("Jira's user answer is not JSON") from None
+        name = user.get("name") if isinstance(user, dict) else None
+        if not isinstance(name, str) or not name:
+            raise JiraRejected(f"Jira's user answer for key {user_key!r} names no username")
+        return name
+
     def set_assignee(self, issue_key: str, name: str | None) -> None:
         """Assign the issue to a Jira username, or unassign it with None."""
         self._call(
