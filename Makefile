@@ -39,6 +39,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench --only pipeline --broker amqp --budget-s 240
+	$(BIN)/python -m bench.users_import
 
 BROKER ?= redis
 chaos: $(STAMP)
