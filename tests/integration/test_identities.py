@@ -29,6 +29,7 @@ from tests.integration.inbound_support import (
 )
 from worker.cli import main
 from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
+from worker.receiver.metrics import StoreGauges
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 
@@ -78,6 +79,14 @@ def mapping(res: Resources, jira_user: str, integration_id: int = JIRA) -> tuple
     return (int(row["user_id"]), str(row["source"])) if row else None
 
 
+def unmapped_gauge(res: Resources) -> dict[str, float]:
+    """What /metrics reports as jira_sync_unmapped_jira_users, per integration label."""
+    gauges = StoreGauges(res)
+    gauges.refresh()
+    [family] = [f for f in gauges.collect() if f.name == "jira_sync_unmapped_jira_users"]
+    return {s.labels["integration"]: s.value for s in family.samples}
+
+
 def test_a_cloud_assignee_without_email_is_unmapped_then_assigns_once_mapped(
     res: Resources, acme: dict[str, Any], jira_payloads: Path, run: Run
 ) -> None:
@@ -94,6 +103,7 @@ def test_a_cloud_assignee_without_email_is_unmapped_then_assigns_once_mapped(
     [linked] = json.loads(out)["integrations"]
     assert linked["unmapped_users"] == 1
     assert any("1 Jira user(s)" in w for w in json.loads(out)["warnings"])
+    assert unmapped_gauge(res) == {"1": 1.0}
 
     code, out, _ = run("users", "map", "--integration", str(JIRA), "--jira-user", ACCOUNT,
                        "--user", "bob@acme.test")  # fmt: skip
@@ -104,6 +114,7 @@ def test_a_cloud_assignee_without_email_is_unmapped_then_assigns_once_mapped(
     assert json.loads(run("users", "unmapped", "--json")[1]) == []
     code, out, _ = run("status", "--json")
     assert json.loads(out)["integrations"][0]["unmapped_users"] == 0
+    assert unmapped_gauge(res) == {}
 
 
 def test_a_server_user_whose_email_differs_assigns_through_the_map(

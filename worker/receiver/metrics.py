@@ -38,6 +38,7 @@ from prometheus_client.core import GaugeMetricFamily  # noqa: E402
 
 from worker.runtime.resources import Resources  # noqa: E402
 from worker.store.db import transaction  # noqa: E402
+from worker.store.queries import identities as q_identities  # noqa: E402
 from worker.store.queries import overview as q  # noqa: E402
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -82,7 +83,7 @@ def observe_request(status: int, duration_s: float) -> None:
 
 
 class StoreGauges:
-    """Gauges read from PostgreSQL, cached for STORE_REFRESH_S (one transaction, three
+    """Gauges read from PostgreSQL, cached for STORE_REFRESH_S (one transaction, four
     statements, each answered from an index)."""
 
     def __init__(self, res: Resources) -> None:
@@ -102,7 +103,8 @@ class StoreGauges:
                 recent = q.recent_counts(conn)
                 unfinished = q.unfinished(conn, stuck_after_s=0, shown=0)
                 failed = q.failed_counts(conn)
-            self._families = _families(recent, unfinished, failed)
+                unmapped = q_identities.unmapped_counts(conn)
+            self._families = _families(recent, unfinished, failed, unmapped)
             self._read_at = time.monotonic()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -110,7 +112,10 @@ class StoreGauges:
 
 
 def _families(
-    recent: dict[str, tuple[int, int]], unfinished: q.Unfinished, failed: dict[str, int]
+    recent: dict[str, tuple[int, int]],
+    unfinished: q.Unfinished,
+    failed: dict[str, int],
+    unmapped: dict[int, int],
 ) -> list[GaugeMetricFamily]:
     deliveries = GaugeMetricFamily(
         "jira_sync_deliveries_last_day",
@@ -131,7 +136,14 @@ def _families(
     )
     for status, count in failed.items():
         records.add_metric([status], count)
-    return [deliveries, oldest, records]
+    users = GaugeMetricFamily(
+        "jira_sync_unmapped_jira_users",
+        "Jira users named as assignee that match no user here, per integration (SPEC 14).",
+        labels=["integration"],
+    )
+    for integration_id, count in sorted(unmapped.items()):
+        users.add_metric([str(integration_id)], count)
+    return [deliveries, oldest, records, users]
 
 
 def _process_registry() -> CollectorRegistry:
