@@ -214,7 +214,7 @@ def _jira_username(client: JiraClient, issue_key: str, wanted: Wanted) -> tuple[
         identity, name = wanted.jira_user
         return name or client.username_of_key(identity), assignee_mark(True, None, identity)
     for email in wanted.emails:
-        name = client.find_assignable_username(issue_key, email)
+        name = client.find_assignable_user(issue_key, email)
         if name is not None:
             return name, assignee_mark(True, email)
     raise JiraUserNotFound(f"no assignable Jira user on {issue_key} has the assignee's email")

@@ -6,6 +6,7 @@ of beat's last sweep and each Jira instance's status categories (SPEC 10).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -259,3 +260,51 @@ def fill_status_categories(
 ) -> None:
     key = STATUS_CATEGORIES_KEY.format(integration_id=integration_id)
     client.set(key, json.dumps(dict(categories), sort_keys=True), ex=ttl_s)
+
+
+SITE_PAUSE_KEY = "jira_sync:site_pause:{integration_id}"
+# Sets the pause unless one at least as long is already there (a later, shorter Retry-After
+# never shortens it), in one round trip.
+PAUSE_SCRIPT = """
+local left = redis.call('PTTL', KEYS[1])
+if left < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+end
+return left
+"""
+
+
+class SitePause:
+    """The pause a 429 puts on one linked site, shared by every process (workers, beat, the
+    CLI) through Redis: the key lives exactly as long as Jira asked everyone to wait. Redis
+    unreachable: no pause is known (Jira's own 429 still answers the next call)."""
+
+    def __init__(self, client: redis.Redis, integration_id: int) -> None:
+        self._client = client
+        self._key = SITE_PAUSE_KEY.format(integration_id=integration_id)
+
+    def remaining_s(self) -> float:
+        try:
+            left_ms = int(self._client.pttl(self._key))
+        except redis.RedisError:
+            return 0.0
+        return left_ms / 1000 if left_ms > 0 else 0.0
+
+    def pause(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        until = f"{time.time() + seconds:.3f}"
+        with contextlib.suppress(redis.RedisError):
+            self._client.eval(PAUSE_SCRIPT, 1, self._key, int(seconds * 1000), until)
+
+
+def paused_sites(client: redis.Redis, integration_ids: Iterable[int]) -> dict[int, float]:
+    """The sites a 429 paused, with the seconds left, in one round trip."""
+    ids = list(integration_ids)
+    if not ids:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for integration_id in ids:
+        pipe.pttl(SITE_PAUSE_KEY.format(integration_id=integration_id))
+    left = pipe.execute()
+    return {i: int(ms) / 1000 for i, ms in zip(ids, left, strict=True) if int(ms) > 0}

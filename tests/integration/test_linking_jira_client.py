@@ -15,7 +15,7 @@ from worker.runtime.resources import Resources
 
 def client(fake: FakeJira, private_pem: str | None = None, timeout_s: float = 5.0) -> Any:
     token, secret = fake.grant_access_token()
-    return api.JiraClient(
+    return api.JiraClient.oauth1(
         fake.base_url,
         CONSUMER_KEY,
         private_pem or rsa_keypair().private_pem,
@@ -29,7 +29,7 @@ def client(fake: FakeJira, private_pem: str | None = None, timeout_s: float = 5.
 def test_assignable_username_matches_email_case_insensitively(fake_jira: FakeJira) -> None:
     fake_jira.add_user("ann", "Ann@Acme.Test")
     fake_jira.add_user("annie", "annie@acme.test")
-    assert client(fake_jira).find_assignable_username("APP-1", "ann@acme.test") == "ann"
+    assert client(fake_jira).find_assignable_user("APP-1", "ann@acme.test") == "ann"
     (call,) = fake_jira.calls_to("/rest/api/2/user/assignable/search")
     assert call.signed
     assert call.query == {"issueKey": "APP-1", "username": "ann@acme.test"}
@@ -37,7 +37,7 @@ def test_assignable_username_matches_email_case_insensitively(fake_jira: FakeJir
 
 def test_assignable_username_is_none_when_no_email_matches(fake_jira: FakeJira) -> None:
     fake_jira.add_user("bob", None)
-    assert client(fake_jira).find_assignable_username("APP-1", "bob@acme.test") is None
+    assert client(fake_jira).find_assignable_user("APP-1", "bob@acme.test") is None
 
 
 def test_set_assignee_puts_the_name_signed(fake_jira: FakeJira) -> None:
@@ -69,11 +69,13 @@ def test_unknown_user_is_a_permanent_rejection(fake_jira: FakeJira) -> None:
 def test_timeout_is_retryable(fake_jira: FakeJira) -> None:
     fake_jira.delay_s = 1.5
     with pytest.raises(JiraUnavailable, match="did not answer"):
-        client(fake_jira, timeout_s=0.5).find_assignable_username("APP-1", "a@b.test")
+        client(fake_jira, timeout_s=0.5).find_assignable_user("APP-1", "a@b.test")
 
 
 def test_unreachable_jira_is_retryable() -> None:
-    c = api.JiraClient("http://127.0.0.1:9", CONSUMER_KEY, rsa_keypair().private_pem, "t", "s")
+    c = api.JiraClient.oauth1(
+        "http://127.0.0.1:9", CONSUMER_KEY, rsa_keypair().private_pem, "t", "s"
+    )
     with pytest.raises(JiraUnavailable, match="cannot be reached"):
         c.set_assignee("APP-1", None)
 
@@ -100,5 +102,5 @@ def test_client_for_integration_decrypts_stored_credentials(
     )
     fake_jira.add_user("ann", "ann@acme.test")
     c = api.client_for_integration(res, 3)
-    assert c.find_assignable_username("APP-1", "ANN@acme.test") == "ann"
+    assert c.find_assignable_user("APP-1", "ANN@acme.test") == "ann"
     assert fake_jira.calls_to("/rest/api/2/user/assignable/search")[0].signed

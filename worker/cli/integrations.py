@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,22 @@ def register(sub: Any) -> None:
         "linked re-links it with a fresh secret and one webhook",
     )
     p.add_argument("--base-url", required=True, help="e.g. https://jira.example.com")
-    p.add_argument("--consumer-key", required=True, help="the application link's consumer key")
-    p.add_argument("--private-key-file", required=True, type=Path, help="RSA private key (PEM)")
+    p.add_argument("--consumer-key", help="OAuth 1.0a: the application link's consumer key")
+    p.add_argument("--private-key-file", type=Path, help="OAuth 1.0a: RSA private key (PEM)")
+    p.add_argument("--email", help="Jira Cloud: the e-mail of the API token's account")
+    p.add_argument("--api-token-file", type=Path, help="Jira Cloud: a file holding the API token")
+    p.add_argument(
+        "--api-token-expires", type=_date, metavar="YYYY-MM-DD",
+        help="when the token expires (no REST call tells): listed, and warned of 14 days ahead",
+    )  # fmt: skip
+    p.add_argument(
+        "--personal-access-token-file", type=Path,
+        help="Server / Data Center 8.14+: a file holding a personal access token",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-register-webhook", dest="register_webhook", action="store_false",
+        help="with a token: link without registering the webhook (add it by hand)",
+    )  # fmt: skip
     p.add_argument(
         "--organization", dest="organizations", action="append", required=True, metavar="SLUG"
     )
@@ -131,11 +146,42 @@ def _jira_error(exc: Exception) -> CliError:
     return CliError(f"Jira refused: {exc}")
 
 
-def cmd_link(args: argparse.Namespace) -> int:
+def _date(text: str) -> date:
     try:
-        pem = args.private_key_file.read_text()
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"{args.private_key_file}: cannot read: {type(exc).__name__}") from None
+        raise CliError(f"{path}: cannot read: {type(exc).__name__}") from None
+
+
+LINK_WAYS = (
+    "link with one of: --consumer-key and --private-key-file (OAuth 1.0a, Server / Data "
+    "Center), --email and --api-token-file (Jira Cloud), or --personal-access-token-file "
+    "(Data Center 8.14+)"
+)
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    oauth = args.consumer_key is not None or args.private_key_file is not None
+    cloud = args.email is not None or args.api_token_file is not None
+    pat = args.personal_access_token_file is not None
+    if [oauth, cloud, pat].count(True) != 1:
+        raise CliError(LINK_WAYS)
+    if oauth and (args.consumer_key is None or args.private_key_file is None):
+        raise CliError("OAuth 1.0a needs both --consumer-key and --private-key-file")
+    if cloud and (args.email is None or args.api_token_file is None):
+        raise CliError("Jira Cloud needs both --email and --api-token-file")
+    if args.api_token_expires is not None and oauth:
+        raise CliError("--api-token-expires goes with a token (--api-token-file, ...)")
+    if not oauth:
+        return _link_with_token(args, _read(args.api_token_file or args.personal_access_token_file))
+    pem = _read(args.private_key_file)
     try:
         started = linking.start(
             resources.current(),
@@ -153,6 +199,26 @@ def cmd_link(args: argparse.Namespace) -> int:
     echo("Jira then redirects to the receiver's callback, which finishes the link. If it cannot")
     echo("reach the receiver: jira-sync integration complete --oauth-token <oauth_token>")
     return EXIT_OK
+
+
+def _link_with_token(args: argparse.Namespace, token: str) -> int:
+    try:
+        result = linking.link_with_token(
+            resources.current(),
+            args.base_url,
+            args.organizations,
+            token,
+            email=args.email,
+            expires_on=args.api_token_expires,
+            verify_ssl=args.verify_ssl,
+            enable=args.enable,
+            register_webhook=args.register_webhook,
+        )
+    except (JiraUnavailable, JiraRejected) as exc:
+        raise _jira_error(exc) from None
+    echo(linking.completion_message(result))
+    echo(f"Webhook URL: {linking.masked(result.webhook_url)}")
+    return EXIT_OK if result.webhook_registered or not args.register_webhook else EXIT_FAILED
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
@@ -187,8 +253,15 @@ def cmd_list(args: argparse.Namespace) -> int:
             status += " signed" + (" required" if r["require_signature"] else "")
             if r["signature_seen_at"] is None:
                 status += " (not seen yet)"
-        lines.append([r["id"], r["external_id"], r["base_url"], status, orgs or "-"])
-    echo(table(lines, ["ID", "EXTERNAL ID", "BASE URL", "STATUS", "ORGANIZATIONS"]))
+        auth = {"oauth1": "OAuth 1.0a", "api_token": "API token", "pat": "PAT"}.get(
+            r["auth"] or "", "-"
+        )
+        if r["token_expires_on"]:
+            auth += f" until {r['token_expires_on']}"
+        kind = r["deployment_type"] or "-"
+        lines.append([r["id"], r["external_id"], r["base_url"], kind, auth, status, orgs or "-"])
+    headers = ["ID", "EXTERNAL ID", "BASE URL", "JIRA", "AUTH", "STATUS", "ORGANIZATIONS"]
+    echo(table(lines, headers))
     return EXIT_OK
 
 

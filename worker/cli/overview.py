@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import redis
@@ -37,6 +37,7 @@ from worker.runtime.broker import queue_depths
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import identities as q_identities
+from worker.store.queries import integrations as q_integrations
 from worker.store.queries import overview as q
 from worker.store.queries import reconcile as q_reconcile
 from worker.store.queries.failed_tasks import Filters, counts_by_error
@@ -116,7 +117,10 @@ def gather(
         integrations = q.integration_activity(conn)
         sweeps = {r.integration_id: r for r in q_reconcile.states(conn)}
         unmapped = q_identities.unmapped_counts(conn)
+        signers = q_integrations.auths(conn)
     sweep = cache.last_sweep(res.redis)
+    throttled = cache.paused_sites(res.redis, [i.id for i in integrations])
+    today = datetime.now(UTC).date()
     view: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "receiver": receiver_readiness(receiver_url),
@@ -172,12 +176,29 @@ def gather(
                 },
                 "reconcile": _reconcile_view(sweeps.get(i.id), res.settings.reconcile_interval_s),
                 "unmapped_users": unmapped.get(i.id, 0),
+                "token": _token_view(signers.get(i.id), today),
+                "throttled_s": round(throttled[i.id], 1) if i.id in throttled else None,
             }
             for i in integrations
         ],
     }
     view["problems"], view["warnings"] = problems(view, quiet_after_s)
     return view
+
+
+TOKEN_WARN_DAYS = 14
+
+
+def _token_view(signer: q_integrations.Auth | None, today: date) -> dict[str, Any] | None:
+    """A token's kind and expiry (as the operator gave it at link time), None for OAuth."""
+    if signer is None or signer.auth_kind == "oauth1":
+        return None
+    expires = signer.token_expires_on
+    return {
+        "kind": signer.auth_kind,
+        "expires_on": expires.isoformat() if expires else None,
+        "days_left": (expires - today).days if expires else None,
+    }
 
 
 def _reconcile_view(state: q_reconcile.State | None, default_interval_s: int) -> dict[str, Any]:
@@ -310,6 +331,29 @@ def problems(view: dict[str, Any], quiet_after_s: float) -> tuple[list[str], lis
         )
         for i in view["integrations"]
         if i["status"] == "active" and (i["quiet_s"] is None or i["quiet_s"] > quiet_after_s)
+    ]
+    for i in view["integrations"]:
+        token = i.get("token") or {}
+        days = token.get("days_left")
+        if days is not None and days < 0:
+            found.append(
+                f"integration {i['id']} ({i['name']}): its token expired on "
+                f"{token['expires_on']}; Jira refuses every call (link again with a new token: "
+                "jira-sync integration link ... --api-token-file F --api-token-expires DATE)"
+            )
+    warnings += [
+        f"integration {i['id']} ({i['name']}): its token expires on "
+        f"{i['token']['expires_on']}, in {i['token']['days_left']} day(s) (link again with a "
+        "new token before then)"
+        for i in view["integrations"]
+        if (i.get("token") or {}).get("days_left") is not None
+        and 0 <= i["token"]["days_left"] <= TOKEN_WARN_DAYS
+    ]
+    warnings += [
+        f"integration {i['id']} ({i['name']}): Jira asked every process to wait (429), "
+        f"{i['throttled_s']:g}s left; calls resume after that"
+        for i in view["integrations"]
+        if i.get("throttled_s")
     ]
     warnings += [
         f"integration {i['id']} ({i['name']}): {i['unmapped_users']} Jira user(s) named as "

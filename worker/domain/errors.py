@@ -9,6 +9,7 @@ JiraSyncError
 |   |   |- CacheUnavailable
 |   |   |- BrokerUnavailable
 |   |   '- JiraUnavailable
+|   |       '- JiraThrottled     (429: not before its Retry-After)
 |   '- (others, e.g. SlugLockBusy) lost a race with another worker            -> TRANSIENT
 '- PermanentError                 retrying cannot help: recorded as failed at once
     |- InvalidInput               an operator's or caller's input breaks a rule -> BAD_INPUT
@@ -63,6 +64,15 @@ class DatabaseUnavailable(Unavailable):
 
 class JiraUnavailable(Unavailable):
     """Raised when Jira answers 5xx, times out or cannot be reached."""
+
+
+class JiraThrottled(JiraUnavailable):
+    """Raised when Jira answers 429 (rate limited), or when an earlier 429 of the same site
+    asked every process to wait: nothing calls that site before `retry_after_s` has passed."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class CacheUnavailable(Unavailable):

@@ -14,6 +14,7 @@ from typing import Any
 from worker.domain import tokens
 from worker.domain.errors import InvalidInput, JiraSyncError, NotFound
 from worker.jira import api, linking
+from worker.jira.transport import ServerInfo
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import group_status as q_status
@@ -35,7 +36,9 @@ def list_view(res: Resources) -> list[dict[str, Any]]:
     """Every integration with its organizations and switches; no secret."""
     with transaction(res.pool) as conn:
         rows = []
+        signers = q.auths(conn)
         for i in q.list_integrations(conn):
+            signer = signers.get(i.id)
             rows.append(
                 {
                     "id": i.id,
@@ -50,6 +53,11 @@ def list_view(res: Resources) -> list[dict[str, Any]]:
                     "signed": i.signing_secret_enc is not None,
                     "require_signature": i.require_signature,
                     "signature_seen_at": i.signature_seen_at,
+                    "auth": signer.auth_kind if signer else None,
+                    "account_email": signer.account_email if signer else None,
+                    "token_expires_on": signer.token_expires_on.isoformat()
+                    if signer and signer.token_expires_on
+                    else None,
                     "organizations": [
                         {
                             "organization": link.organization,
@@ -164,7 +172,7 @@ def finish_rotation(res: Resources, integration_id: int, force: bool = False) ->
     return Finish.FINISHED
 
 
-def refresh_server_info(res: Resources, integration_id: int) -> api.ServerInfo:
+def refresh_server_info(res: Resources, integration_id: int) -> ServerInfo:
     """Read Jira's version again and register the webhook on the resource it uses (after an
     upgrade to Data Center 10: with a new signing secret, then required)."""
     client = api.client_for_integration(res, integration_id)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import date
 from urllib.parse import urlsplit
 
 from config.settings import Settings
 from worker.domain import tokens
-from worker.domain.errors import InvalidInput, JiraSyncError, NotFound
-from worker.jira import api
+from worker.domain.errors import InvalidInput, JiraRejected, JiraSyncError, NotFound
+from worker.jira import api, oauth1
+from worker.jira.transport import SERVER_INFO_PATH, ServerInfo, normalize_base_url, send
 from worker.runtime.resources import Resources
 from worker.store.db import Connection, transaction
 from worker.store.queries import integrations as q
@@ -52,7 +54,7 @@ class LinkResult:
     webhook_registered: bool
     webhook_error: str | None
     active: bool = True
-    server: api.ServerInfo | None = None
+    server: ServerInfo | None = None
 
     def __repr__(self) -> str:
         return f"LinkResult(integration_id={self.integration_id}, {self.external_id!r})"
@@ -89,15 +91,16 @@ def start(
     """Ask Jira for a request token and remember the pending link. Linking an instance that
     is linked already (same base URL and consumer key) re-links it: fresh secret and
     credentials, one webhook; a disabled integration stays disabled unless `enable`."""
-    base = api.normalize_base_url(base_url)
-    key = api.check_consumer_key(consumer_key)
-    pem = api.check_private_key(private_key_pem)
+    base = normalize_base_url(base_url)
+    key = oauth1.check_consumer_key(consumer_key)
+    pem = oauth1.check_private_key(private_key_pem)
     slugs = sorted(set(organizations))
     if not slugs:
         raise InvalidInput("at least one --organization is needed")
     with transaction(res.pool) as conn:
         organization_ids(conn, slugs)
-    request_token = api.get_request_token(
+    _refuse_cloud(base, verify_ssl, res.settings.jira_timeout_s)
+    request_token = oauth1.get_request_token(
         base,
         key,
         pem,
@@ -121,7 +124,7 @@ def start(
             ttl_s,
         )
     log.info("link.started", extra={"pending_link": pending_id, "base_url": base})
-    return LinkStarted(pending_id, api.authorize_url(base, request_token.token), ttl_s)
+    return LinkStarted(pending_id, oauth1.authorize_url(base, request_token.token), ttl_s)
 
 
 def organization_ids(conn: Connection, slugs: list[str]) -> dict[str, int]:
@@ -145,8 +148,8 @@ def complete(res: Resources, oauth_token: str, register_webhook: bool = True) ->
         raise InvalidInput("the pending link has expired: run `jira-sync integration link` again")
     vault, settings = res.vault, res.settings
     private_key = vault.decrypt(pending.private_key_enc)
-    request_token = api.TokenPair(oauth_token, vault.decrypt(pending.request_token_secret_enc))
-    access = api.get_access_token(
+    request_token = oauth1.TokenPair(oauth_token, vault.decrypt(pending.request_token_secret_enc))
+    access = oauth1.get_access_token(
         pending.base_url,
         pending.consumer_key,
         private_key,
@@ -179,29 +182,52 @@ def complete(res: Resources, oauth_token: str, register_webhook: bool = True) ->
             q.link_organization(conn, org_id, integration_id)
         integration = q.get_integration(conn, integration_id)
     assert integration is not None
+    client = api.JiraClient.oauth1(
+        pending.base_url,
+        pending.consumer_key,
+        private_key,
+        access.token,
+        access.secret,
+        verify_ssl=pending.verify_ssl,
+        timeout_s=settings.jira_timeout_s,
+    )
+    return _registered(res, integration, created, sorted(org_ids), client, register_webhook)
+
+
+def _registered(
+    res: Resources,
+    integration: q.Integration,
+    created: bool,
+    organizations: list[str],
+    client: api.JiraClient,
+    register_webhook: bool,
+) -> LinkResult:
+    """Register the stored integration's one webhook in Jira (unless told not to) and say
+    how the link went; a webhook Jira would not take is reported, never a failed link."""
+    vault, settings = res.vault, res.settings
+    external_id = integration.external_id
     url = webhook_url(settings, external_id, vault.decrypt(integration.webhook_secret_enc))
     registered, error, server = False, None, None
-    if register_webhook:
-        client = api.JiraClient(
-            pending.base_url,
-            pending.consumer_key,
-            private_key,
-            access.token,
-            access.secret,
-            verify_ssl=pending.verify_ssl,
-            timeout_s=settings.jira_timeout_s,
-        )
-        try:
-            server = install_webhook(res, integration_id, client)
+    try:
+        if register_webhook:
+            server = install_webhook(res, integration.id, client)
             registered = True
-        except JiraSyncError as exc:
-            error = str(exc)
-        finally:
-            client.close()
+    except JiraRejected as exc:
+        error = str(exc)
+        if exc.status in (401, 403):
+            error += (
+                " (registering a webhook needs a Jira administrator: add it by hand in Jira, "
+                "System > WebHooks, with the URL `jira-sync integration webhook-url "
+                f"{integration.id}` prints)"
+            )
+    except JiraSyncError as exc:
+        error = str(exc)
+    finally:
+        client.close()
     log.info(
         "integration.linked",
         extra={
-            "integration_id": integration_id,
+            "integration_id": integration.id,
             "external_id": external_id,
             "new_integration": created,
             "webhook_registered": registered,
@@ -210,10 +236,10 @@ def complete(res: Resources, oauth_token: str, register_webhook: bool = True) ->
         },
     )
     return LinkResult(
-        integration_id,
+        integration.id,
         external_id,
         created,
-        sorted(org_ids),
+        organizations,
         url,
         registered,
         error,
@@ -222,7 +248,110 @@ def complete(res: Resources, oauth_token: str, register_webhook: bool = True) ->
     )
 
 
-def install_webhook(res: Resources, integration_id: int, client: api.JiraClient) -> api.ServerInfo:
+CLOUD_HOST_SUFFIXES = (".atlassian.net", ".jira.com")
+
+
+def _refuse_cloud(base_url: str, verify_ssl: bool, timeout_s: float) -> None:
+    """Jira Cloud no longer accepts OAuth 1.0a for its REST API: say what to use instead,
+    before anything is stored. Known by its host, else by serverInfo (which Jira answers
+    without credentials); an instance that will not say is tried as Server."""
+    cloud = urlsplit(base_url).hostname or ""
+    if not cloud.endswith(CLOUD_HOST_SUFFIXES):
+        try:
+            answer = send("GET", base_url + SERVER_INFO_PATH, None, verify_ssl=verify_ssl,
+                          timeout_s=timeout_s)  # fmt: skip
+            if not ServerInfo.from_json(answer.json()).cloud:
+                return
+        except (JiraSyncError, ValueError):
+            return
+    raise InvalidInput(
+        f"{base_url} is Jira Cloud, which does not accept OAuth 1.0a: link it with "
+        "--email and --api-token-file (an API token of an administrator's account)"
+    )
+
+
+def link_with_token(
+    res: Resources,
+    base_url: str,
+    organizations: list[str],
+    token: str,
+    email: str | None = None,
+    expires_on: date | None = None,
+    verify_ssl: bool = True,
+    enable: bool = False,
+    register_webhook: bool = True,
+) -> LinkResult:
+    """Link with a token in one step (SPEC 13): a Cloud site with an API token and its
+    account's e-mail, or a Server / Data Center instance with a personal access token (no
+    e-mail). Jira's serverInfo, read with the token, proves it and picks the dialect; a
+    token of the wrong kind for the instance is refused before anything is stored. Linking
+    the same instance again re-links it (fresh webhook secret, new token)."""
+    base = normalize_base_url(base_url)
+    token = token.strip()
+    if not token or not token.isprintable():
+        raise InvalidInput("the token file is empty or holds more than one line of text")
+    email = (email or "").strip() or None
+    if email is not None and "@" not in email:
+        raise InvalidInput(f"--email must be the e-mail of the token's account, got {email!r}")
+    slugs = sorted(set(organizations))
+    if not slugs:
+        raise InvalidInput("at least one --organization is needed")
+    with transaction(res.pool) as conn:
+        organization_ids(conn, slugs)
+    timeout_s = res.settings.jira_timeout_s
+    auth = api.token_auth(email, token)
+    probe = api.JiraClient(base, auth, verify_ssl=verify_ssl, timeout_s=timeout_s)
+    try:
+        server = probe.server_info()
+    finally:
+        probe.close()
+    if email is not None and not server.cloud:
+        raise InvalidInput(
+            f"{base} is Jira {server.deployment_type} {server.version}: an API token with "
+            "--email links Jira Cloud; use --personal-access-token-file (Data Center 8.14+) "
+            "or OAuth 1.0a (--consumer-key) here"
+        )
+    if email is None and server.cloud:
+        raise InvalidInput(
+            f"{base} is Jira Cloud: link it with --email and --api-token-file (personal "
+            "access tokens are Data Center's)"
+        )
+    kind = "api_token" if email else "pat"
+    external_id = external_id_for(base, kind.replace("_", "-"))
+    host = urlsplit(base).netloc
+    metadata = {
+        "base_url": base,
+        "domain_name": host,
+        "verify_ssl": verify_ssl,
+        "deployment_type": server.deployment_type,
+        "server_version": server.version,
+    }
+    vault = res.vault
+    with transaction(res.pool) as conn:
+        org_ids = organization_ids(conn, slugs)
+        integration_id, created = q.upsert_integration(
+            conn, external_id, host, metadata, vault.encrypt(tokens.new_secret()), enable
+        )
+        q.upsert_credentials(
+            conn,
+            q.Credentials(
+                integration_id,
+                auth_kind=kind,
+                account_email=email,
+                api_token_enc=vault.encrypt(token),
+                token_expires_on=expires_on,
+            ),
+        )
+        for org_id in org_ids.values():
+            q.link_organization(conn, org_id, integration_id)
+        integration = integration_of(conn, integration_id)
+    client = api.JiraClient(
+        base, auth, cloud=server.cloud, verify_ssl=verify_ssl, timeout_s=timeout_s
+    )
+    return _registered(res, integration, created, slugs, client, register_webhook)
+
+
+def install_webhook(res: Resources, integration_id: int, client: api.JiraClient) -> ServerInfo:
     """Read Jira's version (stored in the metadata) and register the integration's one webhook
     on the resource that version uses, then read it back. On 10.x it carries the current
     signing secret, or a new one, required from the first delivery signed with it (until then
@@ -259,7 +388,7 @@ def install_webhook(res: Resources, integration_id: int, client: api.JiraClient)
     return server
 
 
-def describe(server: api.ServerInfo) -> str:
+def describe(server: ServerInfo) -> str:
     """One phrase for the operator: the version and what it means for the webhook."""
     signing = "bodies signed" if server.signs_webhooks else "unsigned (8/9 API)"
     return f"Jira {server.version} ({server.deployment_type}): {signing}"

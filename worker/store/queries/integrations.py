@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -35,13 +35,19 @@ class Integration:
 
 @dataclass(frozen=True, repr=False)
 class Credentials:
-    """The OAuth credentials of an integration, encrypted at rest."""
+    """What signs an integration's calls, secrets encrypted at rest: OAuth 1.0a (consumer key,
+    private key, access token and secret), an API token (Cloud, with the account's e-mail)
+    or a personal access token (Data Center)."""
 
     integration_id: int
-    consumer_key: str
-    private_key_enc: str
-    access_token_enc: str
-    access_token_secret_enc: str
+    consumer_key: str | None = None
+    private_key_enc: str | None = None
+    access_token_enc: str | None = None
+    access_token_secret_enc: str | None = None
+    auth_kind: str = "oauth1"
+    account_email: str | None = None
+    api_token_enc: str | None = None
+    token_expires_on: date | None = None
 
     def __repr__(self) -> str:
         return f"Credentials(integration_id={self.integration_id}, ***)"
@@ -141,26 +147,26 @@ def upsert_integration(
 
 UPSERT_CREDENTIALS = """
 INSERT INTO integration_credential
-    (integration_id, consumer_key, private_key_enc, access_token_enc, access_token_secret_enc)
-VALUES (%s, %s, %s, %s, %s)
+    (integration_id, consumer_key, private_key_enc, access_token_enc, access_token_secret_enc,
+     auth_kind, account_email, api_token_enc, token_expires_on)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (integration_id) DO UPDATE
 SET consumer_key = EXCLUDED.consumer_key, private_key_enc = EXCLUDED.private_key_enc,
     access_token_enc = EXCLUDED.access_token_enc,
-    access_token_secret_enc = EXCLUDED.access_token_secret_enc
+    access_token_secret_enc = EXCLUDED.access_token_secret_enc,
+    auth_kind = EXCLUDED.auth_kind, account_email = EXCLUDED.account_email,
+    api_token_enc = EXCLUDED.api_token_enc, token_expires_on = EXCLUDED.token_expires_on
 """
 
 
 def upsert_credentials(conn: Connection, creds: Credentials) -> None:
+    c = creds
     conn.execute(
         UPSERT_CREDENTIALS,
-        (
-            creds.integration_id,
-            creds.consumer_key,
-            creds.private_key_enc,
-            creds.access_token_enc,
-            creds.access_token_secret_enc,
-        ),
-    )
+        (c.integration_id, c.consumer_key, c.private_key_enc, c.access_token_enc,
+         c.access_token_secret_enc, c.auth_kind, c.account_email, c.api_token_enc,
+         c.token_expires_on),
+    )  # fmt: skip
 
 
 SET_WEBHOOK_SECRETS = """
@@ -416,3 +422,22 @@ def get_webhook_auth(conn: Connection, external_id: str) -> dict[str, Any] | Non
     signature is required and the encrypted secrets."""
     row: dict[str, Any] | None = conn.execute(SELECT_WEBHOOK_AUTH, (external_id,)).fetchone()
     return row
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How an integration signs its calls, without a secret: for lists and warnings."""
+
+    integration_id: int
+    auth_kind: str
+    account_email: str | None
+    token_expires_on: date | None
+
+
+SELECT_AUTHS = """
+SELECT integration_id, auth_kind, account_email, token_expires_on FROM integration_credential
+"""
+
+
+def auths(conn: Connection) -> dict[int, Auth]:
+    return {int(r["integration_id"]): Auth(**r) for r in conn.execute(SELECT_AUTHS)}
