@@ -74,6 +74,8 @@ class Step(Task):  # type: ignore[misc]
         cap_s = settings.retry_backoff_max_s
         if classify(exc).retryable and may_retry(retries, settings.retry_budget_s, cap_s):
             countdown = backoff_s(retries, cap_s)
+            # A site that answered 429 is not called again before its Retry-After.
+            countdown = max(countdown, getattr(exc, "retry_after_s", 0.0))
             if settings.broker_is_amqp:
                 # RabbitMQ's native delayed delivery counts whole seconds (at least 1):
                 # rounding up keeps every wait at least as long as the budget assumes.

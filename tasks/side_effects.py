@@ -208,13 +208,18 @@ def _client(res: Resources, clients: dict[int, JiraClient], integration_id: int)
 
 
 def _jira_username(client: JiraClient, issue_key: str, wanted: Wanted) -> tuple[str, str | None]:
-    """The Jira user to assign: the mapped one (its username, looked up by user key when no
-    body showed it), else the assignable user with one of the emails; (username, mark)."""
+    """The Jira user to assign: the mapped one (on Cloud its account id; on Server its
+    username, looked up by user key when no body showed it), else the assignable user with
+    one of the emails; (what Jira names the user by, mark)."""
     if wanted.jira_user is not None:
         identity, name = wanted.jira_user
-        return name or client.username_of_key(identity), assignee_mark(True, None, identity)
+        if not client.cloud:  # Server names users by username; Cloud by the account id
+            identity_name = name or client.username_of_key(identity)
+            return identity_name, assignee_mark(True, None, identity)
+        return identity, assignee_mark(True, None, identity)
     for email in wanted.emails:
         name = client.find_assignable_user(issue_key, email)
         if name is not None:
             return name, assignee_mark(True, email)
-    raise JiraUserNotFound(f"no assignable Jira user on {issue_key} has the assignee's email")
+    hint = " (Cloud hides many e-mails: map the user, jira-sync users map)" if client.cloud else ""
+    raise JiraUserNotFound(f"no assignable Jira user on {issue_key} has the assignee's email{hint}")

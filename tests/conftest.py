@@ -27,8 +27,8 @@ from devtools import rabbitmq as amqp
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, start_missing
 from worker.runtime import resources
 
-# The fake Jira Server fixture (`fake_jira`) for every test module.
-pytest_plugins = ["tests.fakejira"]
+# The fake Jira Server (`fake_jira`) and Cloud (`fake_cloud`) fixtures for every test module.
+pytest_plugins = ["tests.fakejira", "tests.fakecloud"]
 
 ROOT = Path(__file__).resolve().parent.parent
 # Real bodies Jira sent once, beside the repository (../shared/jira-payloads/SOURCES.md).

@@ -92,8 +92,9 @@ class Call:
     query: dict[str, str]
     body: str
     headers: dict[str, str]
-    signed: bool  # the OAuth signature verified
+    signed: bool  # the OAuth signature (or, on the Cloud fake, the API token) verified
     status: int = 0
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -246,13 +247,18 @@ class FakeIssue:
     # Fields its project hides (a field configuration without them): left out of answers.
     hidden: frozenset[str] = frozenset()
 
-    def as_json(self, fields: set[str], users: list[JiraUser]) -> dict[str, Any]:
+    def as_json(
+        self,
+        fields: set[str],
+        users: list[JiraUser],
+        render: Callable[[JiraUser], dict[str, Any]] = JiraUser.as_json,
+    ) -> dict[str, Any]:
         issue_id = str(10000 + sum(map(ord, self.key)))
         data: dict[str, Any] = {}
         fields = fields - self.hidden
         if "assignee" in fields:
             found = [u for u in users if u.name == self.assignee]
-            data["assignee"] = found[0].as_json() if found else None
+            data["assignee"] = render(found[0]) if found else None
         if "updated" in fields:
             data["updated"] = jira_time(self.updated_ms)
         return {"id": issue_id, "key": self.key, "fields": data}
@@ -280,6 +286,8 @@ class FakeJira:
     calls: list[Call] = field(default_factory=list)
     request_tokens: dict[str, _RequestToken] = field(default_factory=dict)
     access_tokens: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Personal access tokens (Data Center 8.14+), sent as `Authorization: Bearer <token>`.
+    personal_tokens: set[str] = field(default_factory=set)
     # Answer every request with this status (e.g. 500) until set back to None.
     fail_status: int | None = None
     # Per path: (status, body, content type) answered instead of the normal behaviour.
@@ -436,11 +444,18 @@ class FakeJira:
             if token not in self.request_tokens:
                 return 400, {"Content-Type": "text/plain"}, "unknown request token"
             return 302, {"Location": self.approve(token)}, ""
-        valid, _ = self._resource_endpoint.validate_protected_resource_request(
-            uri, http_method=call.method, body=call.body, headers=headers
-        )
+        bearer = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        if bearer.startswith("Bearer ") and bearer[7:] in self.personal_tokens:
+            call.signed = True
+            return self._rest(call)
+        valid = False
+        if not bearer or bearer.startswith("OAuth "):  # Basic or an unknown token: not OAuth
+            valid, _ = self._resource_endpoint.validate_protected_resource_request(
+                uri, http_method=call.method, body=call.body, headers=headers
+            )
         call.signed = bool(valid)
-        if not valid:
+        anonymous = call.method == "GET" and call.path == "/rest/api/2/serverInfo"
+        if not valid and not anonymous:  # serverInfo answers anyone, as Jira's does
             return 401, {"Content-Type": "text/plain"}, "oauth_problem=signature_invalid"
         return self._rest(call)
 

@@ -80,7 +80,7 @@ def test_link_through_the_callback_stores_integration_and_registers_webhook(
     (hook,) = fake_jira.webhooks
     assert hook["url"] == admin.get_webhook_url(res, integration["id"])
     assert hook["events"] == ["jira:issue_created", "jira:issue_updated"]
-    # Only the probe for Jira Cloud (serverInfo, which Jira answers anonymously) goes unsigned.
+    # Only the probe for Jira Cloud (serverInfo, which Jira answers anyone) goes unsigned.
     unsigned = [(c.method, c.path) for c in fake_jira.calls if not c.signed]
     assert unsigned == [("GET", "/rest/api/2/serverInfo")]
     assert counts(res)["pending_link"] == 0

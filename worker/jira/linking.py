@@ -375,8 +375,10 @@ def install_webhook(res: Resources, integration_id: int, client: api.JiraClient)
     )
     # Stored once Jira has it: a delivery signed meanwhile passes on its token alone.
     if (secret is None) != (current is None):
+        # Cloud documents its admin webhooks' secret: signatures are required at once.
         with transaction(res.pool) as conn:
-            q.start_signing(conn, integration_id, None if secret is None else vault.encrypt(secret))
+            encrypted = None if secret is None else vault.encrypt(secret)
+            q.start_signing(conn, integration_id, encrypted, require=server.cloud)
     log.info(
         "integration.webhook_registered",
         extra={

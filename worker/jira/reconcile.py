@@ -190,8 +190,10 @@ def _read_window(
     publish: Publish,
 ) -> Window:
     """Read and feed one window whole, page by page (by key: see the module docstring);
-    returns it as narrowed."""
+    returns it as narrowed. Cloud pages by token instead (`_read_window_by_token`)."""
     page_size = res.settings.reconcile_page_size
+    if client.cloud:
+        return _read_window_by_token(res, client, window, result, statuses, dry_run, publish)
 
     def search(from_ms: int, offset: int) -> SearchPage:
         result.requests += 1
@@ -219,6 +221,32 @@ def _read_window(
         else:  # not one issue of the page says when it was updated: on by offset
             offset += len(page.issues)
         page = search(cursor, offset)
+
+
+def _read_window_by_token(
+    res: Resources,
+    client: JiraClient,
+    window: Window,
+    result: Sweep,
+    statuses: StatusCategories,
+    dry_run: bool,
+    publish: Publish,
+) -> Window:
+    """Cloud (`/rest/api/3/search/jql`): one search over the window, paged by the token each
+    page hands on until a page comes without one (a page shorter than asked ends nothing).
+    Jira keeps the result set behind the token, so an issue edited meanwhile moves no other
+    across a page; one seen twice is fed once. No total is given: a window is never
+    narrowed (token paging has no depth limit to stay under)."""
+    page_size = res.settings.reconcile_page_size
+    seen: set[tuple[str, int]] = set()
+    token: str | None = None
+    while True:
+        result.requests += 1
+        page = client.search_by_token(window.jql(window.start_ms), SEARCH_FIELDS, token, page_size)
+        _feed_page(res, result, window, page.issues, seen, statuses, dry_run, publish)
+        if page.next_token is None:
+            return window
+        token = page.next_token
 
 
 def _feed_page(

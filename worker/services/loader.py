@@ -20,6 +20,8 @@ from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import reference as q
 
+OAUTH_FIELDS = ("consumer_key", "private_key", "access_token", "access_token_secret")
+
 # section -> field -> (type, required). Nested lists of objects are described by a dict.
 Spec = dict[str, tuple[Any, bool]]
 EMAIL: Spec = {"email": (str, True), "verified": (bool, False)}
@@ -45,8 +47,10 @@ SECTIONS: dict[str, Spec] = {
                "last_seen": (str, False), "status": (str, False), "resolved_at": (str, False)},
     "integrations": {"id": (int, True), "external_id": (str, True), "name": (str, False),
                      "base_url": (str, True), "verify_ssl": (bool, False),
-                     "consumer_key": (str, True), "private_key": (str, True),
-                     "access_token": (str, True), "access_token_secret": (str, True),
+                     "consumer_key": (str, False), "private_key": (str, False),
+                     "access_token": (str, False), "access_token_secret": (str, False),
+                     "deployment_type": (str, False), "email": (str, False),
+                     "api_token": (str, False),
                      "webhook_secret": (str, True), "status": (str, False),
                      "organizations": ([ORG_LINK], False)},
     "external_issues": {"id": (int, True), "integration": (int, True),
@@ -167,7 +171,14 @@ def _check_refs(doc: dict[str, Any], known: Known) -> list[str]:
     for i, integ in enumerate(doc.get("integrations", [])):
         if len(integ["external_id"]) > 64:
             errors.append(f"integrations[{i}].external_id: at most 64 characters")
-        if len(integ["consumer_key"]) > 200:
+        oauth = [name for name in OAUTH_FIELDS if name in integ]
+        if "api_token" in integ:
+            if oauth:
+                errors.append(f"integrations[{i}]: either api_token or {oauth[0]}, not both")
+        elif len(oauth) != len(OAUTH_FIELDS):
+            missing = [name for name in OAUTH_FIELDS if name not in integ]
+            errors.append(f"integrations[{i}].{missing[0]}: missing (or give api_token)")
+        if len(integ.get("consumer_key", "")) > 200:
             errors.append(f"integrations[{i}].consumer_key: at most 200 characters")
         if urlsplit(integ["base_url"]).scheme not in ("http", "https"):
             errors.append(f"integrations[{i}].base_url: must be an http or https URL")

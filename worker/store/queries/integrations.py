@@ -198,18 +198,22 @@ def set_signing(
     conn.execute(SET_SIGNING, (current_enc, previous_enc, require, integration_id))
 
 
-# A new signing secret given to Jira: signatures are required from its first signed delivery.
+# A new signing secret given to Jira: signatures are required from its first signed delivery
+# (Data Center 10, whose field for it is not documented), or at once (Cloud's documented one).
 START_SIGNING = """
 UPDATE integration
-SET signing_secret_enc = %s, previous_signing_secret_enc = NULL, require_signature = false,
+SET signing_secret_enc = %s, previous_signing_secret_enc = NULL, require_signature = %s,
     signature_seen_at = NULL
 WHERE id = %s
 """
 
 
-def start_signing(conn: Connection, integration_id: int, secret_enc: str | None) -> None:
-    """A signing secret just registered in Jira (None: none), not required until it is seen."""
-    conn.execute(START_SIGNING, (secret_enc, integration_id))
+def start_signing(
+    conn: Connection, integration_id: int, secret_enc: str | None, require: bool = False
+) -> None:
+    """A signing secret just registered in Jira (None: none); unless `require`, not required
+    until it is seen."""
+    conn.execute(START_SIGNING, (secret_enc, require and secret_enc is not None, integration_id))
 
 
 # Only the first signed delivery after a registration turns the requirement on: once an

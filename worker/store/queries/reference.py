@@ -140,11 +140,14 @@ ON CONFLICT (id) DO UPDATE SET external_id = EXCLUDED.external_id, name = EXCLUD
 """
 UPSERT_CREDENTIAL = """
 INSERT INTO integration_credential (integration_id, consumer_key, private_key_enc,
-                                    access_token_enc, access_token_secret_enc)
-VALUES (%s, %s, %s, %s, %s)
+                                    access_token_enc, access_token_secret_enc, auth_kind,
+                                    account_email, api_token_enc)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (integration_id) DO UPDATE SET consumer_key = EXCLUDED.consumer_key,
     private_key_enc = EXCLUDED.private_key_enc, access_token_enc = EXCLUDED.access_token_enc,
-    access_token_secret_enc = EXCLUDED.access_token_secret_enc
+    access_token_secret_enc = EXCLUDED.access_token_secret_enc,
+    auth_kind = EXCLUDED.auth_kind, account_email = EXCLUDED.account_email,
+    api_token_enc = EXCLUDED.api_token_enc
 """
 UPSERT_ORG_INTEGRATION = """
 INSERT INTO organization_integration (organization_id, integration_id, status, config)
@@ -153,10 +156,13 @@ ON CONFLICT (organization_id, integration_id) DO UPDATE SET status = EXCLUDED.st
     config = EXCLUDED.config
 """
 SELECT_SECRETS = """
-SELECT i.webhook_secret_enc, c.private_key_enc, c.access_token_enc, c.access_token_secret_enc
+SELECT i.webhook_secret_enc, c.private_key_enc, c.access_token_enc, c.access_token_secret_enc,
+       c.api_token_enc
 FROM integration i JOIN integration_credential c ON c.integration_id = i.id WHERE i.id = %s
 """
-SECRET_FIELDS = ("webhook_secret", "private_key", "access_token", "access_token_secret")
+SECRET_FIELDS = (
+    "webhook_secret", "private_key", "access_token", "access_token_secret", "api_token"
+)  # fmt: skip
 
 
 def _encrypted(conn: Connection, integ: dict[str, Any], vault: Vault) -> dict[str, str]:
@@ -165,6 +171,8 @@ def _encrypted(conn: Connection, integ: dict[str, Any], vault: Vault) -> dict[st
     row = conn.execute(SELECT_SECRETS, (integ["id"],)).fetchone()
     out: dict[str, str] = {}
     for name in SECRET_FIELDS:
+        if name not in integ:
+            continue
         stored = row[f"{name}_enc"] if row else None
         if stored is not None and vault.decrypt(stored) == integ[name]:
             out[name] = stored
@@ -183,16 +191,19 @@ def upsert_integrations(
             "domain_name": urlsplit(base_url).netloc,
             "verify_ssl": i.get("verify_ssl", True),
         }
+        if "deployment_type" in i:
+            metadata["deployment_type"] = i["deployment_type"]
         enc = _encrypted(conn, i, vault)
         conn.execute(
             UPSERT_INTEGRATION,
             (i["id"], i["external_id"], i.get("name", i["external_id"]), Jsonb(metadata),
              enc["webhook_secret"], i.get("status", "active")),
         )  # fmt: skip
+        kind = "oauth1" if "api_token" not in i else "api_token" if i.get("email") else "pat"
         conn.execute(
             UPSERT_CREDENTIAL,
-            (i["id"], i["consumer_key"], enc["private_key"], enc["access_token"],
-             enc["access_token_secret"]),
+            (i["id"], i.get("consumer_key"), enc.get("private_key"), enc.get("access_token"),
+             enc.get("access_token_secret"), kind, i.get("email"), enc.get("api_token")),
         )  # fmt: skip
         for link in i.get("organizations", []):
             config = {

@@ -1,0 +1,270 @@
+"""A fake Jira Cloud site, modelled on Cloud's documented behaviour where jira-sync depends on
+it (SPEC 13; what is verified and what assumed: docs/jira.md, "Jira Cloud"):
+
+- API tokens only: Basic `email:token`; OAuth 1.0a is refused (its endpoints answer 401);
+  only serverInfo answers without credentials.
+- REST v3: users are account ids (`accountId`), an e-mail is left out for a user whose profile
+  hides it; an assignee is set by `{"accountId": ...}` (`name` is refused, as since GDPR).
+- Search: the old `/rest/api/2/search` answers 410 Gone; `/rest/api/3/search/jql` pages by
+  `nextPageToken` (the result set kept behind the token), pages may be shorter than asked
+  (`search_page_cap`), only an absent token ends it, and no `total` is given.
+- Admin webhooks on `/rest/webhooks/1.0/webhook`, for administrators only (403 otherwise),
+  with a top-level `secret` that signs deliveries (`X-Hub-Signature: sha256=<hex>`) and is
+  never listed back; every delivery carries `X-Atlassian-Webhook-Identifier`.
+- Rate limits: while `throttle_until` has not passed every call gets 429 with `Retry-After`
+  and `RateLimit-Reason`.
+
+Workflow statuses, transitions and issue GETs are the Server fake's, under /rest/api/3.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.fakejira import (
+    JQL_UPDATED,
+    LEGACY_HOOKS,
+    Call,
+    FakeJira,
+    FakeJiraServer,
+    JiraUser,
+    Outgoing,
+)
+
+Answer = tuple[int, dict[str, str], str]
+JSON = {"Content-Type": "application/json"}
+ADMIN_EMAIL = "admin@acme.test"
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Answer:
+    return status, {**JSON, **(headers or {})}, json.dumps({"errorMessages": [message]})
+
+
+@dataclass
+class FakeCloud(FakeJira):
+    """State and behaviour of a Cloud site; tests change the public fields freely."""
+
+    server_version: str = "1001.0.0"
+    deployment_type: str = "Cloud"
+    search_page_cap: int = 100
+    api_tokens: dict[str, str] = field(default_factory=dict)  # e-mail -> token
+    admins: set[str] = field(default_factory=set)  # e-mails that may manage webhooks
+    hidden_emails: set[str] = field(default_factory=set)  # account ids with e-mail hidden
+    # Every call before this time (time.monotonic()) is answered 429.
+    throttle_until: float = 0.0
+    retry_after_s: int = 2
+    _results: dict[str, list[str]] = field(default_factory=dict)  # token -> result set
+
+    def add_api_token(self, email: str = ADMIN_EMAIL, admin: bool = True) -> str:
+        token = "ATATT" + uuid.uuid4().hex
+        self.api_tokens[email] = token
+        if admin:
+            self.admins.add(email)
+        return token
+
+    def add_account(
+        self, account_id: str, email: str | None, display_name: str = "", hidden: bool = False
+    ) -> JiraUser:
+        """A Cloud user; `name` holds the account id (Cloud has no usernames)."""
+        if hidden:
+            self.hidden_emails.add(account_id)
+        return self.add_user(account_id, email, display_name)
+
+    def throttle(self, seconds: float, retry_after_s: int = 2) -> None:
+        """Answer every call 429 for `seconds`, asking to retry after `retry_after_s`."""
+        self.retry_after_s = retry_after_s
+        self.throttle_until = time.monotonic() + seconds
+
+    def cloud_user(self, user: JiraUser) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "accountId": user.name,
+            "accountType": "atlassian",
+            "displayName": user.display_name or user.name,
+            "active": True,
+        }
+        if user.email is not None and user.name not in self.hidden_emails:
+            data["emailAddress"] = user.email
+        return data
+
+    def outgoing(self, body: bytes) -> list[Outgoing]:
+        """What the site posts to each admin webhook: signed with its `secret` when it has
+        one, each with a delivery identifier of its own."""
+        posts = []
+        with self._lock:
+            hooks = list(self.webhooks)
+        for hook in hooks:
+            headers = {
+                "Content-Type": "application/json; charset=UTF-8",
+                "X-Atlassian-Webhook-Identifier": str(uuid.uuid4()),
+            }
+            secret = hook.get("secret")
+            if secret:
+                digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+                headers["X-Hub-Signature"] = f"sha256={digest}"
+            posts.append(Outgoing(hook["url"], headers, body))
+        return posts
+
+    # -- request handling -------------------------------------------------------------------
+
+    def _dispatch(self, call: Call, uri: str, headers: dict[str, str]) -> Answer:
+        if self.fail_status is not None:
+            return self.fail_status, {"Content-Type": "text/html"}, "<html>Jira is down</html>"
+        if call.path in self.overrides:
+            status, text, content_type = self.overrides[call.path]
+            return status, {"Content-Type": content_type}, text
+        if call.path.startswith("/plugins/servlet/oauth/"):
+            return 401, {"Content-Type": "text/plain"}, "oauth_problem=consumer_key_unknown"
+        if time.monotonic() < self.throttle_until:
+            return _error(
+                429,
+                "Rate limit exceeded.",
+                {"Retry-After": str(self.retry_after_s), "RateLimit-Reason": "jira-burst-based"},
+            )
+        email = self._authenticated(headers)
+        call.signed = email is not None
+        info = call.path in ("/rest/api/2/serverInfo", "/rest/api/3/serverInfo")
+        if email is None and not info:
+            return _error(401, "Client must be authenticated to access this resource.")
+        return self._cloud_rest(call, email)
+
+    def _authenticated(self, headers: dict[str, str]) -> str | None:
+        """The account an `Authorization: Basic email:token` names, if its token is valid."""
+        value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        scheme, _, encoded = value.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            email, _, token = base64.b64decode(encoded).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        known = self.api_tokens.get(email)
+        return email if known is not None and hmac.compare_digest(known, token) else None
+
+    def _cloud_rest(self, call: Call, email: str | None) -> Answer:
+        path, method = call.path, call.method
+        if path == "/rest/api/3/serverInfo":
+            return self._rest(dataclasses.replace(call, path="/rest/api/2/serverInfo"))
+        if path == "/rest/api/2/search":
+            return _error(
+                410, "The requested API has been removed. Please migrate to /rest/api/3/search/jql."
+            )
+        if path == "/rest/api/3/search/jql" and method == "GET":
+            return self._search_by_token(call)
+        if path == LEGACY_HOOKS or path.startswith(LEGACY_HOOKS + "/"):
+            if email not in self.admins:
+                return _error(403, "Only Jira administrators can manage webhooks.")
+            status, out, text = self._rest(call)
+            if method == "GET" and status == 200:  # a secret is never listed back
+                listed = [{k: v for k, v in h.items() if k != "secret"} for h in json.loads(text)]
+                return status, out, json.dumps(listed)
+            return status, out, text
+        if path == "/rest/api/3/user/assignable/search" and method == "GET":
+            needle = call.query.get("query", "").casefold()
+            found = [
+                self.cloud_user(u)
+                for u in self.users
+                if needle
+                and (
+                    needle in u.display_name.casefold()
+                    or (needle in (u.email or "").casefold() and u.name not in self.hidden_emails)
+                )
+            ]
+            return 200, JSON, json.dumps(found)
+        prefix = "/rest/api/3/issue/"
+        if path.startswith(prefix) and path.endswith("/assignee") and method == "PUT":
+            key = path[len(prefix) : -len("/assignee")]
+            wanted = call.json()
+            if "accountId" not in wanted:
+                return _error(400, "accountId must be given (names are not supported).")
+            account = wanted["accountId"]
+            if account is not None and account not in {u.name for u in self.users}:
+                return _error(400, f"User '{account}' does not exist.")
+            with self._lock:
+                self.assignees[key] = account
+                if key in self.issues:
+                    self.issues[key] = dataclasses.replace(
+                        self.issues[key], updated_ms=self.now_ms(), assignee=account
+                    )
+            return 204, {}, ""
+        if path.startswith("/rest/api/3/"):
+            return self._rest(dataclasses.replace(call, path="/rest/api/2/" + path[12:]))
+        if path == "/rest/api/2/serverInfo":  # Cloud still serves v2's; jira-sync reads it
+            return self._rest(call)
+        return _error(404, "not found")
+
+    def _search_by_token(self, call: Call) -> Answer:
+        """JQL `updated >= ms AND updated <= ms ORDER BY updated ASC, key ASC`; the first page
+        fixes the result set behind a token, later pages read its issues as they are now."""
+        if self.on_search is not None:
+            self.on_search(self)
+        jql = call.query.get("jql", "")
+        rest = (
+            JQL_UPDATED.sub("", jql).replace("AND", "").replace("ORDER BY updated ASC, key ASC", "")
+        )
+        if rest.strip():
+            return _error(400, f"unsupported JQL: {jql}")
+        bounds = {op: int(value) for op, value in JQL_UPDATED.findall(jql)}
+        low, high = bounds.get(">=", 0), bounds.get("<=", 1 << 62)
+        size = min(int(call.query.get("maxResults", 50)), self.search_page_cap)
+        fields = set(call.query.get("fields", "").split(",")) - {""}
+        token = call.query.get("nextPageToken")
+        with self._lock:
+            if token is None:
+                keys = [
+                    i.key
+                    for i in sorted(
+                        (i for i in self.issues.values() if low <= i.updated_ms <= high),
+                        key=lambda i: (i.updated_ms, i.key),
+                    )
+                ]
+                offset = 0
+            else:
+                result_id, _, at = token.partition(":")
+                if result_id not in self._results or not at.isdigit():
+                    return _error(400, "Invalid nextPageToken.")
+                keys, offset = self._results[result_id], int(at)
+            chosen = [self.issues[k] for k in keys[offset : offset + size] if k in self.issues]
+            page = []
+            for issue in chosen:
+                if not fields:  # without fields Cloud answers ids alone
+                    page.append({"id": str(10000 + sum(map(ord, issue.key)))})
+                    continue
+                found = issue.as_json(fields, self.users, self.cloud_user)
+                status = self.issue_statuses.get(issue.key)
+                if "status" in fields and "status" not in issue.hidden and status is not None:
+                    found["fields"]["status"] = self.status_json(status)
+                page.append(found)
+            answer: dict[str, Any] = {"issues": page, "isLast": offset + size >= len(keys)}
+            if offset + size < len(keys):
+                result_id = token.partition(":")[0] if token else next(_RESULT_IDS)
+                self._results[result_id] = keys
+                answer["nextPageToken"] = f"{result_id}:{offset + size}"
+        return 200, JSON, json.dumps(answer)
+
+
+_RESULT_IDS = (f"r{n}" for n in itertools.count(1))
+
+
+@pytest.fixture
+def fake_cloud() -> Iterator[FakeCloud]:
+    """A running fake Jira Cloud site with an administrator's API token
+    (`fake.api_tokens[ADMIN_EMAIL]`); `.base_url` to call."""
+    server = FakeJiraServer(FakeCloud()).start()
+    assert isinstance(server.fake, FakeCloud)
+    server.fake.add_api_token()
+    try:
+        yield server.fake
+    finally:
+        server.stop()
