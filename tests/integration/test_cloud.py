@@ -23,11 +23,21 @@ from tests.integration.inbound_support import (
     ISSUE_KEY,
     base_scene,
     count,
+    finished,
     group_state,
     integration,
     jira_payload,
     outcome_of,
     post,
+    wait_finished,
+)
+from tests.integration.status_support import (
+    OPEN,
+    REOPENED,
+    RESOLVED,
+    group_status,
+    status_outcome,
+    status_payload,
 )
 from worker.cli import main
 from worker.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -190,7 +200,8 @@ def cloud_integration(fake: FakeCloud) -> dict[str, Any]:
         CLOUD,
         "acme.atlassian.net",
         [{"organization": "acme", "sync_reverse_assignment": True,
-          "sync_forward_assignment": True, "sync_status_reverse": True}],
+          "sync_forward_assignment": True, "sync_status_reverse": True,
+          "sync_status_forward": True}],
         base_url=fake.base_url,
     )  # fmt: skip
     for name in ("consumer_key", "private_key", "access_token", "access_token_secret"):
@@ -215,6 +226,7 @@ def both(
     fake_cloud.add_account(ANN_ACCOUNT, "ann@acme.test", "Ann A.", hidden=True)
     fake_cloud.add_account(BOB_ACCOUNT, "bob@acme.test", "Bob B.")
     fake_cloud.set_issue("CLD-7", None, fake_cloud.now_ms() - 3_600_000)
+    fake_cloud.issue_statuses["CLD-7"] = OPEN
     fake_jira.add_consumer()
     data = base_scene()
     data["integrations"][0]["base_url"] = fake_jira.base_url
@@ -327,3 +339,39 @@ def test_status_shows_a_throttled_site(
     cloud = next(i for i in json.loads(out)["integrations"] if i["id"] == CLOUD)
     assert cloud["throttled_s"] is not None and 0 < cloud["throttled_s"] <= 20
     assert any("asked every process to wait (429)" in w for w in json.loads(out)["warnings"])
+
+
+def test_status_syncs_both_ways_on_cloud(
+    res: Resources, both: dict[str, Any], fake_cloud: FakeCloud, run: Run
+) -> None:
+    resolved = post(res, status_payload(OPEN, RESOLVED, 1000, 1, key="CLD-7"), CLOUD)
+    wait_finished(res, [resolved])
+    assert status_outcome(res, resolved)[2] == "resolved"
+    assert group_status(res) == ("resolved", True)
+    assert fake_cloud.calls_to("/rest/api/3/status")  # its categories, read in v3
+    assert run("integration", "map-status", str(CLOUD), "--organization", "acme",
+               "--jira-project", "CLD", "--resolved", RESOLVED,
+               "--unresolved", REOPENED)[0] == EXIT_OK  # fmt: skip
+    assert run("group", "unresolve", str(GROUP))[0] == EXIT_OK
+    wait_for(lambda: fake_cloud.issue_statuses["CLD-7"] == REOPENED, 20, "CLD-7 reopened")
+    (moved,) = fake_cloud.calls_to("/rest/api/3/issue/CLD-7/transitions", "POST")
+    assert moved.signed and moved.json() == {"transition": {"id": f"7{REOPENED}"}}
+    assert fake_cloud.calls_to("/rest/api/2/") == []
+
+
+def test_a_push_cloud_refused_is_recorded_and_replays_once_fixed(
+    res: Resources, both: dict[str, Any], fake_cloud: FakeCloud, run: Run
+) -> None:
+    # Ann is mapped to an account the site does not have (yet): Cloud answers 400.
+    fake_cloud.users = [u for u in fake_cloud.users if u.name != ANN_ACCOUNT]
+    delivery = post(res, jira_payload(ANN, ts=1000, changelog_id=1))
+    done = wait_finished(res, [delivery])[delivery]  # failed: one of its pushes was refused
+    assert (done.status, done.outcome) == ("failed", "assigned")
+    _, out, _ = run("failed", "list", "--json")
+    (record,) = json.loads(out)["records"]
+    assert "outbound_sync" in json.dumps(record) and "CLD-7" in json.dumps(record)
+    fake_cloud.add_account(ANN_ACCOUNT, "ann@acme.test", "Ann A.", hidden=True)
+    assert run("failed", "replay", "--all")[0] == EXIT_OK
+    wait_for(lambda: fake_cloud.assignees.get("CLD-7") == ANN_ACCOUNT, 30, "the replayed push")
+    wait_for(lambda: finished(res, [delivery])[delivery].status == "done", 30, "the delivery")
+    assert len(fake_cloud.calls_to("/rest/api/3/issue/CLD-7/assignee", "PUT")) == 2
