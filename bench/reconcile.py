@@ -2,7 +2,10 @@
 linked issues, against the fake Jira of the tests (OAuth signatures verified, search paginated
 and capped at 1,000 issues a page as Jira's is).
 
-    python -m bench.reconcile [--issues 10000] [--page-size 500]
+    python -m bench.reconcile [--issues 10000] [--page-size 500] [--cloud]
+
+`--cloud` sweeps a fake Jira Cloud site instead (API token, `/rest/api/3/search/jql` paged
+by token, at most 100 issues a page as assumed of Cloud when fields are asked for).
 
 Three sweeps: a first one that finds every linked issue changed (all their webhooks lost),
 one after 1% of the issues changed, one after none did. What a sweep feeds is stored in the
@@ -18,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from bench import harness
+from tests.fakecloud import ADMIN_EMAIL, FakeCloud
 from tests.fakejira import FakeJiraServer
 from tests.integration.inbound_support import ANN, BOB, JIRA, JIRA_USERS, PROJECT, base_scene
 from worker.jira import reconcile as sweeps
@@ -45,23 +49,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reconcile", description=__doc__)
     parser.add_argument("--issues", type=int, default=10_000)
     parser.add_argument("--page-size", type=int, help="RECONCILE_PAGE_SIZE (default 500)")
+    parser.add_argument("--cloud", action="store_true", help="a Jira Cloud site (token paging)")
     args = parser.parse_args(argv)
     if args.page_size:
         os.environ["RECONCILE_PAGE_SIZE"] = str(args.page_size)
-    jira = FakeJiraServer().start()
+    jira = FakeJiraServer(FakeCloud() if args.cloud else None).start()
     fake = jira.fake
     fake.add_consumer()
+    token = fake.add_api_token() if isinstance(fake, FakeCloud) else None
     for uid in (ANN, BOB):
         fake.add_user(JIRA_USERS[uid]["name"], JIRA_USERS[uid]["emailAddress"])
     keys = [f"APP-{n}" for n in range(1, args.issues + 1)]
+    ann, bob = JIRA_USERS[ANN]["name"], JIRA_USERS[BOB]["name"]
     try:
         with harness.servers(say):
             res = resources.current()
             data = base_scene()
-            data["integrations"][0]["base_url"] = fake.base_url
-            token, secret = fake.grant_access_token()
-            data["integrations"][0]["access_token"] = token
-            data["integrations"][0]["access_token_secret"] = secret
+            linked = data["integrations"][0]
+            linked["base_url"] = fake.base_url
+            if token is None:
+                linked["access_token"], linked["access_token_secret"] = fake.grant_access_token()
+            else:
+                for name in ("consumer_key", "private_key", "access_token", "access_token_secret"):
+                    del linked[name]
+                linked |= {"deployment_type": "Cloud", "email": ADMIN_EMAIL, "api_token": token}
             data["groups"] = [{"id": FIRST_GROUP + n, "project": PROJECT} for n in range(len(keys))]
             data["external_issues"] = [
                 {"id": 1 + n, "integration": JIRA, "organization": "acme", "key": key,
@@ -72,19 +83,21 @@ def main(argv: list[str] | None = None) -> int:
             load_scene(res, data)
             an_hour_ago_ms = int((time.time() - 3600) * 1000)
             for key in keys:
-                fake.set_issue(key, "ann", an_hour_ago_ms)
+                fake.set_issue(key, ann, an_hour_ago_ms)
             first = "first sweep (--since 2h): every issue changed, no webhook arrived"
             rows = [sweep(res, first, since_ms=an_hour_ago_ms - 3_600_000)]
             with transaction(res.pool) as conn:  # as the pipeline leaves them once applied
                 conn.execute("UPDATE external_issue SET jira_assignee = 'ann@acme.test'")
             for key in keys[: len(keys) // 100]:
-                fake.set_issue(key, "bob")
+                # changed after the first window, before the settle margin of the next
+                fake.set_issue(key, bob, fake.now_ms() - 90_000)
             rows.append(sweep(res, "next sweep: 1% of the issues changed"))
             rows.append(sweep(res, "next sweep: nothing changed"))
     finally:
         jira.stop()
     page = os.environ.get("RECONCILE_PAGE_SIZE", "500")
-    print(f"{len(keys)} linked issues, RECONCILE_PAGE_SIZE={page}")
+    kind = "Jira Cloud (token paging)" if args.cloud else "Jira Server (offset paging)"
+    print(f"{kind}: {len(keys)} linked issues, RECONCILE_PAGE_SIZE={page}")
     print("| sweep | Jira requests | linked issues checked | fed | seconds |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for m in rows:
