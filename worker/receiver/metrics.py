@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from config.settings import receiver_metrics_folder
 
@@ -36,10 +37,13 @@ from prometheus_client import (  # noqa: E402
 )
 from prometheus_client.core import GaugeMetricFamily  # noqa: E402
 
+from worker import cache  # noqa: E402
 from worker.runtime.resources import Resources  # noqa: E402
 from worker.store.db import transaction  # noqa: E402
 from worker.store.queries import identities as q_identities  # noqa: E402
+from worker.store.queries import integrations as q_integrations  # noqa: E402
 from worker.store.queries import overview as q  # noqa: E402
+from worker.store.queries import reconcile as q_reconcile  # noqa: E402
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 STORE_REFRESH_S = 10.0
@@ -83,8 +87,9 @@ def observe_request(status: int, duration_s: float) -> None:
 
 
 class StoreGauges:
-    """Gauges read from PostgreSQL, cached for STORE_REFRESH_S (one transaction, four
-    statements, each answered from an index)."""
+    """Gauges read from PostgreSQL (one transaction, six statements, each answered from an
+    index or a table of one row per integration) and Redis (two round trips), cached for
+    STORE_REFRESH_S."""
 
     def __init__(self, res: Resources) -> None:
         self.res = res
@@ -104,7 +109,24 @@ class StoreGauges:
                 unfinished = q.unfinished(conn, stuck_after_s=0, shown=0)
                 failed = q.failed_counts(conn)
                 unmapped = q_identities.unmapped_counts(conn)
-            self._families = _families(recent, unfinished, failed, unmapped)
+                sweeps = q_reconcile.states(conn)
+                signers = q_integrations.auths(conn)
+            families = _families(recent, unfinished, failed, unmapped)
+            families += _integration_families(
+                sweeps,
+                signers,
+                cache.paused_sites(self.res.redis, [s.integration_id for s in sweeps]),
+                self.res.settings.reconcile_interval_s,
+            )
+            beat = cache.last_sweep(self.res.redis)
+            families.append(
+                GaugeMetricFamily(
+                    "jira_sync_beat_last_sweep_timestamp_seconds",
+                    "When beat's periodic sweep last ran (Unix time; 0: never).",
+                    value=beat.at if beat else 0.0,
+                )
+            )
+            self._families = families
             self._read_at = time.monotonic()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -144,6 +166,50 @@ def _families(
     for integration_id, count in sorted(unmapped.items()):
         users.add_metric([str(integration_id)], count)
     return [deliveries, oldest, records, users]
+
+
+def _integration_families(
+    sweeps: list[q_reconcile.State],
+    signers: dict[int, q_integrations.Auth],
+    throttled: dict[int, float],
+    default_interval_s: int,
+) -> list[GaugeMetricFamily]:
+    """Per active integration (labels: integration ids only, a bounded set): its sweep's last
+    success and interval, the seconds a 429 still pauses it, its token's expiry."""
+    success = GaugeMetricFamily(
+        "jira_sync_reconcile_last_success_timestamp_seconds",
+        "When the integration's reconciliation sweep last completed (Unix time; 0: never).",
+        labels=["integration"],
+    )
+    interval = GaugeMetricFamily(
+        "jira_sync_reconcile_interval_seconds",
+        "How often the integration is swept (absent while its reconciliation is off).",
+        labels=["integration"],
+    )
+    paused = GaugeMetricFamily(
+        "jira_sync_jira_throttled_seconds",
+        "Seconds every process still waits before calling this Jira (a 429's Retry-After).",
+        labels=["integration"],
+    )
+    expiry = GaugeMetricFamily(
+        "jira_sync_token_expiry_timestamp_seconds",
+        "When the integration's API token or PAT expires, as given at link time (Unix time).",
+        labels=["integration"],
+    )
+    for state in sweeps:
+        if state.integration_status != "active":
+            continue
+        label = [str(state.integration_id)]
+        paused.add_metric(label, round(throttled.get(state.integration_id, 0.0), 3))
+        if state.enabled:
+            done = state.last_success_at.timestamp() if state.last_success_at else 0.0
+            success.add_metric(label, done)
+            interval.add_metric(label, float(state.interval_s or default_interval_s))
+        signer = signers.get(state.integration_id)
+        if signer is not None and signer.token_expires_on is not None:
+            day = signer.token_expires_on
+            expiry.add_metric(label, datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+    return [success, interval, paused, expiry]
 
 
 def _process_registry() -> CollectorRegistry:
