@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench --only pipeline --broker amqp --budget-s 240
 	$(BIN)/python -m bench.users_import
+	$(BIN)/python -m bench.explain
 
 BROKER ?= redis
 chaos: $(STAMP)
