@@ -7,10 +7,25 @@ from typing import Any
 
 import pytest
 
+from worker.cli import main
 from worker.runtime.resources import Resources
 from worker.services import failures
 
 RecordFactory = Callable[..., int]
+# `jira-sync ARGS...` run in-process: (exit code, stdout, stderr incl. JSON logs).
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    """Run `jira-sync ARGS...` in-process: (exit code, stdout, stderr incl. JSON logs)."""
+
+    def _run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return _run
 
 
 @pytest.fixture

@@ -13,25 +13,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.fakejira import CONSUMER_KEY, FakeJira, rsa_keypair
+from tests.integration.conftest import Run
 from tests.webhooks import JSON, body, payload
-from worker.cli import main
 from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from worker.receiver.app import create_app
 from worker.runtime.resources import Resources
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    """Run `jira-sync ARGS...` in-process: (exit code, stdout, stderr incl. JSON logs)."""
-
-    def _run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return _run
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from tests.conftest import WorkerProcess, wait_for
 from tests.fakecloud import ADMIN_EMAIL, FakeCloud
 from tests.fakejira import FakeJira, rsa_keypair
+from tests.integration.conftest import Run
 from tests.integration.inbound_support import (
     ANN,
     BOB,
@@ -39,7 +40,6 @@ from tests.integration.status_support import (
     status_outcome,
     status_payload,
 )
-from worker.cli import main
 from worker.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from worker.jira import admin
 from worker.receiver.app import create_app
@@ -49,18 +49,6 @@ from worker.store.db import transaction
 CLOUD = 2  # the Cloud site beside the Data Center instance (JIRA) in end-to-end scenes
 ANN_ACCOUNT = "5b912e21fa38ae2c896099ae"
 BOB_ACCOUNT = "557058:f58131cb-b67d-43c7-b30d-6b58d40bd077"
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    def _run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return _run
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import Servers, WorkerProcess, wait_for
 from tests.fakejira import FakeJira
+from tests.integration.conftest import Run
 from tests.integration.inbound_support import (
     ANN,
     BOB,
@@ -36,18 +37,6 @@ from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK
 from worker.runtime.resources import Resources
 
 OTHER = 2
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    def _run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return _run
 
 
 @pytest.fixture

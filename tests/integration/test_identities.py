@@ -5,14 +5,15 @@ fills the map in; one that matches nobody is listed as unmapped and counted by `
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import WorkerProcess, wait_for
-from tests.fakejira import FakeJira, FakeJiraServer
+from tests.fakejira import FakeJira
+from tests.integration.conftest import Run
 from tests.integration.inbound_support import (
     ANN,
     BOB,
@@ -27,7 +28,6 @@ from tests.integration.inbound_support import (
     outcome_of,
     post,
 )
-from worker.cli import main
 from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from worker.receiver.metrics import StoreGauges
 from worker.runtime.resources import Resources
@@ -35,18 +35,6 @@ from worker.store.db import transaction
 
 OTHER = 2
 ACCOUNT = "5b912e21fa38ae2c896099ae"  # the assignee of the real Cloud body, e-mail hidden
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    def _run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return _run
 
 
 @pytest.fixture
@@ -198,31 +186,21 @@ def test_unmap_forgets_and_an_unknown_one_is_named(
     assert code == EXIT_USAGE and "neither a user id nor an e-mail" in err
 
 
-@pytest.fixture
-def other_jira() -> Iterator[FakeJira]:
-    server = FakeJiraServer().start()
-    server.fake.add_consumer()
-    try:
-        yield server.fake
-    finally:
-        server.stop()
-
-
 def test_outbound_names_the_mapped_jira_user_without_an_email_search(
     res: Resources,
     scene: Callable[[dict[str, Any]], None],
     start_worker: Callable[..., WorkerProcess],
-    other_jira: FakeJira,
+    fake_jira: FakeJira,
     run: Run,
 ) -> None:
     # On the other Jira Ann is a renamed user: key JIRAUSER10200, name "ann.smith", and her
     # e-mail there is not the one she verified here.
-    other_jira.add_user("ann.smith", "asmith@corp.test", "Ann Smith", key="JIRAUSER10200")
+    fake_jira.add_user("ann.smith", "asmith@corp.test", "Ann Smith", key="JIRAUSER10200")
     data = base_scene()
     linked = integration(OTHER, "ops.acme.test", [
         {"organization": "acme", "sync_reverse_assignment": True,
-         "sync_forward_assignment": True}], base_url=other_jira.base_url)  # fmt: skip
-    linked["access_token"], linked["access_token_secret"] = other_jira.grant_access_token()
+         "sync_forward_assignment": True}], base_url=fake_jira.base_url)  # fmt: skip
+    linked["access_token"], linked["access_token_secret"] = fake_jira.grant_access_token()
     data["integrations"].append(linked)
     data["external_issues"].append(
         {"id": 8, "integration": OTHER, "organization": "acme", "key": "OPS-9", "groups": [GROUP]}
@@ -232,7 +210,7 @@ def test_outbound_names_the_mapped_jira_user_without_an_email_search(
     assert run("users", "map", "--integration", str(OTHER), "--jira-user", "JIRAUSER10200",
                "--user", str(ANN))[0] == EXIT_OK  # fmt: skip
     assert outcome_of(res, post(res, jira_payload(ANN, ts=1000, changelog_id=1))) == "assigned"
-    wait_for(lambda: other_jira.assignees.get("OPS-9") == "ann.smith", 15, "the push to OPS-9")
-    assert other_jira.calls_to("/rest/api/2/user/assignable/search") == []
-    [lookup] = other_jira.calls_to("/rest/api/2/user")
+    wait_for(lambda: fake_jira.assignees.get("OPS-9") == "ann.smith", 15, "the push to OPS-9")
+    assert fake_jira.calls_to("/rest/api/2/user/assignable/search") == []
+    [lookup] = fake_jira.calls_to("/rest/api/2/user")
     assert lookup.query == {"key": "JIRAUSER10200"}
