@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.cli.overview import BEAT_LATE_AFTER_S, problems
+from worker.cli.problems import BEAT_LATE_AFTER_S, problems
 
 DAY_S = 86400.0
 

@@ -17,7 +17,7 @@ import redis
 import requests
 from kombu import Connection
 
-from config.celery import ALL_QUEUES, SWEEP_INTERVAL_S
+from config.celery import ALL_QUEUES
 from config.settings import Settings
 from worker import cache
 from worker.cli.common import (
@@ -31,6 +31,7 @@ from worker.cli.common import (
     table,
 )
 from worker.cli.failed import parse_duration
+from worker.cli.problems import age_text, detail_text, problems
 from worker.domain.retry import stalled_after_s
 from worker.runtime import resources
 from worker.runtime.broker import queue_depths
@@ -45,12 +46,9 @@ from worker.store.queries.failed_tasks import Filters, counts_by_error
 EXIT_ATTENTION = EXIT_FAILED  # something needs an operator
 STUCK_SHOWN = 5  # stuck delivery ids named
 LAG_SAMPLE = 1000  # latest finished deliveries the lag percentiles are taken over
-BEAT_LATE_AFTER_S = 8 * SWEEP_INTERVAL_S
 # A reconciliation that has not completed for this many of its intervals needs a look.
-RECONCILE_LATE_INTERVALS = 3
 QUIET_AFTER = timedelta(hours=24)
 # Refused signatures are a problem for an hour after the last one.
-REFUSALS_RECENT_S = 3600.0
 READY_TIMEOUT_S = 3.0
 # kombu's Redis transport keeps messages taken but not acknowledged in this hash.
 UNACKED_KEY = "unacked"
@@ -186,9 +184,6 @@ def gather(
     return view
 
 
-TOKEN_WARN_DAYS = 14
-
-
 def _token_view(signer: q_integrations.Auth | None, today: date) -> dict[str, Any] | None:
     """A token's kind and expiry (as the operator gave it at link time), None for OAuth."""
     if signer is None or signer.auth_kind == "oauth1":
@@ -264,107 +259,6 @@ def broker_depths(settings: Settings) -> dict[str, Any]:
     }
 
 
-def problems(view: dict[str, Any], quiet_after_s: float) -> tuple[list[str], list[str]]:
-    """What needs an operator (exit 1), and what only deserves a look."""
-    found: list[str] = []
-    receiver = view["receiver"]
-    if not receiver["ready"]:
-        found.append(f"receiver at {receiver['url']} not ready: {_detail(receiver['detail'])}")
-    if not view["broker"]["reachable"]:
-        found.append(f"broker (BROKER_URL) {view['broker']['detail']}")
-    unfinished = view["unfinished"]
-    if unfinished["stuck"]:
-        ids = ", ".join(str(i) for i in unfinished["stuck_ids"])
-        more = unfinished["stuck"] - len(unfinished["stuck_ids"])
-        found.append(
-            f"{unfinished['stuck']} delivery(ies) stuck, not done "
-            f"{_age(unfinished['stuck_after_s'])} after arriving: "
-            f"{ids}{f' and {more} more' if more > 0 else ''} (jira-sync deliveries show ID)"
-        )
-    failed = view["failed"]
-    if failed["not_replayed"]:
-        kinds = ", ".join(f"{k} {n}" for k, n in failed["by_error_type"].items())
-        found.append(
-            f"{failed['not_replayed']} failed task(s) not replayed ({kinds}): "
-            "jira-sync failed list, then failed replay"
-        )
-    beat = view["beat"]
-    if beat is None:
-        found.append("beat has never swept (is the beat process running?)")
-    elif beat["age_s"] > BEAT_LATE_AFTER_S:
-        found.append(f"beat has not swept for {_age(beat['age_s'])} (every {SWEEP_INTERVAL_S:g} s)")
-    for i in view["integrations"]:
-        sweep = i["reconcile"]
-        if i["status"] != "active" or not sweep["enabled"] or not sweep["ran"]:
-            continue
-        late_after_s = RECONCILE_LATE_INTERVALS * sweep["interval_s"]
-        since = sweep["since_success_s"]
-        if since is None or since > late_after_s:
-            when = "ever" if since is None else f"for {_age(since)}"
-            error = f": {sweep['last_error']}" if sweep["last_error"] else ""
-            found.append(
-                f"reconciliation of integration {i['id']} ({i['name']}) has not completed "
-                f"{when}{error} (jira-sync reconcile status)"
-            )
-    for i in view["integrations"]:
-        signature = i["signature"]
-        since = signature["since_refusal_s"]
-        if since is not None and since < REFUSALS_RECENT_S:
-            found.append(
-                f"integration {i['id']} ({i['name']}): {signature['refusals']} delivery(ies) "
-                f"refused for their signature, the last {_age(since)} ago (Jira signs with "
-                "another secret, or something else posts to its URL: jira-sync integration "
-                f"configure {i['id']} --refresh-server-info)"
-            )
-    warnings = [
-        f"integration {i['id']} ({i['name']}): signature expected, not seen yet (Jira has sent "
-        "no signed delivery since its webhook was registered; the token alone verifies)"
-        for i in view["integrations"]
-        if i["signature"]["expected"] and not i["signature"]["seen"]
-    ]
-    warnings += [
-        f"integration {i['id']} ({i['name']}) "
-        + (
-            "has never sent a delivery"
-            if i["quiet_s"] is None
-            else f"has sent nothing for {_age(i['quiet_s'])}"
-        )
-        for i in view["integrations"]
-        if i["status"] == "active" and (i["quiet_s"] is None or i["quiet_s"] > quiet_after_s)
-    ]
-    for i in view["integrations"]:
-        token = i.get("token") or {}
-        days = token.get("days_left")
-        if days is not None and days < 0:
-            found.append(
-                f"integration {i['id']} ({i['name']}): its token expired on "
-                f"{token['expires_on']}; Jira refuses every call (link again with a new token: "
-                "jira-sync integration link ... --api-token-file F --api-token-expires DATE)"
-            )
-    warnings += [
-        f"integration {i['id']} ({i['name']}): its token expires on "
-        f"{i['token']['expires_on']}, in {i['token']['days_left']} day(s) (link again with a "
-        "new token before then)"
-        for i in view["integrations"]
-        if (i.get("token") or {}).get("days_left") is not None
-        and 0 <= i["token"]["days_left"] <= TOKEN_WARN_DAYS
-    ]
-    warnings += [
-        f"integration {i['id']} ({i['name']}): Jira asked every process to wait (429), "
-        f"{i['throttled_s']:g}s left; calls resume after that"
-        for i in view["integrations"]
-        if i.get("throttled_s")
-    ]
-    warnings += [
-        f"integration {i['id']} ({i['name']}): {i['unmapped_users']} Jira user(s) named as "
-        "assignee match no user here; their assignments were not applied (jira-sync users "
-        f"unmapped --integration {i['id']}, then users map)"
-        for i in view["integrations"]
-        if i.get("unmapped_users")
-    ]
-    return found, warnings
-
-
 def render(view: dict[str, Any], clear: bool = False) -> None:
     """The status screen."""
     verdict = (
@@ -379,7 +273,7 @@ def render(view: dict[str, Any], clear: bool = False) -> None:
     echo()
     receiver, broker, beat = view["receiver"], view["broker"], view["beat"]
     ready = "ready" if receiver["ready"] else "NOT READY"
-    lines = [["receiver", f"{ready} at {receiver['url']} ({_detail(receiver['detail'])})"]]
+    lines = [["receiver", f"{ready} at {receiver['url']} ({detail_text(receiver['detail'])})"]]
     if broker["reachable"]:
         queues = ", ".join(f"{name} {n}" for name, n in broker["queues"].items())
         held = broker["unacked"]
@@ -393,7 +287,7 @@ def render(view: dict[str, Any], clear: bool = False) -> None:
             "beat",
             "never swept"
             if beat is None
-            else f"last sweep {_age(beat['age_s'])} ago: sent {beat['sent_unqueued']} never "
+            else f"last sweep {age_text(beat['age_s'])} ago: sent {beat['sent_unqueued']} never "
             f"queued, re-sent {beat['resent_stalled']} stalled and "
             f"{beat['resent_side_effects']} side effect(s)",
         ]
@@ -406,7 +300,7 @@ def render(view: dict[str, Any], clear: bool = False) -> None:
             "none"
             if oldest is None
             else f"{unfinished['count']}; oldest {oldest['id']} ({oldest['status']}), "
-            f"{_age(oldest['age_s'])} old; {unfinished['stuck']} stuck",
+            f"{age_text(oldest['age_s'])} old; {unfinished['stuck']} stuck",
         ]
     )
     lines.append(
@@ -470,18 +364,4 @@ def render(view: dict[str, Any], clear: bool = False) -> None:
 
 def _ago(integration: dict[str, Any]) -> str:
     quiet_s = integration["quiet_s"]
-    return "" if quiet_s is None else f"{_age(quiet_s)} ago"
-
-
-def _detail(detail: Any) -> str:
-    if isinstance(detail, dict):
-        return ", ".join(f"{k} {v}" for k, v in detail.items() if k != "status")
-    return str(detail)
-
-
-def _age(seconds: float) -> str:
-    """`0.4 s`, `45 s`, `12 min`, `5 h`, `3 d`."""
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds / size:.0f} {unit}"
-    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    return "" if quiet_s is None else f"{age_text(quiet_s)} ago"

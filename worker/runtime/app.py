@@ -25,6 +25,7 @@ from worker.support.logs import configure_logging
 TASK_MODULES = [
     "tasks.changelog",
     "tasks.inbound",
+    "tasks.groups",
     "tasks.side_effects",
     "tasks.projects",
     "tasks.maintenance",
