@@ -15,6 +15,7 @@ from worker.runtime.app import app
 from worker.store.db import transaction
 from worker.store.queries import deliveries as q_deliveries
 from worker.store.queries import group_status as q_status
+from worker.store.queries import migration as q_migration
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,13 @@ def check_changelog(
     status_keys = {
         (found[d].integration_id, e.issue_key) for d, e in events.items() if e.status_changed
     }
-    if status_keys:
-        with transaction(self.resources.pool) as conn:
-            synced = q_status.status_synced_keys(conn, status_keys)
-    else:
-        synced = set()
+    with transaction(self.resources.pool) as conn:
+        synced = q_status.status_synced_keys(conn, status_keys) if status_keys else set()
+        # An issue whose project moved to Cloud, arriving from the instance it left (SPEC 15).
+        migrated = q_migration.migrated_deliveries(
+            conn, [(d, found[d].integration_id, e.issue_key) for d, e in events.items()]
+        )
+    moved = [(d, "migrated", events.pop(d).issue_key) for d in sorted(migrated)]
     changes_status = {d for d, e in events.items() if e.status_changed}
     to_status = {
         d for d in changes_status if (found[d].integration_id, events[d].issue_key) in synced
@@ -58,6 +61,7 @@ def check_changelog(
         (d, decide_change(e).outcome, e.issue_key) for d, e in events.items() if d not in to_status
     ]
     finished = [(d, str(outcome), key) for d, outcome, key in decided if outcome is not None]
+    finished += moved
     if finished or settled_status:
         with transaction(self.resources.pool) as conn:
             q_status.set_no_affected_groups(conn, settled_status)

@@ -25,8 +25,10 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +88,10 @@ class FakeCloud(FakeJira):
         """Answer every call 429 for `seconds`, asking to retry after `retry_after_s`."""
         self.retry_after_s = retry_after_s
         self.throttle_until = time.monotonic() + seconds
+
+    def issue_id(self, key: str) -> str:
+        """Cloud's id of an issue: not the one Data Center gave it (migration renumbers)."""
+        return str(700000 + zlib.crc32(key.encode()) % 1_000_000)
 
     def cloud_user(self, user: JiraUser) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -205,15 +211,17 @@ class FakeCloud(FakeJira):
         return _error(404, "not found")
 
     def _search_by_token(self, call: Call) -> Answer:
-        """JQL `updated >= ms AND updated <= ms ORDER BY updated ASC, key ASC`; the first page
-        fixes the result set behind a token, later pages read its issues as they are now."""
+        """JQL `updated >= ms AND updated <= ms ORDER BY updated ASC, key ASC`, or a project's
+        key range (JQL_KEY_RANGE); the first page fixes the result set behind a token, later
+        pages read its issues as they are now."""
         if self.on_search is not None:
             self.on_search(self)
         jql = call.query.get("jql", "")
+        by_key = JQL_KEY_RANGE.fullmatch(jql.strip())
         rest = (
             JQL_UPDATED.sub("", jql).replace("AND", "").replace("ORDER BY updated ASC, key ASC", "")
         )
-        if rest.strip():
+        if rest.strip() and by_key is None:
             return _error(400, f"unsupported JQL: {jql}")
         bounds = {op: int(value) for op, value in JQL_UPDATED.findall(jql)}
         low, high = bounds.get(">=", 0), bounds.get("<=", 1 << 62)
@@ -221,7 +229,19 @@ class FakeCloud(FakeJira):
         fields = set(call.query.get("fields", "").split(",")) - {""}
         token = call.query.get("nextPageToken")
         with self._lock:
-            if token is None:
+            if token is None and by_key is not None:
+                project, first, last = (
+                    by_key.group(1),
+                    _number(by_key.group(2)),
+                    _number(by_key.group(3)),
+                )
+                keys = sorted(
+                    (k for k in self.issues
+                     if k.split("-")[0] == project and first <= _number(k) <= last),
+                    key=_number,
+                )  # fmt: skip
+                offset = 0
+            elif token is None:
                 keys = [
                     i.key
                     for i in sorted(
@@ -239,9 +259,10 @@ class FakeCloud(FakeJira):
             page = []
             for issue in chosen:
                 if not fields:  # without fields Cloud answers ids alone
-                    page.append({"id": str(10000 + sum(map(ord, issue.key)))})
+                    page.append({"id": self.issue_id(issue.key)})
                     continue
                 found = issue.as_json(fields, self.users, self.cloud_user)
+                found["id"] = self.issue_id(issue.key)
                 status = self.issue_statuses.get(issue.key)
                 if "status" in fields and "status" not in issue.hidden and status is not None:
                     found["fields"]["status"] = self.status_json(status)
@@ -255,6 +276,14 @@ class FakeCloud(FakeJira):
 
 
 _RESULT_IDS = (f"r{n}" for n in itertools.count(1))
+# `project = KEY AND issuekey >= KEY-1 AND issuekey <= KEY-100 ORDER BY issuekey ASC`
+JQL_KEY_RANGE = re.compile(
+    r"project = (\w+) AND issuekey >= (\w+-\d+) AND issuekey <= (\w+-\d+) ORDER BY issuekey ASC"
+)
+
+
+def _number(key: str) -> int:
+    return int(key.rsplit("-", 1)[1])
 
 
 @pytest.fixture

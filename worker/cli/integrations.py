@@ -21,7 +21,7 @@ from worker.cli.common import (
 )
 from worker.domain.errors import JiraRejected, JiraUnavailable, NotFound
 from worker.domain.reconcile import MIN_INTERVAL_S
-from worker.jira import admin, linking
+from worker.jira import admin, linking, migrate
 from worker.runtime import resources
 from worker.store.db import transaction
 from worker.store.queries import reconcile as q_reconcile
@@ -78,6 +78,15 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("list", help="linked instances and their organizations")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_list)
+
+    p = cmds.add_parser(
+        "migrate", help="move a project's links from a Data Center instance to a Cloud site"
+    )
+    p.add_argument("--from", dest="from_id", type=int, required=True, metavar="DC_ID")
+    p.add_argument("--to", dest="to_id", type=int, required=True, metavar="CLOUD_ID")
+    p.add_argument("--project", required=True, metavar="KEY", help="the Jira project key")
+    p.add_argument("--dry-run", action="store_true", help="say what would move; change nothing")
+    p.set_defaults(handler=cmd_migrate)
 
     p = cmds.add_parser("webhook-url", help="print the full webhook URL (it holds the token)")
     p.add_argument("id", type=int)
@@ -262,6 +271,28 @@ def cmd_list(args: argparse.Namespace) -> int:
         lines.append([r["id"], r["external_id"], r["base_url"], kind, auth, status, orgs or "-"])
     headers = ["ID", "EXTERNAL ID", "BASE URL", "JIRA", "AUTH", "STATUS", "ORGANIZATIONS"]
     echo(table(lines, headers))
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    try:
+        result = migrate.migrate(
+            resources.current(), args.from_id, args.to_id, args.project, dry_run=args.dry_run
+        )
+    except (JiraUnavailable, JiraRejected) as exc:
+        raise _jira_error(exc) from None
+    verb = "would move" if result.dry_run else "moved"
+    echo(f"{result.project}: {len(result.moved)} linked issue(s) {verb} to integration "
+         f"{args.to_id} ({result.requests} Jira search(es))")  # fmt: skip
+    if result.already_on_cloud:
+        echo(f"already linked on the Cloud site, left as they are: "
+             f"{', '.join(result.already_on_cloud[:20])}")  # fmt: skip
+    if result.missing:
+        shown = ", ".join(result.missing[:50]) + (" ..." if len(result.missing) > 50 else "")
+        echo(f"{len(result.missing)} not found on the Cloud site, still linked to integration "
+             f"{args.from_id}: {shown}")  # fmt: skip
+        echo("Run this again once they exist there.")
+        return EXIT_FAILED
     return EXIT_OK
 
 

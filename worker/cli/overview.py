@@ -39,6 +39,7 @@ from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import identities as q_identities
 from worker.store.queries import integrations as q_integrations
+from worker.store.queries import migration as q_migration
 from worker.store.queries import overview as q
 from worker.store.queries import reconcile as q_reconcile
 from worker.store.queries.failed_tasks import Filters, counts_by_error
@@ -116,6 +117,7 @@ def gather(
         sweeps = {r.integration_id: r for r in q_reconcile.states(conn)}
         unmapped = q_identities.unmapped_counts(conn)
         signers = q_integrations.auths(conn)
+        moves = q_migration.migrations(conn)
     sweep = cache.last_sweep(res.redis)
     throttled = cache.paused_sites(res.redis, [i.id for i in integrations])
     today = datetime.now(UTC).date()
@@ -176,6 +178,16 @@ def gather(
                 "unmapped_users": unmapped.get(i.id, 0),
                 "token": _token_view(signers.get(i.id), today),
                 "throttled_s": round(throttled[i.id], 1) if i.id in throttled else None,
+                "moved_projects": [
+                    {
+                        "project": m.project_key,
+                        "to": m.to_integration_id,
+                        "missing": len(m.missing),
+                        "finished": m.finished_at is not None,
+                    }
+                    for m in moves
+                    if m.from_integration_id == i.id
+                ],
             }
             for i in integrations
         ],
@@ -351,6 +363,14 @@ def render(view: dict[str, Any], clear: bool = False) -> None:
             ["INTEGRATION", "NAME", "STATUS", "LAST DELIVERY", "", "RECONCILED UP TO"],
         )
     )
+    moved = [
+        f"{m['project']} -> integration {m['to']}"
+        + ("" if m["finished"] else f" ({m['missing']} issue(s) still on {i['id']})")
+        for i in view["integrations"]
+        for m in i.get("moved_projects", [])
+    ]
+    if moved:
+        echo(f"projects moved to Jira Cloud: {'; '.join(moved)}")
     for title, items, mark, style in (
         ("problems", view["problems"], "!", "red"),
         ("warnings", view["warnings"], "~", "yellow"),

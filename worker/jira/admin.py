@@ -19,6 +19,7 @@ from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import group_status as q_status
 from worker.store.queries import integrations as q
+from worker.store.queries import migration as q_migration
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def list_view(res: Resources) -> list[dict[str, Any]]:
     with transaction(res.pool) as conn:
         rows = []
         signers = q.auths(conn)
+        moves = q_migration.migrations(conn)
         for i in q.list_integrations(conn):
             signer = signers.get(i.id)
             rows.append(
@@ -58,6 +60,17 @@ def list_view(res: Resources) -> list[dict[str, Any]]:
                     "token_expires_on": signer.token_expires_on.isoformat()
                     if signer and signer.token_expires_on
                     else None,
+                    "moved_projects": [
+                        {
+                            "project": m.project_key,
+                            "to": m.to_integration_id,
+                            "moved": m.moved,
+                            "missing": m.missing,
+                            "finished": m.finished_at is not None,
+                        }
+                        for m in moves
+                        if m.from_integration_id == i.id
+                    ],
                     "organizations": [
                         {
                             "organization": link.organization,

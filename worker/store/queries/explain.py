@@ -73,14 +73,20 @@ SELECT d.id, d.integration_id, d.issue_key, d.event_ts, d.source, d.status, d.ou
         WHERE item ->> 'field' = 'status' LIMIT 1) AS status_item
 FROM webhook_delivery d
 JOIN unnest(%s::bigint[], %s::text[]) AS i(integration_id, key)
-  ON d.issue_key = i.key AND d.integration_id = i.integration_id
+  ON d.issue_key = i.key
+ AND (d.integration_id = i.integration_id
+      OR d.integration_id IN (  -- the instance the issue's project moved from (SPEC 15)
+          SELECT m.from_integration_id FROM project_migration m
+          WHERE m.to_integration_id = i.integration_id
+            AND m.project_key = upper(split_part(i.key, '-', 1))))
 CROSS JOIN LATERAL (SELECT d.body::jsonb AS doc) b
 ORDER BY d.event_ts NULLS FIRST, d.id
 """
 
 
 def deliveries(conn: Connection, issues: list[LinkedIssue]) -> list[Delivery]:
-    """Every delivery of these issues, in Jira order (its time, then arrival)."""
+    """Every delivery of these issues (from the instance they are linked on, or one their
+    project moved from), in Jira order (its time, then arrival)."""
     if not issues:
         return []
     params = ([i.integration_id for i in issues], [i.key for i in issues])
