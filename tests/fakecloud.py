@@ -176,7 +176,9 @@ class FakeCloud(FakeJira):
                 listed = [{k: v for k, v in h.items() if k != "secret"} for h in json.loads(text)]
                 return status, out, json.dumps(listed)
             return status, out, text
-        if path == "/rest/api/3/user/assignable/search" and method == "GET":
+        if path in ("/rest/api/3/user/assignable/search", "/rest/api/3/user/search") and (
+            method == "GET"
+        ):
             needle = call.query.get("query", "").casefold()
             found = [
                 self.cloud_user(u)

@@ -203,3 +203,22 @@ def test_bad_migrations_are_refused_with_what_to_fix(
     assert code == EXIT_USAGE and "not a Jira Cloud site" in err
     code, _, err = migrate(run, "--project", "mig-1")
     assert code == EXIT_USAGE and "project key" in err
+
+
+def test_users_mapped_on_data_center_are_seeded_on_cloud_by_visible_email(
+    res: Resources, moving: dict[str, Any], fake_cloud: FakeCloud, run: Run
+) -> None:
+    fake_cloud.add_account("acc-ann", JIRA_USERS[ANN]["emailAddress"], "Ann A.")
+    fake_cloud.add_account("acc-bob", JIRA_USERS[BOB]["emailAddress"], "Bob B.", hidden=True)
+    for jira_user, user in (("JIRAUSER10100", ANN), ("JIRAUSER10101", BOB)):
+        assert run("users", "map", "--integration", str(JIRA), "--jira-user", jira_user,
+                   "--user", str(user))[0] == EXIT_OK  # fmt: skip
+    code, out, _ = run("users", "seed", "--from", str(JIRA), "--to", str(CLOUD), "--dry-run")
+    assert code == EXIT_OK and "1 user(s) would be mapped" in out
+    code, out, _ = run("users", "seed", "--from", str(JIRA), "--to", str(CLOUD))
+    assert code == EXIT_OK and "1 user(s) mapped" in out
+    assert f"show no e-mail on the Cloud site: {BOB}" in out and "users import" in out
+    _, out, _ = run("users", "list", "--integration", str(CLOUD), "--json")
+    assert [(m["jira_user"], m["user_id"], m["source"]) for m in json.loads(out)] == [
+        ("acc-ann", ANN, "email")
+    ]

@@ -12,7 +12,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from worker.cli.common import EXIT_OK, CliError, echo, emit_json, positive_int, table
+from worker.cli.common import (
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    CliError,
+    echo,
+    emit_json,
+    positive_int,
+    table,
+)
+from worker.domain.errors import JiraRejected, JiraUnavailable
+from worker.jira import migrate
 from worker.runtime import resources
 from worker.services import identities
 
@@ -43,6 +53,14 @@ def register(sub: Any) -> None:
     p.add_argument("file", type=Path)
     p.add_argument("--dry-run", action="store_true", help="check every row, store nothing")
     p.set_defaults(handler=cmd_import)
+
+    p = commands.add_parser(
+        "seed", help="map on a Cloud site the users mapped on a Data Center one, by e-mail"
+    )
+    p.add_argument("--from", dest="from_id", type=positive_int, required=True, metavar="DC_ID")
+    p.add_argument("--to", dest="to_id", type=positive_int, required=True, metavar="CLOUD_ID")
+    p.add_argument("--dry-run", action="store_true", help="look them up, store nothing")
+    p.set_defaults(handler=cmd_seed)
 
     p = commands.add_parser(
         "unmapped", help="Jira users assignments named that matched nobody here"
@@ -100,6 +118,24 @@ def cmd_import(args: argparse.Namespace) -> int:
         echo(f"{result.rows} mapping(s) checked; nothing stored (--dry-run).")
     else:
         echo(f"{result.rows} mapping(s) stored for integration {result.integration_id}.")
+    return EXIT_OK
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    try:
+        seeded = migrate.seed_identities(
+            resources.current(), args.from_id, args.to_id, dry_run=args.dry_run
+        )
+    except (JiraUnavailable, JiraRejected) as exc:
+        raise CliError(f"Jira: {exc}", EXIT_UNAVAILABLE) from None
+    verb = "would be mapped" if args.dry_run else "mapped"
+    echo(f"{len(seeded.mapped)} user(s) {verb} on integration {args.to_id} by e-mail "
+         f"({seeded.requests} Jira request(s)).")  # fmt: skip
+    if seeded.not_found:
+        shown = ", ".join(map(str, seeded.not_found[:50]))
+        echo(f"{len(seeded.not_found)} user(s) show no e-mail on the Cloud site: {shown}; map "
+             f"them with `jira-sync users import --integration {args.to_id} FILE.csv` (the "
+             "migration tool's user export).")  # fmt: skip
     return EXIT_OK
 
 

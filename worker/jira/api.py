@@ -180,6 +180,17 @@ class JiraClient:
                 return str(who)
         return None
 
+    def find_account(self, email: str) -> str | None:
+        """Cloud: the account whose visible e-mail equals `email` (any case), by `GET
+        /rest/api/3/user/search?query=`; None when none shows it."""
+        users = self._json("GET", f"{self.api}/user/search", "user search", params={"query": email})
+        wanted = email.casefold()
+        for user in users if isinstance(users, list) else []:
+            address = user.get("emailAddress") if isinstance(user, dict) else None
+            if isinstance(address, str) and address.casefold() == wanted and user.get("accountId"):
+                return str(user["accountId"])
+        return None
+
     @property
     def _user_field(self) -> str:
         """How this dialect names a user in requests: `accountId` on Cloud, else `name`."""

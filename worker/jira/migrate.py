@@ -25,6 +25,7 @@ from worker.domain.errors import InvalidInput, NotFound
 from worker.jira.api import JiraClient, client_for_integration
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
+from worker.store.queries import identities as q_identities
 from worker.store.queries import integrations as q_integrations
 from worker.store.queries import migration as q
 
@@ -129,3 +130,47 @@ def _on_cloud(
         if page.next_token is None:
             return found
         token = page.next_token
+
+
+@dataclass
+class Seeded:
+    mapped: dict[str, int] = field(default_factory=dict)  # Cloud account id -> user id
+    not_found: list[int] = field(default_factory=list)  # users no visible e-mail found
+    requests: int = 0
+
+
+def seed_identities(res: Resources, from_id: int, to_id: int, dry_run: bool = False) -> Seeded:
+    """Map on the Cloud site every (active) user mapped on the Data Center instance, by e-mail:
+    each user's verified e-mails are looked up on Cloud (`user/search`), and the account
+    showing one is mapped to them (source `email`; an existing mapping is kept). Users whose
+    e-mail Cloud hides are listed: map them with `users import` (the migration tool's user
+    export)."""
+    with transaction(res.pool) as conn:
+        target = q_integrations.get_integration(conn, to_id)
+        if target is None or q_integrations.get_integration(conn, from_id) is None:
+            raise NotFound(f"no such integration: {to_id if target is None else from_id}")
+        if str(target.metadata.get("deployment_type", "")).casefold() != "cloud":
+            raise InvalidInput(f"integration {to_id} is not a Jira Cloud site (integration list)")
+        users = sorted({m.user_id for m in q_identities.mappings(conn, from_id)})
+        emails = q_identities.verified_emails(conn, users)
+    seeded = Seeded()
+    client = client_for_integration(res, to_id)
+    try:
+        for user_id in users:
+            for email in emails.get(user_id, []):
+                seeded.requests += 1
+                account = client.find_account(email)
+                if account is not None:
+                    seeded.mapped[account] = user_id
+                    break
+            else:
+                seeded.not_found.append(user_id)
+    finally:
+        client.close()
+    if not dry_run and seeded.mapped:
+        rows: list[tuple[q_identities.Identity, int, str | None]] = [
+            ((to_id, account), user, None) for account, user in seeded.mapped.items()
+        ]
+        with transaction(res.pool) as conn:
+            q_identities.add_mappings(conn, rows, "email", replace=False)
+    return seeded

@@ -254,3 +254,17 @@ def users_by_emails(conn: Connection, emails: list[str]) -> dict[str, tuple[int,
     """Per lower-cased verified e-mail: (lowest user id with it, how many users have it)."""
     rows = conn.execute(SELECT_USERS_BY_EMAILS, (sorted({e.lower() for e in emails}),))
     return {str(r["email"]): (int(r["user_id"]), int(r["users"])) for r in rows}
+
+
+SELECT_VERIFIED_EMAILS = """
+SELECT e.user_id, e.email FROM user_email e JOIN app_user u ON u.id = e.user_id
+WHERE e.is_verified AND u.is_active AND e.user_id = ANY(%s) ORDER BY e.user_id, e.id
+"""
+
+
+def verified_emails(conn: Connection, user_ids: list[int]) -> dict[int, list[str]]:
+    """Each active user's verified e-mails, in one statement."""
+    found: dict[int, list[str]] = defaultdict(list)
+    for row in conn.execute(SELECT_VERIFIED_EMAILS, (sorted(set(user_ids)),)):
+        found[int(row["user_id"])].append(str(row["email"]))
+    return dict(found)
