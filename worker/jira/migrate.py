@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from worker.domain.errors import InvalidInput, NotFound
 from worker.jira.api import JiraClient, client_for_integration
 from worker.runtime.resources import Resources
-from worker.store.db import transaction
+from worker.store.db import Connection, transaction
 from worker.store.queries import identities as q_identities
 from worker.store.queries import integrations as q_integrations
 from worker.store.queries import migration as q
@@ -61,12 +61,7 @@ def migrate(
     if from_id == to_id:
         raise InvalidInput("--from and --to must be two integrations")
     with transaction(res.pool) as conn:
-        source = q_integrations.get_integration(conn, from_id)
-        target = q_integrations.get_integration(conn, to_id)
-        if source is None or target is None:
-            raise NotFound(f"no such integration: {from_id if source is None else to_id}")
-        if str(target.metadata.get("deployment_type", "")).casefold() != "cloud":
-            raise InvalidInput(f"integration {to_id} is not a Jira Cloud site (integration list)")
+        _check_pair(conn, from_id, to_id)
         unlinked = q.organizations_not_linked(conn, from_id, to_id, project)
         if unlinked:
             raise InvalidInput(
@@ -112,6 +107,17 @@ def migrate(
     return result
 
 
+def _check_pair(conn: Connection, from_id: int, to_id: int) -> None:
+    """Both integrations exist and the target is a Jira Cloud site."""
+    for integration_id in (from_id, to_id):
+        if q_integrations.get_integration(conn, integration_id) is None:
+            raise NotFound(f"no such integration: {integration_id}")
+    target = q_integrations.get_integration(conn, to_id)
+    assert target is not None
+    if str(target.metadata.get("deployment_type", "")).casefold() != "cloud":
+        raise InvalidInput(f"integration {to_id} is not a Jira Cloud site (integration list)")
+
+
 def _on_cloud(
     client: JiraClient, project: str, first: str, last: str, result: Result
 ) -> dict[str, str]:
@@ -146,11 +152,7 @@ def seed_identities(res: Resources, from_id: int, to_id: int, dry_run: bool = Fa
     e-mail Cloud hides are listed: map them with `users import` (the migration tool's user
     export)."""
     with transaction(res.pool) as conn:
-        target = q_integrations.get_integration(conn, to_id)
-        if target is None or q_integrations.get_integration(conn, from_id) is None:
-            raise NotFound(f"no such integration: {to_id if target is None else from_id}")
-        if str(target.metadata.get("deployment_type", "")).casefold() != "cloud":
-            raise InvalidInput(f"integration {to_id} is not a Jira Cloud site (integration list)")
+        _check_pair(conn, from_id, to_id)
         users = sorted({m.user_id for m in q_identities.mappings(conn, from_id)})
         emails = q_identities.verified_emails(conn, users)
     seeded = Seeded()
