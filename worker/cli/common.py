@@ -138,3 +138,11 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
     return value
+
+
+def from_to_arguments(parser: Any) -> None:
+    """`--from DC_ID --to CLOUD_ID`: the two integrations of a move to Jira Cloud."""
+    parser.add_argument("--from", dest="from_id", type=positive_int, required=True,
+                        metavar="DC_ID")  # fmt: skip
+    parser.add_argument("--to", dest="to_id", type=positive_int, required=True,
+                        metavar="CLOUD_ID")  # fmt: skip

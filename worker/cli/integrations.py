@@ -16,6 +16,7 @@ from worker.cli.common import (
     CliError,
     echo,
     emit_json,
+    from_to_arguments,
     positive_int,
     table,
 )
@@ -82,8 +83,7 @@ def register(sub: Any) -> None:
     p = cmds.add_parser(
         "migrate", help="move a project's links from a Data Center instance to a Cloud site"
     )
-    p.add_argument("--from", dest="from_id", type=int, required=True, metavar="DC_ID")
-    p.add_argument("--to", dest="to_id", type=int, required=True, metavar="CLOUD_ID")
+    from_to_arguments(p)
     p.add_argument("--project", required=True, metavar="KEY", help="the Jira project key")
     p.add_argument("--dry-run", action="store_true", help="say what would move; change nothing")
     p.set_defaults(handler=cmd_migrate)

@@ -18,6 +18,7 @@ from worker.cli.common import (
     CliError,
     echo,
     emit_json,
+    from_to_arguments,
     positive_int,
     table,
 )
@@ -57,8 +58,7 @@ def register(sub: Any) -> None:
     p = commands.add_parser(
         "seed", help="map on a Cloud site the users mapped on a Data Center one, by e-mail"
     )
-    p.add_argument("--from", dest="from_id", type=positive_int, required=True, metavar="DC_ID")
-    p.add_argument("--to", dest="to_id", type=positive_int, required=True, metavar="CLOUD_ID")
+    from_to_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="look them up, store nothing")
     p.set_defaults(handler=cmd_seed)
 
