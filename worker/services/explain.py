@@ -19,6 +19,7 @@ from worker.domain.model import ActivityType
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import explain as q
+from worker.store.queries.effects import Effect
 
 # What each stored outcome means, as the rule that decided it.
 RULES = {
@@ -86,7 +87,7 @@ def _who(assignee: dict[str, Any] | None) -> str:
 
 def _delivery_entries(
     d: q.Delivery,
-    effects: list[q.Effect],
+    effects: list[Effect],
     pushes: list[q.Push],
     failed: list[q.FailedRecord],
 ) -> list[Entry]:
@@ -195,7 +196,7 @@ def _explain(res: Resources, subject: str, issues: list[q.LinkedIssue]) -> Expla
         pushes = q.pushes(conn, ids) if ids else []
         failed = q.failed_records(conn, ids) if ids else []
         local = q.local_changes(conn, group_ids) if group_ids else []
-    by_delivery: dict[int, tuple[list[q.Effect], list[q.Push], list[q.FailedRecord]]] = {
+    by_delivery: dict[int, tuple[list[Effect], list[q.Push], list[q.FailedRecord]]] = {
         d.id: ([], [], []) for d in found
     }
     for e in effects:

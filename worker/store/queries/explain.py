@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from worker.store.db import Connection
+from worker.store.queries.effects import Effect
 
 
 @dataclass(frozen=True)
@@ -93,18 +94,8 @@ def deliveries(conn: Connection, issues: list[LinkedIssue]) -> list[Delivery]:
     return [Delivery(**r) for r in conn.execute(SELECT_DELIVERIES, params)]
 
 
-@dataclass(frozen=True)
-class Effect:
-    delivery_id: int
-    group_id: int
-    action: str | None
-    user_id: int | None
-    outcome: str
-    side_effects_done_at: datetime | None
-
-
 SELECT_EFFECTS = """
-SELECT delivery_id, group_id, action, user_id, outcome, side_effects_done_at
+SELECT delivery_id, group_id, action, user_id, outcome
 FROM delivery_effect WHERE delivery_id = ANY(%s) ORDER BY delivery_id, group_id
 """
 
