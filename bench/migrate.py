@@ -14,7 +14,7 @@ import sys
 import time
 
 from bench import harness
-from tests.fakecloud import ADMIN_EMAIL, FakeCloud
+from tests.fakecloud import FakeCloud
 from tests.fakejira import FakeJiraServer
 from tests.integration.inbound_support import JIRA, PROJECT, base_scene, integration
 from worker.jira import migrate
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     cloud = FakeJiraServer(FakeCloud()).start()
     fake = cloud.fake
     assert isinstance(fake, FakeCloud)
-    token = fake.add_api_token()
+    fake.add_api_token()
     keys = [f"MIG-{n}" for n in range(1, args.issues + 1)]
     for key in keys:
         fake.set_issue(key, None, fake.now_ms())
@@ -46,10 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             data = base_scene()
             linked = integration(CLOUD, "acme.atlassian.net", [{"organization": "acme"}],
                                  base_url=fake.base_url)  # fmt: skip
-            for name in ("consumer_key", "private_key", "access_token", "access_token_secret"):
-                del linked[name]
-            linked |= {"deployment_type": "Cloud", "email": ADMIN_EMAIL, "api_token": token}
-            data["integrations"].append(linked)
+            data["integrations"].append(fake.linked(linked))
             data["groups"] += [{"id": FIRST_GROUP + n, "project": PROJECT}
                                for n in range(len(keys))]  # fmt: skip
             data["external_issues"] += [

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from bench import harness
-from tests.fakecloud import ADMIN_EMAIL, FakeCloud
+from tests.fakecloud import FakeCloud
 from tests.fakejira import FakeJiraServer
 from tests.integration.inbound_support import ANN, BOB, JIRA, JIRA_USERS, PROJECT, base_scene
 from worker.jira import reconcile as sweeps
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     jira = FakeJiraServer(FakeCloud() if args.cloud else None).start()
     fake = jira.fake
     fake.add_consumer()
-    token = fake.add_api_token() if isinstance(fake, FakeCloud) else None
+    if isinstance(fake, FakeCloud):
+        fake.add_api_token()
     for uid in (ANN, BOB):
         fake.add_user(JIRA_USERS[uid]["name"], JIRA_USERS[uid]["emailAddress"])
     keys = [f"APP-{n}" for n in range(1, args.issues + 1)]
@@ -67,12 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             data = base_scene()
             linked = data["integrations"][0]
             linked["base_url"] = fake.base_url
-            if token is None:
-                linked["access_token"], linked["access_token_secret"] = fake.grant_access_token()
+            if isinstance(fake, FakeCloud):
+                data["integrations"][0] = fake.linked(linked)
             else:
-                for name in ("consumer_key", "private_key", "access_token", "access_token_secret"):
-                    del linked[name]
-                linked |= {"deployment_type": "Cloud", "email": ADMIN_EMAIL, "api_token": token}
+                linked["access_token"], linked["access_token_secret"] = fake.grant_access_token()
             data["groups"] = [{"id": FIRST_GROUP + n, "project": PROJECT} for n in range(len(keys))]
             data["external_issues"] = [
                 {"id": 1 + n, "integration": JIRA, "organization": "acme", "key": key,

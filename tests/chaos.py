@@ -58,7 +58,7 @@ from config.settings import default_broker_url, load_settings
 from devtools import rabbitmq as amqp
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.conftest import ROOT, WorkerProcess, launch_worker
-from tests.fakecloud import ADMIN_EMAIL, FakeCloud
+from tests.fakecloud import FakeCloud
 from tests.fakejira import FakeJira, FakeJiraServer
 from tests.integration.inbound_support import (
     ANN,
@@ -442,10 +442,7 @@ def scene(plan: Plan, other: FakeJira | None) -> dict[str, Any]:
             base_url=other.base_url,
         )  # fmt: skip
         if isinstance(other, FakeCloud):
-            for name in ("consumer_key", "private_key", "access_token", "access_token_secret"):
-                del linked[name]
-            linked |= {"deployment_type": "Cloud", "email": ADMIN_EMAIL,
-                       "api_token": other.api_tokens[ADMIN_EMAIL]}  # fmt: skip
+            linked = other.linked(linked)
         else:
             linked["access_token"], linked["access_token_secret"] = other.grant_access_token()
         data["integrations"].append(linked)

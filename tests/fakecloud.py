@@ -93,6 +93,14 @@ class FakeCloud(FakeJira):
         """Cloud's id of an issue: not the one Data Center gave it (migration renumbers)."""
         return str(700000 + zlib.crc32(key.encode()) % 1_000_000)
 
+    def linked(self, integration: dict[str, Any]) -> dict[str, Any]:
+        """A scene's integration (`load` form) linked to this site as `integration link
+        --email --api-token-file` leaves it: the administrator's API token, no OAuth 1.0a."""
+        oauth = ("consumer_key", "private_key", "access_token", "access_token_secret")
+        kept = {k: v for k, v in integration.items() if k not in oauth}
+        token = self.api_tokens[ADMIN_EMAIL]
+        return kept | {"deployment_type": "Cloud", "email": ADMIN_EMAIL, "api_token": token}
+
     def cloud_user(self, user: JiraUser) -> dict[str, Any]:
         data: dict[str, Any] = {
             "accountId": user.name,

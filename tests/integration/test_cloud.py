@@ -192,11 +192,7 @@ def cloud_integration(fake: FakeCloud) -> dict[str, Any]:
           "sync_status_forward": True}],
         base_url=fake.base_url,
     )  # fmt: skip
-    for name in ("consumer_key", "private_key", "access_token", "access_token_secret"):
-        del data[name]
-    data |= {"deployment_type": "Cloud", "email": ADMIN_EMAIL,
-             "api_token": fake.api_tokens[ADMIN_EMAIL]}  # fmt: skip
-    return data
+    return fake.linked(data)
 
 
 @pytest.fixture

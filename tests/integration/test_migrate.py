@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import WorkerProcess, wait_for
-from tests.fakecloud import ADMIN_EMAIL, FakeCloud
+from tests.fakecloud import FakeCloud
 from tests.fakejira import FakeJira
 from tests.integration.conftest import Run
 from tests.integration.inbound_support import (
@@ -49,10 +49,7 @@ def cloud_link(fake: FakeCloud) -> dict[str, Any]:
     data = integration(CLOUD, "acme.atlassian.net", [
         {"organization": "acme", "sync_reverse_assignment": True,
          "sync_forward_assignment": False}], base_url=fake.base_url)  # fmt: skip
-    for name in ("consumer_key", "private_key", "access_token", "access_token_secret"):
-        del data[name]
-    return data | {"deployment_type": "Cloud", "email": ADMIN_EMAIL,
-                   "api_token": fake.api_tokens[ADMIN_EMAIL]}  # fmt: skip
+    return fake.linked(data)
 
 
 @pytest.fixture
