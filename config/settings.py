@@ -60,6 +60,9 @@ class Settings:
     reconcile_settle_s: int
     reconcile_page_size: int
     reconcile_window_max_results: int
+    # Atlassian's OAuth 2.0 authorization server and API gateway (tests point them at a fake).
+    atlassian_auth_url: str
+    atlassian_api_url: str
 
     def __repr__(self) -> str:
         shown = []
@@ -137,6 +140,14 @@ def _epoch(env: Mapping[str, str]) -> int:
     return int(instant.timestamp())
 
 
+def _base_url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = (env.get(name, "").strip() or default).rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ConfigError(f"{name} must be an http or https URL without a query, got {value!r}")
+    return value
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Validate the environment; raise ConfigError naming the first bad variable."""
     redis_url = _url(env, "REDIS_URL", REDIS_SCHEMES)
@@ -201,6 +212,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         reconcile_window_max_results=_number(
             env, "RECONCILE_WINDOW_MAX_RESULTS", 10_000, 1, 10_000
         ),
+        atlassian_auth_url=_base_url(env, "ATLASSIAN_AUTH_URL", "https://auth.atlassian.com"),
+        atlassian_api_url=_base_url(env, "ATLASSIAN_API_URL", "https://api.atlassian.com"),
     )
 
 

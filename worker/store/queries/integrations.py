@@ -36,8 +36,9 @@ class Integration:
 @dataclass(frozen=True, repr=False)
 class Credentials:
     """What signs an integration's calls, secrets encrypted at rest: OAuth 1.0a (consumer key,
-    private key, access token and secret), an API token (Cloud, with the account's e-mail)
-    or a personal access token (Data Center)."""
+    private key, access token and secret), an API token (Cloud, with the account's e-mail;
+    `scoped_token`: a service account's, through the gateway), a personal access token (Data
+    Center) or an OAuth 2.0 app (client id and secret, access and rotating refresh token)."""
 
     integration_id: int
     consumer_key: str | None = None
@@ -48,6 +49,11 @@ class Credentials:
     account_email: str | None = None
     api_token_enc: str | None = None
     token_expires_on: date | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret_enc: str | None = None
+    refresh_token_enc: str | None = None
+    access_expires_at: datetime | None = None
+    consented_at: datetime | None = None
 
     def __repr__(self) -> str:
         return f"Credentials(integration_id={self.integration_id}, ***)"
@@ -148,14 +154,19 @@ def upsert_integration(
 UPSERT_CREDENTIALS = """
 INSERT INTO integration_credential
     (integration_id, consumer_key, private_key_enc, access_token_enc, access_token_secret_enc,
-     auth_kind, account_email, api_token_enc, token_expires_on)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+     auth_kind, account_email, api_token_enc, token_expires_on, oauth_client_id,
+     oauth_client_secret_enc, refresh_token_enc, access_expires_at, consented_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (integration_id) DO UPDATE
 SET consumer_key = EXCLUDED.consumer_key, private_key_enc = EXCLUDED.private_key_enc,
     access_token_enc = EXCLUDED.access_token_enc,
     access_token_secret_enc = EXCLUDED.access_token_secret_enc,
     auth_kind = EXCLUDED.auth_kind, account_email = EXCLUDED.account_email,
-    api_token_enc = EXCLUDED.api_token_enc, token_expires_on = EXCLUDED.token_expires_on
+    api_token_enc = EXCLUDED.api_token_enc, token_expires_on = EXCLUDED.token_expires_on,
+    oauth_client_id = EXCLUDED.oauth_client_id,
+    oauth_client_secret_enc = EXCLUDED.oauth_client_secret_enc,
+    refresh_token_enc = EXCLUDED.refresh_token_enc,
+    access_expires_at = EXCLUDED.access_expires_at, consented_at = EXCLUDED.consented_at
 """
 
 
@@ -165,7 +176,8 @@ def upsert_credentials(conn: Connection, creds: Credentials) -> None:
         UPSERT_CREDENTIALS,
         (c.integration_id, c.consumer_key, c.private_key_enc, c.access_token_enc,
          c.access_token_secret_enc, c.auth_kind, c.account_email, c.api_token_enc,
-         c.token_expires_on),
+         c.token_expires_on, c.oauth_client_id, c.oauth_client_secret_enc, c.refresh_token_enc,
+         c.access_expires_at, c.consented_at),
     )  # fmt: skip
 
 
@@ -414,16 +426,19 @@ def delete_expired_pending_links(conn: Connection) -> int:
 SELECT_EXTERNAL_IDS = "SELECT external_id FROM integration"
 
 SELECT_WEBHOOK_AUTH = """
-SELECT id, status, webhook_secret_enc, previous_webhook_secret_enc,
-       signing_secret_enc, previous_signing_secret_enc, require_signature,
-       signature_seen_at IS NOT NULL AS signature_seen
-FROM integration WHERE external_id = %s
+SELECT i.id, i.status, i.webhook_secret_enc, i.previous_webhook_secret_enc,
+       i.signing_secret_enc, i.previous_signing_secret_enc, i.require_signature,
+       i.signature_seen_at IS NOT NULL AS signature_seen,
+       CASE WHEN c.auth_kind = 'oauth2' THEN c.oauth_client_secret_enc END AS bearer_secret_enc
+FROM integration i LEFT JOIN integration_credential c ON c.integration_id = i.id
+WHERE i.external_id = %s
 """
 
 
 def get_webhook_auth(conn: Connection, external_id: str) -> dict[str, Any] | None:
     """What the receiver needs to verify a token and a body signature: id, status, whether a
-    signature is required and the encrypted secrets."""
+    signature is required and the encrypted secrets (an OAuth 2.0 link's client secret, which
+    signs its dynamic webhooks' bearer JWTs, among them)."""
     row: dict[str, Any] | None = conn.execute(SELECT_WEBHOOK_AUTH, (external_id,)).fetchone()
     return row
 
