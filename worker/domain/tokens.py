@@ -119,3 +119,44 @@ def matching(token: str, candidate_secrets: Sequence[str]) -> int | None:
         if hmac.compare_digest(given, expected) and candidate_secrets and matched is None:
             matched = index
     return matched
+
+
+# Clocks of Atlassian and this host may differ by this much (exp, nbf, iat).
+CLOCK_LEEWAY_S = 30
+
+
+def matching_expiring(
+    token: str, candidate_secrets: Sequence[str], now_s: float, leeway_s: float = CLOCK_LEEWAY_S
+) -> int | None:
+    """A bearer JWT of Cloud's dynamic webhooks (signed with the OAuth 2.0 app's client
+    secret): the index of the secret that signed it, or None. Only HS256 (refused before any
+    key is used), and an `exp` claim that has not passed; `nbf` and `iat`, when present, must
+    not be in the future (each within `leeway_s`)."""
+    if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
+        return None
+    header_seg, payload_seg, _ = token.split(".")
+    try:
+        if _json_object(header_seg).get("alg") != ALGORITHM:
+            return None
+        claims = _json_object(payload_seg)
+    except InvalidToken:
+        return None
+    used = matching(token, candidate_secrets)
+    if used is None:
+        return None
+    expires = _seconds(claims.get("exp"))
+    if expires is None or now_s > expires + leeway_s:
+        return None
+    for name in ("nbf", "iat"):
+        if name in claims:
+            moment = _seconds(claims[name])
+            if moment is None or moment > now_s + leeway_s:
+                return None
+    return used
+
+
+def _seconds(value: object) -> float | None:
+    """A NumericDate claim (seconds since the epoch, an int or a float, never a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)

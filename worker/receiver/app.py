@@ -135,7 +135,7 @@ class Receiver:
     async def signed(self, request: Request, raw: bytes, auth: WebhookAuth) -> bool:
         """Whether the body's signature verifies, or may be left out (not required, none sent).
         The first signed delivery after a registration makes the signature required."""
-        sent = request.headers.getlist(signatures.HEADER)
+        sent = signatures.sent(request.headers, auth)
         if not (sent or auth.require_signature):
             return True
         used = signatures.matching(raw, sent, auth.signing_secrets)

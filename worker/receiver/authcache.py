@@ -30,7 +30,9 @@ KNOWN_REFRESH_S = 0.1
 class WebhookAuth:
     """What verifying a token and a body signature needs: the integration's id and state,
     its plain URL-token secrets and body-signing secrets (none unless it signs), and whether
-    a delivery without a signature is refused."""
+    a delivery without a signature is refused. A Cloud site linked through an OAuth 2.0 app
+    (`bearer`) signs its dynamic webhooks with a JWT in `Authorization`, keyed with the app's
+    client secret (its one signing secret, always required)."""
 
     integration_id: int
     external_id: str
@@ -39,6 +41,7 @@ class WebhookAuth:
     signing_secrets: tuple[bytes, ...]
     require_signature: bool
     signature_seen: bool  # a signed delivery arrived since the signing secret was registered
+    bearer: bool = False
 
 
 class AuthCache:
@@ -164,12 +167,16 @@ class AuthCache:
             for column in ("signing_secret_enc", "previous_signing_secret_enc")
             if row[column]
         )
+        bearer = row["bearer_secret_enc"] is not None
+        if bearer:  # the client secret signs the JWT of every dynamic webhook delivery
+            signing = (vault.decrypt(row["bearer_secret_enc"]).encode(),)
         return WebhookAuth(
             int(row["id"]),
             external_id,
             row["status"] == "active",
             tuple(secrets),
             signing,
-            bool(row["require_signature"]),
+            bearer or bool(row["require_signature"]),
             bool(row["signature_seen"]),
+            bearer,
         )

@@ -1,5 +1,7 @@
-"""Webhook body signatures (Jira Data Center 10): `X-Hub-Signature: sha256=<lowercase hex>`,
-the HMAC-SHA256 of the raw request body keyed with the integration's signing secret.
+"""Webhook body signatures: `X-Hub-Signature: sha256=<lowercase hex>` (Jira Data Center 10 and
+Cloud's admin webhooks), the HMAC-SHA256 of the raw request body keyed with the integration's
+signing secret; and, for a Cloud site linked through an OAuth 2.0 app, the dynamic webhooks'
+`Authorization: Bearer <JWT>`, signed HS256 with the app's client secret and not expired.
 
 The whole header value is compared with the expected one, so only that exact spelling
 verifies: `sha1=`, uppercase hex, spaces or a second header are refused. Every candidate
@@ -11,9 +13,32 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Sequence
+from typing import Protocol
+
+from worker.domain import tokens
 
 HEADER = "x-hub-signature"
+BEARER_HEADER = "authorization"
+BEARER = "Bearer "
+
+
+class Headers(Protocol):
+    def getlist(self, key: str) -> list[str]: ...
+
+
+class Signer(Protocol):
+    """What decides which header carries an integration's signature."""
+
+    @property
+    def bearer(self) -> bool: ...
+
+
+def sent(headers: Headers, auth: Signer) -> list[str]:
+    """The signature headers a delivery carries for this integration: its `Authorization`
+    headers when its webhooks are dynamic ones (OAuth 2.0), else its `X-Hub-Signature`."""
+    return headers.getlist(BEARER_HEADER if auth.bearer else HEADER)
 
 
 def verify(body: bytes, sent: Sequence[str], candidate_secrets: Sequence[bytes]) -> bool:
@@ -24,9 +49,15 @@ def verify(body: bytes, sent: Sequence[str], candidate_secrets: Sequence[bytes])
 
 def matching(body: bytes, sent: Sequence[str], candidate_secrets: Sequence[bytes]) -> int | None:
     """The index of the secret whose signature of `body` is the one header sent (0: the
-    current secret, 1: the previous one of a rotation), or None."""
+    current secret, 1: the previous one of a rotation), or None. A `Bearer` header is a
+    dynamic webhook's JWT: it signs no body, but must verify with a secret and not have
+    expired."""
     if len(sent) != 1:
         return None
+    if sent[0].startswith(BEARER):
+        token = sent[0][len(BEARER) :].strip()
+        secrets = [s.decode() for s in candidate_secrets]
+        return tokens.matching_expiring(token, secrets, time.time()) if secrets else None
     given = sent[0].encode("latin-1")  # the header's bytes as the client sent them
     matched = None
     for index, secret in enumerate(candidate_secrets):
