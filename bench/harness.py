@@ -296,6 +296,50 @@ class PeakRss:
                     self.peaks[key] = max(self.peaks.get(key, 0), rss)
 
 
+class CpuUse:
+    """CPU seconds used by groups of processes over a block: cores busy on average, and CPU
+    time per unit of work (where a figure's time goes: the app, or the servers it waits on)."""
+
+    def __init__(self, groups: dict[str, list[psutil.Process]]) -> None:
+        self.groups = groups
+        self.used: dict[str, float] = {}
+        self.wall_s = 0.0
+
+    @staticmethod
+    def _cpu_s(processes: list[psutil.Process]) -> float:
+        total = 0.0
+        for p in processes:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def __enter__(self) -> CpuUse:
+        self._start = {name: self._cpu_s(ps) for name, ps in self.groups.items()}
+        self._started = time.monotonic()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall_s = time.monotonic() - self._started
+        self.used = {n: self._cpu_s(ps) - self._start[n] for n, ps in self.groups.items()}
+
+    def cores(self, name: str) -> float:
+        return self.used.get(name, 0.0) / self.wall_s if self.wall_s else 0.0
+
+    def ms_per(self, name: str, units: int) -> float:
+        return 1000 * self.used.get(name, 0.0) / units if units else 0.0
+
+
+def server_processes() -> list[psutil.Process]:
+    """PostgreSQL's and Redis's processes on this machine (the bench's own or the system's)."""
+    names = ("postgres", "redis-server", "valkey-server")
+    found = []
+    for p in psutil.process_iter(["name"]):
+        if (p.info["name"] or "").startswith(names):
+            found.append(p)
+    return found
+
+
 def poll_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.02) -> bool:
     """Poll; True when the predicate held before the timeout."""
     deadline = time.monotonic() + timeout_s

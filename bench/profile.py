@@ -78,9 +78,10 @@ def summarize(raw_path: Path, title: str, top: int = TOP) -> str:
 
 
 def attach(
-    pid: int, seconds: float, name: str, subprocesses: bool = False
+    pid: int, seconds: float, name: str, subprocesses: bool = False, gil: bool = False
 ) -> subprocess.Popen[bytes]:
-    """Start sampling a running process for `seconds`; call finish() with the handle."""
+    """Start sampling a running process for `seconds`; call finish() with the handle. With
+    `gil`, only the thread holding the GIL is sampled: where the CPU goes, waits left out."""
     exe = py_spy()
     assert exe is not None
     PROFILES_DIR.mkdir(exist_ok=True)
@@ -91,6 +92,8 @@ def attach(
     ]  # fmt: skip
     if subprocesses:
         cmd.append("--subprocesses")
+    if gil:
+        cmd.append("--gil")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

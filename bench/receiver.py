@@ -151,11 +151,17 @@ def _rounds(
         order = names[round_no % len(names) :] + names[: round_no % len(names)]
         for name in order:
             harness.drop_queues(srv)
-            _, port = servers[name]
-            result = generate(
-                port, path, opts.connections, opts.duration_s, opts.warmup_s,
-                f"r{round_no}-{uuid.uuid4().hex[:8]}",
-            )  # fmt: skip
+            process, port = servers[name]
+            with harness.CpuUse(
+                {"app": process.tree(), "servers": harness.server_processes()}
+            ) as cpu:
+                result = generate(
+                    port, path, opts.connections, opts.duration_s, opts.warmup_s,
+                    f"r{round_no}-{uuid.uuid4().hex[:8]}",
+                )  # fmt: skip
+            result["app_cores"] = cpu.cores("app")
+            result["servers_cores"] = cpu.cores("servers")
+            result["app_cpu_ms_per_accepted"] = cpu.ms_per("app", int(result["accepted_total"]))
             load.generator = result["generator"]
             load.runs.results.setdefault(name, []).append(result)
             if name == PRODUCT:
@@ -169,7 +175,9 @@ def _rounds(
                 f"  receiver round {round_no + 1}/{opts.runs} {name:14} "
                 f"{result['accepted_per_s']:8,.0f} accepted/s  p50 {result['p50_ms']:6.1f} ms  "
                 f"p99 {result['p99_ms']:6.1f} ms  statuses {result['statuses']} "
-                f"errors {result['errors']}"
+                f"errors {result['errors']}  cores: app {result['app_cores']:.2f}, "
+                f"PostgreSQL+Redis {result['servers_cores']:.2f}; "
+                f"app CPU {result['app_cpu_ms_per_accepted']:.3f} ms per 202"
             )
         took = time.monotonic() - round_started
         if round_no + 1 < opts.runs and time.monotonic() + took > deadline:
@@ -179,11 +187,13 @@ def _rounds(
             break
     if opts.profile:
         process, port = servers[PRODUCT]
-        spy = profile.attach(process.pid, opts.duration_s, "receiver", subprocesses=True)
+        spy = profile.attach(
+            process.pid, opts.duration_s, "receiver", subprocesses=True, gil=True
+        )
         result = generate(port, path, opts.connections, opts.duration_s, 0.0, "profile")
         load.accepted_by_product += int(result["accepted_total"])
         spy.wait()
-        say(profile.finish("receiver", "receiver (jira-sync under load)"))
+        say(profile.finish("receiver", "receiver (jira-sync under load, GIL holder only)"))
 
 
 def _report(srv: Servers, report: Report, opts: Options, load: Load) -> None:

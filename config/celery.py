@@ -28,6 +28,7 @@ ROUTES = {
 }
 
 SWEEP_INTERVAL_S = 15.0
+DYNAMIC_WEBHOOK_CHECK_S = 3600.0
 UNACKED_RESTORE_INTERVAL_S = 2
 
 
@@ -115,6 +116,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "flush-failure-spool": {
                 "task": "jira_sync.maintenance.flush_failure_spool",
                 "schedule": SWEEP_INTERVAL_S,
+            },
+            # Cloud ends a dynamic webhook 30 days after its last refresh: checked hourly,
+            # refreshed once it has 20 days left (a beat down for days still catches up).
+            "refresh-dynamic-webhooks": {
+                "task": "jira_sync.maintenance.refresh_dynamic_webhooks",
+                "schedule": DYNAMIC_WEBHOOK_CHECK_S,
             },
             # Each integration's own interval decides when its reconciliation is due.
             "reconcile-due-integrations": {

@@ -1,5 +1,6 @@
 """Periodic steps (beat): sweep stored-but-unqueued and stalled deliveries, flush the failure
-spool, and reconcile each linked Jira whose sweep is due (SPEC 9)."""
+spool, reconcile each linked Jira whose sweep is due (SPEC 9), and refresh Cloud's dynamic
+webhooks before they expire (SPEC 13)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from tasks import pipeline, relay
 from tasks.base import ChangeBatchStep, DeliveryBatchStep, GroupBatchStep, Step
 from worker import cache
 from worker.domain import retry
-from worker.domain.errors import JiraUnavailable
+from worker.domain.errors import JiraSyncError, JiraUnavailable
 from worker.jira import reconcile as sweeps
+from worker.jira import webhooks
+from worker.jira.api import client_for_integration
 from worker.runtime.app import app
 from worker.runtime.publish import StepCall, batch_sender
 from worker.runtime.resources import Resources
@@ -25,6 +28,7 @@ from worker.store.db import transaction
 from worker.store.queries import deliveries as q
 from worker.store.queries import effects as q_effects
 from worker.store.queries import group_status as q_status
+from worker.store.queries import oauth2 as q_oauth2
 from worker.store.queries import reconcile as q_reconcile
 
 log = logging.getLogger(__name__)
@@ -197,3 +201,35 @@ def reconcile(self: Step, *, integration_id: int) -> int:
         )
         return 0
     return len(result.fed)
+
+
+# A dynamic webhook lives 30 days from its last refresh; it is refreshed with this much left.
+DYNAMIC_WEBHOOK_REFRESH_AHEAD_S = 20 * 86400
+
+
+@app.task(base=Step, bind=True, name="jira_sync.maintenance.refresh_dynamic_webhooks")
+def refresh_dynamic_webhooks(self: Step) -> list[int]:
+    """Refresh (or register again, when Cloud no longer lists it) the dynamic webhook of every
+    OAuth 2.0 link that has DYNAMIC_WEBHOOK_REFRESH_AHEAD_S left; one site failing is logged
+    and tried again at the next check, never stopping the others."""
+    res = self.resources
+    with transaction(res.pool) as conn:
+        due = q_oauth2.integrations_due(conn, DYNAMIC_WEBHOOK_REFRESH_AHEAD_S)
+    refreshed = []
+    for integration_id in due:
+        try:
+            client = client_for_integration(res, integration_id)
+            try:
+                webhooks.install_webhook(res, integration_id, client)
+            finally:
+                client.close()
+        except JiraSyncError as exc:
+            log.warning(
+                "webhook.refresh_failed",
+                extra={"integration_id": integration_id, "error": str(exc)},
+            )
+            continue
+        refreshed.append(integration_id)
+    if refreshed:
+        log.info("webhook.refreshed", extra={"integrations": refreshed})
+    return refreshed

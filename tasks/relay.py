@@ -19,12 +19,10 @@ from worker.store.queries import deliveries as q
 log = logging.getLogger(__name__)
 
 
-def enqueue(app: Celery, conn: Connection, delivery_ids: list[int]) -> list[int]:
-    """Send the deliveries' first steps in one round trip and mark them queued. Broker down:
-    they stay `received` and the beat sweep sends them later (a delivery sent twice is
-    harmless: the steps are idempotent). Returns the ids sent."""
-    if not delivery_ids:
-        return []
+def send_starts(app: Celery, delivery_ids: list[int]) -> bool:
+    """Send the deliveries' first steps in one round trip; False (logged) when the broker
+    cannot take them: they stay `received` and the beat sweep sends them later (a delivery
+    sent twice is harmless: the steps are idempotent)."""
     try:
         with batch_sender(app) as send:
             send(pipeline.delivery_starts(delivery_ids))
@@ -33,6 +31,14 @@ def enqueue(app: Celery, conn: Connection, delivery_ids: list[int]) -> list[int]
             "delivery.enqueue_failed",
             extra={"count": len(delivery_ids), "error": type(exc).__name__},
         )
+        return False
+    return True
+
+
+def enqueue(app: Celery, conn: Connection, delivery_ids: list[int]) -> list[int]:
+    """Send the deliveries' first steps in one round trip and mark them queued. Returns the
+    ids sent (none when the broker is down, see `send_starts`)."""
+    if not delivery_ids or not send_starts(app, delivery_ids):
         return []
     q.mark_queued(conn, delivery_ids)
     return delivery_ids

@@ -13,6 +13,17 @@ it (SPEC 13; what is verified and what assumed: docs/jira.md, "Jira Cloud"):
   never listed back; every delivery carries `X-Atlassian-Webhook-Identifier`.
 - Rate limits: while `throttle_until` has not passed every call gets 429 with `Retry-After`
   and `RateLimit-Reason`.
+- Atlassian's OAuth 2.0 (3LO) server on the same port (point ATLASSIAN_AUTH_URL and
+  ATLASSIAN_API_URL at `base_url`): `/authorize` (consent: a redirect with `code` and
+  `state`), `/oauth/token` (authorization code and rotating refresh tokens: every refresh
+  issues a new refresh token and spends the old; a spent one is refused 403 invalid_grant and
+  revokes the grant, as Atlassian does outside its leeway), `/oauth/token/accessible-resources`.
+- The API gateway `/ex/jira/{cloud_id}/...`: the only way in for an OAuth 2.0 access token
+  (Bearer) and a service account's scoped token (Basic); the site's own URL refuses both.
+  `/_edge/tenant_info` names the cloud id without credentials.
+- Dynamic webhooks (`/rest/api/3/webhook`, apps only): register, list, refresh, delete; each
+  expires `dynamic_webhook_life_s` after its registration or last refresh, and `outgoing`
+  sends to the live ones with `Authorization: Bearer <JWT>` (HS256, the app's client secret).
 
 Workflow statuses, transitions and issue GETs are the Server fake's, under /rest/api/3.
 """
@@ -32,7 +43,9 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import jwt
 import pytest
 
 from tests.fakejira import (
@@ -68,6 +81,21 @@ class FakeCloud(FakeJira):
     throttle_until: float = 0.0
     retry_after_s: int = 2
     _results: dict[str, list[str]] = field(default_factory=dict)  # token -> result set
+    cloud_id: str = "4f1c2a9e-7b3d-4c5e-9a8f-0123456789ab"
+    oauth_apps: dict[str, str] = field(default_factory=dict)  # client id -> client secret
+    # Other sites the consent grants besides this one (accessible-resources lists them too).
+    other_sites: list[dict[str, Any]] = field(default_factory=list)
+    site_granted: bool = True  # False: the operator consented for other sites only
+    access_token_life_s: int = 3600
+    bearer_tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # -> app, expiry
+    refresh_tokens: dict[str, str] = field(default_factory=dict)  # token -> its grant
+    live_refresh: dict[str, str] = field(default_factory=dict)  # grant -> its current token
+    revoked_grants: set[str] = field(default_factory=set)
+    refused_refreshes: int = 0
+    scoped_tokens: dict[str, str] = field(default_factory=dict)  # service account -> token
+    dynamic_webhook_life_s: int = 30 * 86400
+    dynamic_webhooks: list[dict[str, Any]] = field(default_factory=list)
+    _codes: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # -> app, uri, scope
 
     def add_api_token(self, email: str = ADMIN_EMAIL, admin: bool = True) -> str:
         token = "ATATT" + uuid.uuid4().hex
@@ -101,6 +129,29 @@ class FakeCloud(FakeJira):
         token = self.api_tokens[ADMIN_EMAIL]
         return kept | {"deployment_type": "Cloud", "email": ADMIN_EMAIL, "api_token": token}
 
+    def add_oauth_app(self, client_id: str = "jira-sync-app") -> tuple[str, str]:
+        """An OAuth 2.0 (3LO) app of the developer console: (client id, client secret)."""
+        secret = "ATOA" + uuid.uuid4().hex + uuid.uuid4().hex
+        self.oauth_apps[client_id] = secret
+        return client_id, secret
+
+    def add_service_account(self, name: str = "sync") -> tuple[str, str]:
+        """A service account and its scoped API token: (e-mail, token)."""
+        email = f"{name}@serviceaccount.atlassian.com"
+        self.scoped_tokens[email] = "ATSTT" + uuid.uuid4().hex
+        return email, self.scoped_tokens[email]
+
+    def consent(self, authorize_url: str) -> str:
+        """The operator allows the app on Atlassian's consent page: the callback URL (with
+        `code` and `state`) the browser is sent to."""
+        status, headers, text = self.handle("GET", _path_of(authorize_url), {}, "")
+        assert status == 302, text
+        return headers["Location"]
+
+    def expire_access_tokens(self) -> None:
+        with self._lock:
+            self.bearer_tokens = {t: (app, 0.0) for t, (app, _) in self.bearer_tokens.items()}
+
     def cloud_user(self, user: JiraUser) -> dict[str, Any]:
         data: dict[str, Any] = {
             "accountId": user.name,
@@ -128,6 +179,21 @@ class FakeCloud(FakeJira):
                 digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
                 headers["X-Hub-Signature"] = f"sha256={digest}"
             posts.append(Outgoing(hook["url"], headers, body))
+        with self._lock:
+            live = [h for h in self.dynamic_webhooks if h["expires_ms"] > self.now_ms()]
+        for hook in live:
+            now = int(time.time())
+            token = jwt.encode(
+                {"iss": hook["app"], "iat": now, "exp": now + 180},
+                self.oauth_apps[hook["app"]],
+                algorithm="HS256",
+            )
+            headers = {
+                "Content-Type": "application/json; charset=UTF-8",
+                "X-Atlassian-Webhook-Identifier": str(uuid.uuid4()),
+                "Authorization": f"Bearer {token}",
+            }
+            posts.append(Outgoing(hook["url"], headers, body))
         return posts
 
     # -- request handling -------------------------------------------------------------------
@@ -140,6 +206,26 @@ class FakeCloud(FakeJira):
             return status, {"Content-Type": content_type}, text
         if call.path.startswith("/plugins/servlet/oauth/"):
             return 401, {"Content-Type": "text/plain"}, "oauth_problem=consumer_key_unknown"
+        if call.path == "/authorize" and call.method == "GET":
+            return self._authorize(call)
+        if call.path == "/oauth/token" and call.method == "POST":
+            return self._token(call, headers)
+        if call.path == "/_edge/tenant_info" and call.method == "GET":
+            return 200, JSON, json.dumps({"cloudId": self.cloud_id})
+        if call.path == "/oauth/token/accessible-resources" and call.method == "GET":
+            if self._app_of(headers) is None:
+                return _error(401, "Unauthorized")
+            site = {"id": self.cloud_id, "url": self.base_url, "name": "acme",
+                    "scopes": ["read:jira-work", "write:jira-work"]}  # fmt: skip
+            return (
+                200,
+                JSON,
+                json.dumps([*self.other_sites, *([site] if self.site_granted else [])]),
+            )
+        gateway = f"/ex/jira/{self.cloud_id}/"
+        if call.path.startswith(gateway):
+            return self._gateway(dataclasses.replace(call, path="/" + call.path[len(gateway) :]),
+                                 headers)  # fmt: skip
         if time.monotonic() < self.throttle_until:
             return _error(
                 429,
@@ -165,6 +251,135 @@ class FakeCloud(FakeJira):
             return None
         known = self.api_tokens.get(email)
         return email if known is not None and hmac.compare_digest(known, token) else None
+
+    def _gateway(self, call: Call, headers: dict[str, str]) -> Answer:
+        """api.atlassian.com/ex/jira/{cloud id}: an app's access token or a scoped token."""
+        if time.monotonic() < self.throttle_until:
+            return _error(429, "Rate limit exceeded.",
+                          {"Retry-After": str(self.retry_after_s)})  # fmt: skip
+        app = self._app_of(headers)
+        caller = f"app:{app}" if app is not None else self._scoped_account(headers)
+        if caller is None:
+            return _error(401, "Unauthorized; scope does not match")
+        if call.path.startswith(DYNAMIC_HOOKS):
+            if app is None:
+                return _error(403, "The caller isn't an app.")
+            return self._dynamic(call, app)
+        return self._cloud_rest(call, caller)
+
+    def _app_of(self, headers: dict[str, str]) -> str | None:
+        """The app whose live OAuth 2.0 access token `Authorization: Bearer` carries."""
+        value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        if not value.startswith("Bearer "):
+            return None
+        with self._lock:
+            app, expires = self.bearer_tokens.get(value[7:], ("", 0.0))
+        return app if app and time.time() < expires else None
+
+    def _scoped_account(self, headers: dict[str, str]) -> str | None:
+        value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        scheme, _, encoded = value.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            email, _, token = base64.b64decode(encoded).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        known = self.scoped_tokens.get(email)
+        return email if known is not None and hmac.compare_digest(known, token) else None
+
+    def _authorize(self, call: Call) -> Answer:
+        q = call.query
+        if q.get("client_id") not in self.oauth_apps or q.get("response_type") != "code":
+            return 400, {"Content-Type": "text/plain"}, "unknown client or response type"
+        if q.get("audience") != "api.atlassian.com" or not q.get("redirect_uri"):
+            return 400, {"Content-Type": "text/plain"}, "audience or redirect_uri missing"
+        code = uuid.uuid4().hex
+        self._codes[code] = (q["client_id"], q["redirect_uri"], q.get("scope", ""))
+        query = urlencode({"code": code, "state": q.get("state", "")})
+        return 302, {"Location": f"{q['redirect_uri']}?{query}"}, ""
+
+    def _token(self, call: Call, headers: dict[str, str]) -> Answer:
+        """The token endpoint: JSON or form bodies, client id and secret in the body."""
+        json_body = "json" in next((v for k, v in headers.items()
+                                    if k.lower() == "content-type"), "")  # fmt: skip
+        form = call.json() if json_body else {k: v[0] for k, v in parse_qs(call.body).items()}
+        app, secret = form.get("client_id", ""), form.get("client_secret", "")
+        known = self.oauth_apps.get(app)
+        if known is None or not hmac.compare_digest(known, secret):
+            return _oauth_error(401, "access_denied", "Unauthorized")
+        with self._lock:
+            if form.get("grant_type") == "authorization_code":
+                found = self._codes.pop(form.get("code", ""), None)
+                if found is None or found[:2] != (app, form.get("redirect_uri")):
+                    return _oauth_error(403, "invalid_grant", "Invalid authorization code")
+                grant = uuid.uuid4().hex
+                offline = "offline_access" in found[2].split()
+            elif form.get("grant_type") == "refresh_token":
+                spent = form.get("refresh_token", "")
+                grant = self.refresh_tokens.get(spent, "")
+                if not grant or grant in self.revoked_grants or self.live_refresh[grant] != spent:
+                    self.refused_refreshes += 1
+                    if grant:  # a spent token used again: the whole grant is revoked
+                        self.revoked_grants.add(grant)
+                    return _oauth_error(403, "invalid_grant", "Unknown or invalid refresh token.")
+                offline = True
+            else:
+                return _oauth_error(400, "unsupported_grant_type", "grant_type")
+            access = "oat-" + uuid.uuid4().hex
+            self.bearer_tokens[access] = (app, time.time() + self.access_token_life_s)
+            answer: dict[str, Any] = {"access_token": access, "token_type": "Bearer",
+                                      "expires_in": self.access_token_life_s,
+                                      "scope": " ".join(sorted(SCOPES))}  # fmt: skip
+            if offline:
+                refresh = "ort-" + uuid.uuid4().hex
+                self.refresh_tokens[refresh] = grant
+                self.live_refresh[grant] = refresh
+                answer["refresh_token"] = refresh
+        return 200, JSON, json.dumps(answer)
+
+    def _dynamic(self, call: Call, app: str) -> Answer:
+        """/rest/api/3/webhook: an app's own dynamic webhooks."""
+        method, now = call.method, self.now_ms()
+        with self._lock:
+            mine = [h for h in self.dynamic_webhooks if h["app"] == app]
+            if call.path == DYNAMIC_HOOKS and method == "GET":
+                values = [{"id": h["id"], "url": h["url"], "jqlFilter": h["jqlFilter"],
+                           "events": h["events"], "expirationDate": h["expires_ms"]}
+                          for h in mine]  # fmt: skip
+                return 200, JSON, json.dumps({"startAt": 0, "maxResults": 100,
+                                              "total": len(values), "isLast": True,
+                                              "values": values})  # fmt: skip
+            if call.path == DYNAMIC_HOOKS and method == "POST":
+                body = call.json()
+                results = []
+                for wanted in body.get("webhooks", []):
+                    if not wanted.get("jqlFilter") or not set(wanted.get("events", [])) <= {
+                        "jira:issue_created", "jira:issue_updated", "jira:issue_deleted"
+                    }:  # fmt: skip
+                        results.append({"errors": ["Invalid JQL or events."]})
+                        continue
+                    self._webhook_ids += 1
+                    self.dynamic_webhooks.append(
+                        {"id": self._webhook_ids, "app": app, "url": body["url"],
+                         "jqlFilter": wanted["jqlFilter"], "events": wanted["events"],
+                         "expires_ms": now + self.dynamic_webhook_life_s * 1000}
+                    )  # fmt: skip
+                    results.append({"createdWebhookId": self._webhook_ids})
+                return 200, JSON, json.dumps({"webhookRegistrationResult": results})
+            ids = set(call.json().get("webhookIds", [])) if call.body else set()
+            if call.path == DYNAMIC_HOOKS + "/refresh" and method == "PUT":
+                expires = now + self.dynamic_webhook_life_s * 1000
+                for hook in mine:
+                    if hook["id"] in ids:
+                        hook["expires_ms"] = expires
+                return 200, JSON, json.dumps({"expirationDate": expires})
+            if call.path == DYNAMIC_HOOKS and method == "DELETE":
+                self.dynamic_webhooks = [
+                    h for h in self.dynamic_webhooks if h["app"] != app or h["id"] not in ids
+                ]
+                return 202, {}, ""
+        return _error(404, "not found")
 
     def _cloud_rest(self, call: Call, email: str | None) -> Answer:
         path, method = call.path, call.method
@@ -286,6 +501,20 @@ class FakeCloud(FakeJira):
 
 
 _RESULT_IDS = (f"r{n}" for n in itertools.count(1))
+DYNAMIC_HOOKS = "/rest/api/3/webhook"
+SCOPES = ("read:jira-work", "write:jira-work", "read:jira-user", "manage:jira-webhook",
+          "offline_access")  # fmt: skip
+
+
+def _oauth_error(status: int, error: str, description: str) -> Answer:
+    return status, JSON, json.dumps({"error": error, "error_description": description})
+
+
+def _path_of(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
 # `project = KEY AND issuekey >= KEY-1 AND issuekey <= KEY-100 ORDER BY issuekey ASC`
 JQL_KEY_RANGE = re.compile(
     r"project = (\w+) AND issuekey >= (\w+-\d+) AND issuekey <= (\w+-\d+) ORDER BY issuekey ASC"

@@ -19,11 +19,10 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from starlette.applications import Starlette
 
 from tests.integration.test_receiver_fuzz import acceptable
 from tests.webhooks import load_integrations, payload, url
-from worker.receiver.app import create_app
+from worker.receiver.app import ReceiverApp, create_app
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 
@@ -101,7 +100,7 @@ def generated(rng: random.Random, n: int) -> tuple[str, bytes]:
 
 
 @pytest.fixture
-def app(res: Resources, scene: Callable[[dict[str, Any]], None]) -> Starlette:
+def app(res: Resources, scene: Callable[[dict[str, Any]], None]) -> ReceiverApp:
     load_integrations(scene)
     return create_app(res=res, configure_logs=False)
 
@@ -142,7 +141,7 @@ async def send_all(
 
 @pytest.mark.timeout(240)
 def test_twenty_thousand_mutated_bodies_no_5xx_nothing_wrongly_stored_memory_flat(
-    app: Starlette, res: Resources, caplog: pytest.LogCaptureFixture
+    app: ReceiverApp, res: Resources, caplog: pytest.LogCaptureFixture
 ) -> None:
     # pytest keeps every captured log record in memory: had an earlier in-process CLI test
     # left the root logger at INFO, 18,000 request lines would read as the receiver's growth.
@@ -153,7 +152,7 @@ def test_twenty_thousand_mutated_bodies_no_5xx_nothing_wrongly_stored_memory_fla
     measured: dict[str, int] = {}
 
     async def run() -> None:
-        async with app.router.lifespan_context(app):
+        async with app.starlette.router.lifespan_context(app.starlette):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
                 await send_all(client, rng, range(WARM_UP), tally)

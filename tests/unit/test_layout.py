@@ -59,7 +59,7 @@ PACKAGES = (
                "worker.runtime", "worker.jira", "worker.services", "tasks")),
     ("worker/receiver", ("config", "worker.domain", "worker.support", "worker.cache",
                          "worker.store", "worker.runtime", "worker.receiver",
-                         "worker.jira.linking", "tasks.relay")),
+                         "worker.jira.linking", "worker.jira.consent", "tasks.relay")),
     ("worker/cli", ("config", "worker.domain", "worker.support", "worker.store", "worker.cache",
                     "worker.runtime", "worker.jira", "worker.services", "worker.cli",
                     "tasks.pipeline", "tasks.relay")),

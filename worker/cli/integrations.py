@@ -1,18 +1,16 @@
-"""`jira-sync integration link|complete|list|webhook-url|rotate-secret|configure|map-status|
-disable` (configure also switches an integration's reconciliation, SPEC 9)."""
+"""`jira-sync integration link|complete (cli/link.py)|list|webhook-url|rotate-secret|configure|
+map-status|disable` (configure also switches an integration's reconciliation, SPEC 9)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import date
-from pathlib import Path
 from typing import Any
 
+from worker.cli import link
 from worker.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_UNAVAILABLE,
     CliError,
     echo,
     emit_json,
@@ -22,7 +20,7 @@ from worker.cli.common import (
 )
 from worker.domain.errors import JiraRejected, JiraUnavailable, NotFound
 from worker.domain.reconcile import MIN_INTERVAL_S
-from worker.jira import admin, linking, migrate
+from worker.jira import admin, migrate, webhooks
 from worker.runtime import resources
 from worker.store.db import transaction
 from worker.store.queries import reconcile as q_reconcile
@@ -38,43 +36,7 @@ def register(sub: Any) -> None:
     integration = sub.add_parser("integration", help="link and manage Jira Server instances")
     cmds = integration.add_subparsers(dest="integration_command", required=True, metavar="COMMAND")
 
-    p = cmds.add_parser(
-        "link",
-        help="start linking a Jira Server (prints the authorize URL); linking one already "
-        "linked re-links it with a fresh secret and one webhook",
-    )
-    p.add_argument("--base-url", required=True, help="e.g. https://jira.example.com")
-    p.add_argument("--consumer-key", help="OAuth 1.0a: the application link's consumer key")
-    p.add_argument("--private-key-file", type=Path, help="OAuth 1.0a: RSA private key (PEM)")
-    p.add_argument("--email", help="Jira Cloud: the e-mail of the API token's account")
-    p.add_argument("--api-token-file", type=Path, help="Jira Cloud: a file holding the API token")
-    p.add_argument(
-        "--api-token-expires", type=_date, metavar="YYYY-MM-DD",
-        help="when the token expires (no REST call tells): listed, and warned of 14 days ahead",
-    )  # fmt: skip
-    p.add_argument(
-        "--personal-access-token-file", type=Path,
-        help="Server / Data Center 8.14+: a file holding a personal access token",
-    )  # fmt: skip
-    p.add_argument(
-        "--no-register-webhook", dest="register_webhook", action="store_false",
-        help="with a token: link without registering the webhook (add it by hand)",
-    )  # fmt: skip
-    p.add_argument(
-        "--organization", dest="organizations", action="append", required=True, metavar="SLUG"
-    )
-    p.add_argument("--no-verify-ssl", dest="verify_ssl", action="store_false")
-    p.add_argument(
-        "--enable",
-        action="store_true",
-        help="re-linking a disabled integration turns it back on (else it stays disabled)",
-    )
-    p.set_defaults(handler=cmd_link)
-
-    p = cmds.add_parser("complete", help="finish a link when Jira cannot reach the callback")
-    p.add_argument("--oauth-token", required=True, help="the oauth_token Jira redirected with")
-    p.add_argument("--no-register-webhook", dest="register_webhook", action="store_false")
-    p.set_defaults(handler=cmd_complete)
+    link.register(cmds)
 
     p = cmds.add_parser("list", help="linked instances and their organizations")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -149,95 +111,13 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_disable)
 
 
-def _jira_error(exc: Exception) -> CliError:
-    if isinstance(exc, JiraUnavailable):
-        return CliError(f"Jira: {exc}", EXIT_UNAVAILABLE)
-    return CliError(f"Jira refused: {exc}")
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"{path}: cannot read: {type(exc).__name__}") from None
-
-
-LINK_WAYS = (
-    "link with one of: --consumer-key and --private-key-file (OAuth 1.0a, Server / Data "
-    "Center), --email and --api-token-file (Jira Cloud), or --personal-access-token-file "
-    "(Data Center 8.14+)"
-)
-
-
-def cmd_link(args: argparse.Namespace) -> int:
-    oauth = args.consumer_key is not None or args.private_key_file is not None
-    cloud = args.email is not None or args.api_token_file is not None
-    pat = args.personal_access_token_file is not None
-    if [oauth, cloud, pat].count(True) != 1:
-        raise CliError(LINK_WAYS)
-    if oauth and (args.consumer_key is None or args.private_key_file is None):
-        raise CliError("OAuth 1.0a needs both --consumer-key and --private-key-file")
-    if cloud and (args.email is None or args.api_token_file is None):
-        raise CliError("Jira Cloud needs both --email and --api-token-file")
-    if args.api_token_expires is not None and oauth:
-        raise CliError("--api-token-expires goes with a token (--api-token-file, ...)")
-    if not oauth:
-        return _link_with_token(args, _read(args.api_token_file or args.personal_access_token_file))
-    pem = _read(args.private_key_file)
-    try:
-        started = linking.start(
-            resources.current(),
-            args.base_url,
-            args.consumer_key,
-            pem,
-            args.organizations,
-            verify_ssl=args.verify_ssl,
-            enable=args.enable,
-        )
-    except (JiraUnavailable, JiraRejected) as exc:
-        raise _jira_error(exc) from None
-    echo(f"Open this URL in Jira and allow access (within {started.expires_in_s // 60} min):")
-    echo(started.authorize_url)
-    echo("Jira then redirects to the receiver's callback, which finishes the link. If it cannot")
-    echo("reach the receiver: jira-sync integration complete --oauth-token <oauth_token>")
-    return EXIT_OK
-
-
-def _link_with_token(args: argparse.Namespace, token: str) -> int:
-    try:
-        result = linking.link_with_token(
-            resources.current(),
-            args.base_url,
-            args.organizations,
-            token,
-            email=args.email,
-            expires_on=args.api_token_expires,
-            verify_ssl=args.verify_ssl,
-            enable=args.enable,
-            register_webhook=args.register_webhook,
-        )
-    except (JiraUnavailable, JiraRejected) as exc:
-        raise _jira_error(exc) from None
-    echo(linking.completion_message(result))
-    echo(f"Webhook URL: {linking.masked(result.webhook_url)}")
-    return EXIT_OK if result.webhook_registered or not args.register_webhook else EXIT_FAILED
-
-
-def cmd_complete(args: argparse.Namespace) -> int:
-    try:
-        result = linking.complete(resources.current(), args.oauth_token, args.register_webhook)
-    except (JiraUnavailable, JiraRejected) as exc:
-        raise _jira_error(exc) from None
-    echo(linking.completion_message(result))
-    echo(f"Webhook URL: {linking.masked(result.webhook_url)}")
-    return EXIT_OK
+AUTH_NAMES = {
+    "oauth1": "OAuth 1.0a",
+    "api_token": "API token",
+    "scoped_token": "scoped API token",
+    "pat": "PAT",
+    "oauth2": "OAuth 2.0 (refresh token)",
+}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -262,11 +142,11 @@ def cmd_list(args: argparse.Namespace) -> int:
             status += " signed" + (" required" if r["require_signature"] else "")
             if r["signature_seen_at"] is None:
                 status += " (not seen yet)"
-        auth = {"oauth1": "OAuth 1.0a", "api_token": "API token", "pat": "PAT"}.get(
-            r["auth"] or "", "-"
-        )
+        auth = AUTH_NAMES.get(r["auth"] or "", "-")
         if r["token_expires_on"]:
             auth += f" until {r['token_expires_on']}"
+        if r["dynamic_webhook_expires_at"]:
+            auth += f", dynamic webhook until {r['dynamic_webhook_expires_at'][:10]}"
         kind = r["deployment_type"] or "-"
         lines.append([r["id"], r["external_id"], r["base_url"], kind, auth, status, orgs or "-"])
     headers = ["ID", "EXTERNAL ID", "BASE URL", "JIRA", "AUTH", "STATUS", "ORGANIZATIONS"]
@@ -280,7 +160,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             resources.current(), args.from_id, args.to_id, args.project, dry_run=args.dry_run
         )
     except (JiraUnavailable, JiraRejected) as exc:
-        raise _jira_error(exc) from None
+        raise link.jira_error(exc) from None
     verb = "would move" if result.dry_run else "moved"
     echo(f"{result.project}: {len(result.moved)} linked issue(s) {verb} to integration "
          f"{args.to_id} ({result.requests} Jira search(es))")  # fmt: skip
@@ -322,7 +202,7 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
         return EXIT_OK
     rotation = admin.rotate_secret(res, args.id)
     echo(f"New secret for integration {args.id}; old and new both verify until --finish.")
-    echo(f"New webhook URL: {linking.masked(rotation.webhook_url)}")
+    echo(f"New webhook URL: {webhooks.masked(rotation.webhook_url)}")
     if rotation.jira_error is None:
         signing = " and signing secret" if rotation.signed else ""
         echo(f"Jira's webhook now has the new URL{signing}. When in-flight deliveries")
@@ -364,8 +244,8 @@ def cmd_configure(args: argparse.Namespace) -> int:
         try:
             server = admin.refresh_server_info(res, args.id)
         except (JiraUnavailable, JiraRejected) as exc:
-            raise _jira_error(exc) from None
-        echo(f"Integration {args.id}: webhook registered in {linking.describe(server)}")
+            raise link.jira_error(exc) from None
+        echo(f"Integration {args.id}: webhook registered in {webhooks.describe(server)}")
     if args.require_signature is not None:
         changed = admin.require_signature(res, args.id, args.require_signature)
         required = "required" if args.require_signature else "not required (checked when sent)"

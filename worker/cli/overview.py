@@ -40,6 +40,7 @@ from worker.store.db import transaction
 from worker.store.queries import identities as q_identities
 from worker.store.queries import integrations as q_integrations
 from worker.store.queries import migration as q_migration
+from worker.store.queries import oauth2 as q_oauth2
 from worker.store.queries import overview as q
 from worker.store.queries import reconcile as q_reconcile
 from worker.store.queries.failed_tasks import Filters, counts_by_error
@@ -118,6 +119,7 @@ def gather(
         unmapped = q_identities.unmapped_counts(conn)
         signers = q_integrations.auths(conn)
         moves = q_migration.migrations(conn)
+        dynamic = q_oauth2.dynamic_webhooks(conn)
     sweep = cache.last_sweep(res.redis)
     throttled = cache.paused_sites(res.redis, [i.id for i in integrations])
     today = datetime.now(UTC).date()
@@ -177,6 +179,7 @@ def gather(
                 "reconcile": _reconcile_view(sweeps.get(i.id), res.settings.reconcile_interval_s),
                 "unmapped_users": unmapped.get(i.id, 0),
                 "token": _token_view(signers.get(i.id), today),
+                "dynamic_webhook": _dynamic_view([h for h in dynamic if h.integration_id == i.id]),
                 "throttled_s": round(throttled[i.id], 1) if i.id in throttled else None,
                 "moved_projects": [
                     {
@@ -205,6 +208,20 @@ def _token_view(signer: q_integrations.Auth | None, today: date) -> dict[str, An
         "kind": signer.auth_kind,
         "expires_on": expires.isoformat() if expires else None,
         "days_left": (expires - today).days if expires else None,
+    }
+
+
+def _dynamic_view(hooks: list[q_oauth2.DynamicWebhook]) -> dict[str, Any] | None:
+    """An OAuth 2.0 link's dynamic webhook: when Cloud stops sending it unless refreshed."""
+    if not hooks:
+        return None
+    first = min(hooks, key=lambda h: h.expires_at)
+    left_s = (first.expires_at - datetime.now(UTC)).total_seconds()
+    return {
+        "id": first.webhook_id,
+        "expires_at": first.expires_at.isoformat(timespec="seconds"),
+        "days_left": int(left_s // 86400),
+        "refreshed_at": first.refreshed_at.isoformat(timespec="seconds"),
     }
 
 

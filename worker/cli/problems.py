@@ -12,6 +12,18 @@ BEAT_LATE_AFTER_S = 8 * SWEEP_INTERVAL_S
 RECONCILE_LATE_INTERVALS = 3
 REFUSALS_RECENT_S = 3600.0
 TOKEN_WARN_DAYS = 14
+# Beat refreshes a dynamic webhook with 20 of its 30 days left: fewer than this means it did not.
+DYNAMIC_WEBHOOK_WARN_DAYS = 10
+RELINK = {
+    "oauth2": "its OAuth 2.0 grant ends (90 days unused, or 365 days after consent); link "
+    "again with --oauth2-client-id to consent anew",
+    "scoped_token": "link again with a new token: jira-sync integration link ... "
+    "--scoped-token --api-token-file F --api-token-expires DATE",
+}
+DEFAULT_RELINK = (
+    "link again with a new token: jira-sync integration link ... --api-token-file F "
+    "--api-token-expires DATE"
+)
 
 
 def problems(view: dict[str, Any], quiet_after_s: float) -> tuple[list[str], list[str]]:
@@ -90,8 +102,8 @@ def problems(view: dict[str, Any], quiet_after_s: float) -> tuple[list[str], lis
         if days is not None and days < 0:
             found.append(
                 f"integration {i['id']} ({i['name']}): its token expired on "
-                f"{token['expires_on']}; Jira refuses every call (link again with a new token: "
-                "jira-sync integration link ... --api-token-file F --api-token-expires DATE)"
+                f"{token['expires_on']}; Jira refuses every call "
+                f"({RELINK.get(token['kind'], DEFAULT_RELINK)})"
             )
     warnings += [
         f"integration {i['id']} ({i['name']}): its token expires on "
@@ -101,6 +113,22 @@ def problems(view: dict[str, Any], quiet_after_s: float) -> tuple[list[str], lis
         if (i.get("token") or {}).get("days_left") is not None
         and 0 <= i["token"]["days_left"] <= TOKEN_WARN_DAYS
     ]
+    for i in view["integrations"]:
+        hook = i.get("dynamic_webhook") or {}
+        days = hook.get("days_left")
+        refresh = f"jira-sync integration configure {i['id']} --refresh-server-info"
+        if days is not None and days < 0:
+            found.append(
+                f"integration {i['id']} ({i['name']}): its dynamic webhook expired on "
+                f"{hook['expires_at']}; Cloud sends nothing (is beat running? {refresh} "
+                "registers it again)"
+            )
+        elif days is not None and days < DYNAMIC_WEBHOOK_WARN_DAYS and i["status"] == "active":
+            warnings.append(
+                f"integration {i['id']} ({i['name']}): its dynamic webhook expires on "
+                f"{hook['expires_at']}, in {days} day(s), and beat has not refreshed it "
+                f"(is beat running? {refresh} refreshes it now)"
+            )
     warnings += [
         f"integration {i['id']} ({i['name']}): Jira asked every process to wait (429), "
         f"{i['throttled_s']:g}s left; calls resume after that"

@@ -1,5 +1,7 @@
-"""Talking to Jira Server: the OAuth 1.0a (RSA-SHA1) client and its signed REST calls
-(`api`), linking an instance (`linking`), administering linked ones (`admin`), each
+"""Talking to Jira Server, Data Center and Cloud: the REST client in its dialect (`api`), how
+calls go out (`transport`), OAuth 1.0a (`oauth1`), Atlassian's OAuth 2.0 and API gateway
+(`oauth2`), linking an instance (`linking`; a Cloud site through an OAuth 2.0 app's consent:
+`consent`), its webhook (`webhooks`), administering linked ones (`admin`), each
 instance's status categories (`statuses`), and the reconciliation sweep that searches Jira
 for changes whose webhooks never arrived (`reconcile`).
 

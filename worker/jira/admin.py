@@ -13,13 +13,14 @@ from typing import Any
 
 from worker.domain import tokens
 from worker.domain.errors import InvalidInput, JiraSyncError, NotFound
-from worker.jira import api, linking
+from worker.jira import api, linking, webhooks
 from worker.jira.transport import ServerInfo
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import group_status as q_status
 from worker.store.queries import integrations as q
 from worker.store.queries import migration as q_migration
+from worker.store.queries import oauth2 as q_oauth2
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ def list_view(res: Resources) -> list[dict[str, Any]]:
         rows = []
         signers = q.auths(conn)
         moves = q_migration.migrations(conn)
+        dynamic: dict[int, datetime] = {}
+        for hook in q_oauth2.dynamic_webhooks(conn):
+            known = dynamic.get(hook.integration_id, hook.expires_at)
+            dynamic[hook.integration_id] = min(hook.expires_at, known)
         for i in q.list_integrations(conn):
             signer = signers.get(i.id)
             rows.append(
@@ -59,6 +64,9 @@ def list_view(res: Resources) -> list[dict[str, Any]]:
                     "account_email": signer.account_email if signer else None,
                     "token_expires_on": signer.token_expires_on.isoformat()
                     if signer and signer.token_expires_on
+                    else None,
+                    "dynamic_webhook_expires_at": dynamic[i.id].isoformat()
+                    if i.id in dynamic
                     else None,
                     "moved_projects": [
                         {
@@ -94,9 +102,9 @@ def list_view(res: Resources) -> list[dict[str, Any]]:
 def get_webhook_url(res: Resources, integration_id: int) -> str:
     """The full webhook URL (with its token) signed with the current secret."""
     with transaction(res.pool) as conn:
-        integration = linking.integration_of(conn, integration_id)
+        integration = webhooks.integration_of(conn, integration_id)
     secret = res.vault.decrypt(integration.webhook_secret_enc)
-    return linking.webhook_url(res.settings, integration.external_id, secret)
+    return webhooks.webhook_url(res.settings, integration.external_id, secret)
 
 
 @dataclass(frozen=True, repr=False)
@@ -119,7 +127,7 @@ def rotate_secret(res: Resources, integration_id: int) -> Rotation:
     secret = tokens.new_secret()
     vault = res.vault
     with transaction(res.pool) as conn:
-        integration = linking.integration_of(conn, integration_id)
+        integration = webhooks.integration_of(conn, integration_id)
         if integration.previous_webhook_secret_enc is not None:
             raise InvalidInput(
                 f"a rotation of integration {integration_id} is in progress: "
@@ -145,7 +153,7 @@ def rotate_secret(res: Resources, integration_id: int) -> Rotation:
     except JiraSyncError as exc:
         error = str(exc)
     return Rotation(
-        linking.webhook_url(res.settings, integration.external_id, secret), signed, error
+        webhooks.webhook_url(res.settings, integration.external_id, secret), signed, error
     )
 
 
@@ -162,7 +170,7 @@ def finish_rotation(res: Resources, integration_id: int, force: bool = False) ->
     OLD_SECRET_QUIET_S (a Jira still sending to the old URL, or with the old signing secret,
     would be cut off) and `force` is not given."""
     with transaction(res.pool) as conn:
-        integration = linking.integration_of(conn, integration_id)
+        integration = webhooks.integration_of(conn, integration_id)
         if integration.previous_webhook_secret_enc is None:
             return Finish.NOTHING_TO_DO
         seen = q.get_webhook_seen(conn, integration_id)
@@ -190,7 +198,7 @@ def refresh_server_info(res: Resources, integration_id: int) -> ServerInfo:
     upgrade to Data Center 10: with a new signing secret, then required)."""
     client = api.client_for_integration(res, integration_id)
     try:
-        return linking.install_webhook(res, integration_id, client)
+        return webhooks.install_webhook(res, integration_id, client)
     finally:
         client.close()
 
@@ -199,7 +207,7 @@ def require_signature(res: Resources, integration_id: int, on: bool) -> bool:
     """Refuse (on) or accept (off) deliveries without a signature; a wrong one is refused
     either way. False when nothing changed."""
     with transaction(res.pool) as conn:
-        integration = linking.integration_of(conn, integration_id)
+        integration = webhooks.integration_of(conn, integration_id)
         if on and integration.signing_secret_enc is None:
             raise InvalidInput(
                 f"integration {integration_id} has no signing secret (its webhook is not "
@@ -233,7 +241,7 @@ def configure(
             "--reverse-status or --forward-status"
         )
     with transaction(res.pool) as conn:
-        linking.integration_of(conn, integration_id)
+        webhooks.integration_of(conn, integration_id)
         org_id = linking.organization_ids(conn, [organization])[organization]
         if not q.update_organization_config(conn, integration_id, org_id, changes):
             raise NotFound(
@@ -267,7 +275,7 @@ def map_status(
         if not value:
             raise InvalidInput(f"{option} must name a Jira status (its id or name)")
     with transaction(res.pool) as conn:
-        linking.integration_of(conn, integration_id)
+        webhooks.integration_of(conn, integration_id)
         org_id = linking.organization_ids(conn, [organization])[organization]
         if not any(x.organization_id == org_id for x in q.organization_links(conn, integration_id)):
             raise NotFound(
@@ -285,7 +293,7 @@ def map_status(
 def disable(res: Resources, integration_id: int) -> bool:
     """Refuse the integration's webhooks from now on. False when already disabled."""
     with transaction(res.pool) as conn:
-        integration = linking.integration_of(conn, integration_id)
+        integration = webhooks.integration_of(conn, integration_id)
         if integration.status == "disabled":
             return False
         q.set_integration_status(conn, integration_id, "disabled")

@@ -14,21 +14,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from urllib.parse import urlsplit
 
 from config.settings import Settings
 from worker.domain import tokens
 from worker.domain.errors import InvalidInput, JiraRejected, JiraSyncError, NotFound
-from worker.jira import api, oauth1
+from worker.jira import api, oauth1, oauth2
 from worker.jira.transport import SERVER_INFO_PATH, ServerInfo, normalize_base_url, send
+from worker.jira.webhooks import WEBHOOK_PREFIX as WEBHOOK_PREFIX  # the receiver's route
+from worker.jira.webhooks import describe, install_webhook, integration_of, webhook_url
 from worker.runtime.resources import Resources
 from worker.store.db import Connection, transaction
 from worker.store.queries import integrations as q
+from worker.store.queries import oauth2 as q_oauth2
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_PREFIX = "/extensions/jira-server/issue-updated/"
 CALLBACK_PATH = "/extensions/jira-server/oauth/callback"
 MAX_EXTERNAL_ID_CHARS = 64
 
@@ -55,6 +57,7 @@ class LinkResult:
     webhook_error: str | None
     active: bool = True
     server: ServerInfo | None = None
+    dynamic_expires_at: datetime | None = None  # OAuth 2.0: when Cloud ends its webhook
 
     def __repr__(self) -> str:
         return f"LinkResult(integration_id={self.integration_id}, {self.external_id!r})"
@@ -67,16 +70,6 @@ def external_id_for(base_url: str, consumer_key: str) -> str:
 
 def callback_url(settings: Settings) -> str:
     return settings.public_url + CALLBACK_PATH
-
-
-def webhook_url(settings: Settings, external_id: str, secret: str) -> str:
-    return f"{settings.public_url}{WEBHOOK_PREFIX}{tokens.issue(external_id, secret)}/"
-
-
-def masked(url: str) -> str:
-    """A webhook URL with its token shortened, for output that must not reveal it."""
-    head, _, token = url.rstrip("/").rpartition("/")
-    return f"{head}/{token[:8]}.../"
 
 
 def start(
@@ -191,10 +184,10 @@ def complete(res: Resources, oauth_token: str, register_webhook: bool = True) ->
         verify_ssl=pending.verify_ssl,
         timeout_s=settings.jira_timeout_s,
     )
-    return _registered(res, integration, created, sorted(org_ids), client, register_webhook)
+    return registered(res, integration, created, sorted(org_ids), client, register_webhook)
 
 
-def _registered(
+def registered(
     res: Resources,
     integration: q.Integration,
     created: bool,
@@ -207,11 +200,14 @@ def _registered(
     vault, settings = res.vault, res.settings
     external_id = integration.external_id
     url = webhook_url(settings, external_id, vault.decrypt(integration.webhook_secret_enc))
-    registered, error, server = False, None, None
+    done, error, server, expires_at = False, None, None, None
     try:
         if register_webhook:
             server = install_webhook(res, integration.id, client)
-            registered = True
+            done = True
+            with transaction(res.pool) as conn:
+                hooks = q_oauth2.dynamic_webhooks(conn, integration.id)
+            expires_at = min((h.expires_at for h in hooks), default=None)
     except JiraRejected as exc:
         error = str(exc)
         if exc.status in (401, 403):
@@ -230,7 +226,7 @@ def _registered(
             "integration_id": integration.id,
             "external_id": external_id,
             "new_integration": created,
-            "webhook_registered": registered,
+            "webhook_registered": done,
             "webhook_error": error,
             "server_version": server.version if server else None,
         },
@@ -241,32 +237,41 @@ def _registered(
         created,
         organizations,
         url,
-        registered,
+        done,
         error,
         active=integration.status == "active",
         server=server,
+        dynamic_expires_at=expires_at,
     )
 
 
 CLOUD_HOST_SUFFIXES = (".atlassian.net", ".jira.com")
+# Atlassian's service accounts have addresses of this domain, and only scoped API tokens.
+SERVICE_ACCOUNT_DOMAIN = "@serviceaccount.atlassian.com"
+
+
+def is_cloud(base_url: str, verify_ssl: bool, timeout_s: float) -> bool:
+    """Jira Cloud: known by its host, else by serverInfo (which Jira answers without
+    credentials); an instance that will not say is taken for Server."""
+    if (urlsplit(base_url).hostname or "").endswith(CLOUD_HOST_SUFFIXES):
+        return True
+    try:
+        answer = send("GET", base_url + SERVER_INFO_PATH, None, verify_ssl=verify_ssl,
+                      timeout_s=timeout_s)  # fmt: skip
+        return ServerInfo.from_json(answer.json()).cloud
+    except (JiraSyncError, ValueError):
+        return False
 
 
 def _refuse_cloud(base_url: str, verify_ssl: bool, timeout_s: float) -> None:
     """Jira Cloud no longer accepts OAuth 1.0a for its REST API: say what to use instead,
-    before anything is stored. Known by its host, else by serverInfo (which Jira answers
-    without credentials); an instance that will not say is tried as Server."""
-    cloud = urlsplit(base_url).hostname or ""
-    if not cloud.endswith(CLOUD_HOST_SUFFIXES):
-        try:
-            answer = send("GET", base_url + SERVER_INFO_PATH, None, verify_ssl=verify_ssl,
-                          timeout_s=timeout_s)  # fmt: skip
-            if not ServerInfo.from_json(answer.json()).cloud:
-                return
-        except (JiraSyncError, ValueError):
-            return
+    before anything is stored."""
+    if not is_cloud(base_url, verify_ssl, timeout_s):
+        return
     raise InvalidInput(
         f"{base_url} is Jira Cloud, which does not accept OAuth 1.0a: link it with "
-        "--email and --api-token-file (an API token of an administrator's account)"
+        "--email and --api-token-file (an API token of an administrator's account), or "
+        "with an OAuth 2.0 app (--oauth2-client-id and --oauth2-client-secret-file)"
     )
 
 
@@ -280,12 +285,15 @@ def link_with_token(
     verify_ssl: bool = True,
     enable: bool = False,
     register_webhook: bool = True,
+    scoped: bool = False,
 ) -> LinkResult:
     """Link with a token in one step (SPEC 13): a Cloud site with an API token and its
     account's e-mail, or a Server / Data Center instance with a personal access token (no
     e-mail). Jira's serverInfo, read with the token, proves it and picks the dialect; a
     token of the wrong kind for the instance is refused before anything is stored. Linking
-    the same instance again re-links it (fresh webhook secret, new token)."""
+    the same instance again re-links it (fresh webhook secret, new token). A service
+    account's token is scoped (`scoped`, or an e-mail of SERVICE_ACCOUNT_DOMAIN): its calls
+    go through Atlassian's gateway, to the cloud id the site's tenant_info names."""
     base = normalize_base_url(base_url)
     token = token.strip()
     if not token or not token.isprintable():
@@ -299,8 +307,16 @@ def link_with_token(
     with transaction(res.pool) as conn:
         organization_ids(conn, slugs)
     timeout_s = res.settings.jira_timeout_s
+    scoped = scoped or (email or "").casefold().endswith(SERVICE_ACCOUNT_DOMAIN)
+    if scoped and email is None:
+        raise InvalidInput("a scoped token needs --email (the service account's)")
+    gateway = {}
+    if scoped:
+        cloud_id = oauth2.tenant_cloud_id(base, verify_ssl, timeout_s)
+        gateway = {"cloud_id": cloud_id, "api_url": oauth2.gateway_url(res.settings, cloud_id)}
+    api_url = gateway.get("api_url", base)
     auth = api.token_auth(email, token)
-    probe = api.JiraClient(base, auth, verify_ssl=verify_ssl, timeout_s=timeout_s)
+    probe = api.JiraClient(api_url, auth, verify_ssl=verify_ssl, timeout_s=timeout_s)
     try:
         server = probe.server_info()
     finally:
@@ -316,7 +332,7 @@ def link_with_token(
             f"{base} is Jira Cloud: link it with --email and --api-token-file (personal "
             "access tokens are Data Center's)"
         )
-    kind = "api_token" if email else "pat"
+    kind = "scoped_token" if scoped else "api_token" if email else "pat"
     external_id = external_id_for(base, kind.replace("_", "-"))
     host = urlsplit(base).netloc
     metadata = {
@@ -325,6 +341,7 @@ def link_with_token(
         "verify_ssl": verify_ssl,
         "deployment_type": server.deployment_type,
         "server_version": server.version,
+        **gateway,
     }
     vault = res.vault
     with transaction(res.pool) as conn:
@@ -346,66 +363,9 @@ def link_with_token(
             q.link_organization(conn, org_id, integration_id)
         integration = integration_of(conn, integration_id)
     client = api.JiraClient(
-        base, auth, cloud=server.cloud, verify_ssl=verify_ssl, timeout_s=timeout_s
+        api_url, auth, cloud=server.cloud, verify_ssl=verify_ssl, timeout_s=timeout_s
     )
-    return _registered(res, integration, created, slugs, client, register_webhook)
-
-
-def install_webhook(res: Resources, integration_id: int, client: api.JiraClient) -> ServerInfo:
-    """Read Jira's version (stored in the metadata) and register the integration's one webhook
-    on the resource that version uses, then read it back. On 10.x it carries the current
-    signing secret, or a new one, required from the first delivery signed with it (until then
-    `status` says a signature is expected, not seen yet); on 8/9 it carries none, and any
-    stored one is dropped."""
-    server = client.server_info()
-    with transaction(res.pool) as conn:
-        integration = integration_of(conn, integration_id)
-        info = {"server_version": server.version, "deployment_type": server.deployment_type}
-        q.merge_metadata(conn, integration_id, info)
-    vault, current = res.vault, integration.signing_secret_enc
-    secret = None
-    if server.signs_webhooks:
-        secret = vault.decrypt(current) if current else tokens.new_secret()
-    external_id = integration.external_id
-    client.ensure_webhook(
-        f"jira-sync ({urlsplit(res.settings.public_url).netloc})",
-        webhook_url(res.settings, external_id, vault.decrypt(integration.webhook_secret_enc)),
-        lambda hook_url: _is_ours(hook_url, external_id),
-        signing_secret=secret,
-    )
-    # Stored once Jira has it: a delivery signed meanwhile passes on its token alone.
-    if (secret is None) != (current is None):
-        # Cloud documents its admin webhooks' secret: signatures are required at once.
-        with transaction(res.pool) as conn:
-            encrypted = None if secret is None else vault.encrypt(secret)
-            q.start_signing(conn, integration_id, encrypted, require=server.cloud)
-    log.info(
-        "integration.webhook_registered",
-        extra={
-            "integration_id": integration_id,
-            "server_version": server.version,
-            "signed": secret is not None,
-        },
-    )
-    return server
-
-
-def describe(server: ServerInfo) -> str:
-    """One phrase for the operator: the version and what it means for the webhook."""
-    signing = "bodies signed" if server.signs_webhooks else "unsigned (8/9 API)"
-    return f"Jira {server.version} ({server.deployment_type}): {signing}"
-
-
-def _is_ours(hook_url: str, external_id: str) -> bool:
-    """Whether a webhook registered in Jira is this integration's (its URL carries our path
-    and a token whose claim names this integration)."""
-    path = urlsplit(hook_url).path
-    if not path.startswith(WEBHOOK_PREFIX):
-        return False
-    try:
-        return tokens.claimed_id(path[len(WEBHOOK_PREFIX) :].strip("/")) == external_id
-    except tokens.InvalidToken:
-        return False
+    return registered(res, integration, created, slugs, client, register_webhook)
 
 
 def completion_message(result: LinkResult) -> str:
@@ -414,6 +374,11 @@ def completion_message(result: LinkResult) -> str:
     done += f"{', '.join(result.organizations)}; assignee sync is off until configured."
     if not result.active:
         done += " It stays disabled (its webhooks get 401): link again with --enable to turn it on."
+    if result.webhook_registered and result.dynamic_expires_at is not None:
+        return done + (
+            f" A dynamic webhook is registered (JWT-signed; Cloud ends it on "
+            f"{result.dynamic_expires_at:%Y-%m-%d} unless refreshed, which beat does well before)."
+        )
     if result.webhook_registered and result.server is not None:
         required = (
             ", signature required from the first signed delivery"
@@ -425,11 +390,3 @@ def completion_message(result: LinkResult) -> str:
         done + f" The webhook could not be registered in Jira ({result.webhook_error}); "
         f"register the URL from `jira-sync integration webhook-url {result.integration_id}`."
     )
-
-
-def integration_of(conn: Connection, integration_id: int) -> q.Integration:
-    """The integration, or NotFound naming the id."""
-    integration = q.get_integration(conn, integration_id)
-    if integration is None:
-        raise NotFound(f"no such integration: {integration_id}")
-    return integration

@@ -67,8 +67,14 @@ class ServerInfo:
 
 def _jira_time_ms(value: str) -> int | None:
     """Jira's `2026-12-06T15:00:00.000+0000` as epoch milliseconds (None: not that form)."""
+    instant = jira_instant(value)
+    return None if instant is None else int(instant.timestamp() * 1000)
+
+
+def jira_instant(value: str) -> datetime | None:
+    """Jira's `2026-12-06T15:00:00.000+0000` as an aware datetime (None: not that form)."""
     try:
-        return int(datetime.strptime(value, JIRA_TIME_FORMAT).timestamp() * 1000)
+        return datetime.strptime(value, JIRA_TIME_FORMAT)
     except ValueError:
         return None
 

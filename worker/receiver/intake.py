@@ -1,5 +1,9 @@
 """A delivery's way in: the group-commit writer of the inbox, and the background publisher
-that hands stored deliveries to the broker."""
+that hands stored deliveries to the broker.
+
+Both write through an event-loop connection pool: a coroutine waiting on PostgreSQL holds no
+thread, so no thread competes with the loop for the GIL (which showed as the receiver's tail
+latency). Only the broker send, a blocking kombu call, runs in a thread, once per batch."""
 
 from __future__ import annotations
 
@@ -10,11 +14,11 @@ from dataclasses import dataclass, field
 
 import anyio.to_thread
 from celery import Celery
+from psycopg_pool import AsyncConnectionPool
 
 from tasks import relay
 from worker.receiver import metrics
-from worker.runtime.resources import Resources
-from worker.store.db import autocommit
+from worker.store.db import AsyncConnection, autocommit_async
 from worker.store.queries import deliveries as q
 
 log = logging.getLogger("jira_sync.receiver")
@@ -32,7 +36,7 @@ class _Waiting:
 class DeliveryWriter:
     """Group commit: flushers insert every waiting delivery in one statement."""
 
-    res: Resources
+    pool: AsyncConnectionPool[AsyncConnection]
     flushers: int
     _queue: asyncio.Queue[_Waiting] = field(default_factory=asyncio.Queue)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -59,7 +63,8 @@ class DeliveryWriter:
             while len(batch) < BATCH_MAX and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                ids = await anyio.to_thread.run_sync(self._insert, [w.delivery for w in batch])
+                async with autocommit_async(self.pool) as conn:  # one statement, one commit
+                    ids = await q.insert_deliveries_async(conn, [w.delivery for w in batch])
             except Exception as exc:
                 for w in batch:
                     if not w.done.done():
@@ -76,16 +81,12 @@ class DeliveryWriter:
                 if not w.done.done():
                     w.done.set_result(delivery_id)
 
-    def _insert(self, batch: list[q.NewDelivery]) -> list[int | None]:
-        with autocommit(self.res.pool) as conn:  # one statement: its own transaction
-            return q.insert_deliveries(conn, batch)
-
 
 @dataclass
 class Publisher:
     """Puts stored deliveries on the broker after they were answered, in batches."""
 
-    res: Resources
+    pool: AsyncConnectionPool[AsyncConnection]
     celery: Celery
     _queue: asyncio.Queue[int] = field(default_factory=asyncio.Queue)
     _task: asyncio.Task[None] | None = None
@@ -112,11 +113,20 @@ class Publisher:
             while not self._queue.empty():
                 ids.append(self._queue.get_nowait())
             try:
-                await anyio.to_thread.run_sync(self._enqueue, ids)
+                await self._enqueue(ids)
             finally:
                 for _ in ids:
                     self._queue.task_done()
 
-    def _enqueue(self, ids: list[int]) -> None:
-        # Anything not sent stays `received`: the beat sweep sends it later.
-        relay.enqueue_stored(self.celery, self.res, ids)
+    async def _enqueue(self, ids: list[int]) -> None:
+        # Anything not sent, or sent but not marked, stays `received`: the beat sweep sends
+        # it later (a second send is harmless: the steps are idempotent).
+        try:
+            if await anyio.to_thread.run_sync(relay.send_starts, self.celery, ids):
+                async with autocommit_async(self.pool) as conn:
+                    await q.mark_queued_async(conn, ids)
+        except Exception as exc:
+            log.warning(
+                "delivery.enqueue_deferred",
+                extra={"count": len(ids), "error": type(exc).__name__},
+            )

@@ -81,8 +81,14 @@ DUPLICATE = DELIVERIES.labels(result="duplicate")
 IGNORED = DELIVERIES.labels(result="ignored")
 
 
+_REQUESTS_BY_CODE: dict[int, Counter] = {}
+
+
 def observe_request(status: int, duration_s: float) -> None:
-    REQUESTS.labels(code=str(status)).inc()
+    counter = _REQUESTS_BY_CODE.get(status)
+    if counter is None:  # the labelled child, looked up once per status code
+        counter = _REQUESTS_BY_CODE[status] = REQUESTS.labels(code=str(status))
+    counter.inc()
     LATENCY.observe(duration_s)
 
 

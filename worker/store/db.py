@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from worker.domain.errors import DatabaseUnavailable
 from worker.support.classify import classify
@@ -22,6 +22,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 MIGRATION_LOCK_KEY = 0x6A697261_73796E63
 
 Connection = psycopg.Connection[dict[str, Any]]
+AsyncConnection = psycopg.AsyncConnection[dict[str, Any]]
 
 RECONNECT_GIVE_UP_S = 8.0
 
@@ -46,6 +47,37 @@ def open_pool(
     )
     pool.open(wait=False)
     return pool
+
+
+async def open_async_pool(
+    url: str, *, max_size: int, timeout_s: float = 5.0
+) -> AsyncConnectionPool[AsyncConnection]:
+    """An event-loop pool of autocommit connections (the receiver's inbox writes: a coroutine
+    waits on PostgreSQL without a thread, so no thread competes with the loop for the GIL).
+    Reconnects like `open_pool`; call `await pool.close()`."""
+    pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        timeout=timeout_s,
+        kwargs={"row_factory": dict_row, "connect_timeout": 5, "autocommit": True},
+        check=AsyncConnectionPool.check_connection,
+        reconnect_timeout=RECONNECT_GIVE_UP_S,
+        open=False,
+        name="jira-sync-async",
+    )
+    await pool.open(wait=False)
+    return pool
+
+
+@asynccontextmanager
+async def autocommit_async(
+    pool: AsyncConnectionPool[AsyncConnection],
+) -> AsyncIterator[AsyncConnection]:
+    """`autocommit` on the event loop: each statement commits by itself; errors as there."""
+    with _unavailable_when_retryable():
+        async with pool.connection() as conn:
+            yield conn
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from worker.store.db import Connection
+from worker.store.db import AsyncConnection, Connection
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ WHERE id = ANY(%s) AND status IN ('received', 'queued')
 
 def mark_queued(conn: Connection, delivery_ids: list[int]) -> None:
     conn.execute(MARK_QUEUED, (delivery_ids,))
+
+
+async def mark_queued_async(conn: AsyncConnection, delivery_ids: list[int]) -> None:
+    await conn.execute(MARK_QUEUED, (delivery_ids,))
 
 
 SELECT_UNQUEUED = """
@@ -169,16 +173,16 @@ RETURNING id, integration_id, dedupe_key
 """
 
 
-def insert_deliveries(conn: Connection, batch: list[NewDelivery]) -> list[int | None]:
-    """Store many deliveries in one statement (the receiver's group commit). Returns, per
-    item, the new id or None when it duplicates a stored delivery or an earlier item."""
-    first: dict[tuple[int, str], int] = {}
-    for index, d in enumerate(batch):
-        first.setdefault((d.integration_id, d.dedupe_key), index)
-    unique = [batch[i] for i in first.values()]
-    rows = conn.execute(
-        INSERT_DELIVERIES,
-        (
+class _Insert:
+    """One group commit's statement: duplicates within the batch are sent once."""
+
+    def __init__(self, batch: list[NewDelivery]) -> None:
+        self.batch = batch
+        self.first: dict[tuple[int, str], int] = {}
+        for index, d in enumerate(batch):
+            self.first.setdefault((d.integration_id, d.dedupe_key), index)
+        unique = [batch[i] for i in self.first.values()]
+        self.params = (
             [d.integration_id for d in unique],
             [d.dedupe_key for d in unique],
             [d.body for d in unique],
@@ -186,15 +190,32 @@ def insert_deliveries(conn: Connection, batch: list[NewDelivery]) -> list[int | 
             [d.issue_key for d in unique],
             [d.event_ts for d in unique],
             [d.source for d in unique],
-        ),
-    ).fetchall()
-    stored = {(int(r["integration_id"]), str(r["dedupe_key"])): int(r["id"]) for r in rows}
-    return [
-        stored.get((d.integration_id, d.dedupe_key))
-        if first[(d.integration_id, d.dedupe_key)] == i
-        else None
-        for i, d in enumerate(batch)
-    ]
+        )
+
+    def ids(self, rows: list[dict[str, Any]]) -> list[int | None]:
+        """Per item of the batch, the new id, or None when it duplicates a stored delivery or
+        an earlier item."""
+        stored = {(int(r["integration_id"]), str(r["dedupe_key"])): int(r["id"]) for r in rows}
+        return [
+            stored.get(key) if self.first[key] == i else None
+            for i, key in enumerate((d.integration_id, d.dedupe_key) for d in self.batch)
+        ]
+
+
+def insert_deliveries(conn: Connection, batch: list[NewDelivery]) -> list[int | None]:
+    """Store many deliveries in one statement (the receiver's group commit). Returns, per
+    item, the new id or None when it duplicates a stored delivery or an earlier item."""
+    insert = _Insert(batch)
+    return insert.ids(conn.execute(INSERT_DELIVERIES, insert.params).fetchall())
+
+
+async def insert_deliveries_async(
+    conn: AsyncConnection, batch: list[NewDelivery]
+) -> list[int | None]:
+    """`insert_deliveries` on the event loop."""
+    insert = _Insert(batch)
+    cursor = await conn.execute(INSERT_DELIVERIES, insert.params)
+    return insert.ids(await cursor.fetchall())
 
 
 @dataclass(frozen=True)
