@@ -43,7 +43,7 @@ from worker.domain.errors import BadPayload, JiraSyncError
 from worker.domain.event import read_event
 from worker.jira import linking
 from worker.jira.linking import CALLBACK_PATH, WEBHOOK_PREFIX
-from worker.receiver import limits, metrics, payload, signatures
+from worker.receiver import consent, limits, metrics, payload, signatures
 from worker.receiver.authcache import AuthCache, WebhookAuth
 from worker.receiver.intake import DeliveryWriter, Publisher
 from worker.receiver.readiness import Readiness
@@ -439,6 +439,7 @@ def create_app(
             routes=[
                 Route(WEBHOOK_PREFIX + "{token:anytext}", _post_only, methods=["POST"]),
                 Route(CALLBACK_PATH, oauth_callback, methods=["GET"]),
+                Route(consent.CALLBACK_PATH, consent.oauth2_callback, methods=["GET"]),
                 Route("/healthz", healthz, methods=["GET"]),
                 Route("/readyz", readyz, methods=["GET"]),
                 Route("/metrics", metrics_page, methods=["GET"]),
