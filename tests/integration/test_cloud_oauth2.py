@@ -39,6 +39,7 @@ from worker.cli.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from worker.domain.errors import JiraRejected
 from worker.jira import admin, oauth2
 from worker.jira.api import client_for_integration
+from worker.receiver import metrics
 from worker.receiver.app import create_app
 from worker.runtime.app import app as celery_app
 from worker.runtime.resources import Resources
@@ -142,6 +143,9 @@ def test_an_oauth2_link_completes_through_the_callback_with_a_dynamic_webhook(
     assert again.status_code == 400 and "no pending OAuth 2.0 link" in again.text
     _, out, _ = run("integration", "list")
     assert "OAuth 2.0" in out and "dynamic webhook until" in out
+    scraped = metrics.scrape(metrics.StoreGauges(res)).decode()
+    gauge = "jira_sync_dynamic_webhook_expiry_timestamp_seconds"
+    assert f'{gauge}{{integration="{listed["id"]}"}}' in scraped
 
 
 def test_the_cli_completes_an_oauth2_link_when_the_callback_cannot_be_reached(

@@ -42,6 +42,7 @@ from worker.runtime.resources import Resources  # noqa: E402
 from worker.store.db import transaction  # noqa: E402
 from worker.store.queries import identities as q_identities  # noqa: E402
 from worker.store.queries import integrations as q_integrations  # noqa: E402
+from worker.store.queries import oauth2 as q_oauth2  # noqa: E402
 from worker.store.queries import overview as q  # noqa: E402
 from worker.store.queries import reconcile as q_reconcile  # noqa: E402
 
@@ -93,7 +94,7 @@ def observe_request(status: int, duration_s: float) -> None:
 
 
 class StoreGauges:
-    """Gauges read from PostgreSQL (one transaction, six statements, each answered from an
+    """Gauges read from PostgreSQL (one transaction, seven statements, each answered from an
     index or a table of one row per integration) and Redis (two round trips), cached for
     STORE_REFRESH_S."""
 
@@ -117,7 +118,9 @@ class StoreGauges:
                 unmapped = q_identities.unmapped_counts(conn)
                 sweeps = q_reconcile.states(conn)
                 signers = q_integrations.auths(conn)
+                dynamic = q_oauth2.dynamic_webhooks(conn)
             families = _families(recent, unfinished, failed, unmapped)
+            families.append(_dynamic_webhooks(dynamic))
             families += _integration_families(
                 sweeps,
                 signers,
@@ -172,6 +175,22 @@ def _families(
     for integration_id, count in sorted(unmapped.items()):
         users.add_metric([str(integration_id)], count)
     return [deliveries, oldest, records, users]
+
+
+def _dynamic_webhooks(hooks: list[q_oauth2.DynamicWebhook]) -> GaugeMetricFamily:
+    """When Cloud stops sending each OAuth 2.0 link's dynamic webhook unless beat refreshes it."""
+    expiry = GaugeMetricFamily(
+        "jira_sync_dynamic_webhook_expiry_timestamp_seconds",
+        "When Cloud stops sending the integration's dynamic webhook (Unix time; OAuth 2.0).",
+        labels=["integration"],
+    )
+    soonest: dict[int, float] = {}
+    for hook in hooks:
+        at = hook.expires_at.timestamp()
+        soonest[hook.integration_id] = min(at, soonest.get(hook.integration_id, at))
+    for integration_id, at in sorted(soonest.items()):
+        expiry.add_metric([str(integration_id)], at)
+    return expiry
 
 
 def _integration_families(
