@@ -165,6 +165,24 @@ def test_the_cli_completes_an_oauth2_link_when_the_callback_cannot_be_reached(
     assert len(fake_cloud.dynamic_webhooks) == 1
 
 
+def test_a_consent_whose_exchange_failed_can_be_completed_again(
+    res: Resources, orgs: None, fake_cloud: FakeCloud, atlassian: dict[str, str], run: Run,
+    tmp_path: Path, receiver: TestClient,
+) -> None:  # fmt: skip
+    fake_cloud.add_oauth_app(CLIENT_ID)
+    callback = fake_cloud.consent(start_link(run, fake_cloud, tmp_path))
+    fake_cloud.fail_status = 503  # Atlassian is down when the browser comes back
+    page = receiver.get(path_of(callback))
+    assert page.status_code == 400 and "503" in page.text
+    assert count(res, "SELECT count(*) FROM integration") == 0
+    fake_cloud.fail_status = None
+    query = parse_qs(urlsplit(callback).query)
+    code, out, err = run("integration", "complete", "--code", query["code"][0],
+                         "--state", query["state"][0])  # fmt: skip
+    assert code == EXIT_OK, out + err
+    assert count(res, "SELECT count(*) FROM integration") == 1
+
+
 def test_a_consent_for_another_site_stores_nothing(
     res: Resources, orgs: None, fake_cloud: FakeCloud, atlassian: dict[str, str], run: Run,
     tmp_path: Path, receiver: TestClient,

@@ -8,8 +8,9 @@ complete()  the operator consented: the code is traded for the first token pair,
             its dynamic webhook registered (expires after 30 days; beat refreshes it)
 
 Called by the receiver's callback (OAUTH2_CALLBACK_PATH) or `integration complete --code
---state`; whichever comes first consumes the consent. Nothing is stored when an input or
-Atlassian's answer is bad.
+--state`; the consent is consumed when the integration is stored, so the first to get there
+stores it and an exchange that failed (Atlassian unreachable) can be tried again. Nothing is
+stored when an input or Atlassian's answer is bad.
 """
 
 from __future__ import annotations
@@ -96,11 +97,13 @@ def complete(
     if not code.strip() or not state.strip():
         raise InvalidInput("the callback carries no code or no state")
     with transaction(res.pool) as conn:
-        found = q_oauth2.take_pending_consent(conn, state.strip())
+        found = q_oauth2.get_pending_consent(conn, state.strip())
     if found is None:
         raise NotFound("no pending OAuth 2.0 link for this state (never started or completed)")
     pending, expired = found
     if expired:
+        with transaction(res.pool) as conn:
+            q_oauth2.delete_pending_consent(conn, pending.id)
         raise InvalidInput("the pending link has expired: run `jira-sync integration link` again")
     vault, settings = res.vault, res.settings
     secret = vault.decrypt(pending.client_secret_enc)
@@ -131,6 +134,9 @@ def complete(
     }
     now = datetime.now(UTC)
     with transaction(res.pool) as conn:
+        # Consumed only now: a failed exchange (Atlassian unreachable) can be completed again.
+        if not q_oauth2.delete_pending_consent(conn, pending.id):
+            raise NotFound("this link was completed meanwhile")
         org_ids = linking.organization_ids(conn, pending.organizations)
         integration_id, created = q.upsert_integration(
             conn, external_id, host, metadata, vault.encrypt(tokens.new_secret()), pending.enable

@@ -60,20 +60,27 @@ def insert_pending_consent(
     return int(row["id"])
 
 
-# Consumed as it is read: a code exchange happens once, whichever of the callback and the
-# CLI comes first.
-TAKE_PENDING_CONSENT = """
-DELETE FROM pending_oauth2_link WHERE state = %s RETURNING *, expires_at <= now() AS expired
+SELECT_PENDING_CONSENT = """
+SELECT *, expires_at <= now() AS expired FROM pending_oauth2_link WHERE state = %s
 """
 
 
-def take_pending_consent(conn: Connection, state: str) -> tuple[PendingConsent, bool] | None:
-    """The pending consent of a `state`, removed, and whether it had expired."""
-    row = conn.execute(TAKE_PENDING_CONSENT, (state,)).fetchone()
+def get_pending_consent(conn: Connection, state: str) -> tuple[PendingConsent, bool] | None:
+    """The pending consent of a `state` and whether it has expired."""
+    row = conn.execute(SELECT_PENDING_CONSENT, (state,)).fetchone()
     if row is None:
         return None
     expired = bool(row.pop("expired"))
     return PendingConsent(**row), expired
+
+
+DELETE_PENDING_CONSENT = "DELETE FROM pending_oauth2_link WHERE id = %s RETURNING id"
+
+
+def delete_pending_consent(conn: Connection, pending_id: int) -> bool:
+    """Consume a pending consent; False when another completion consumed it first (the
+    callback and `integration complete` racing: the integration is stored once)."""
+    return conn.execute(DELETE_PENDING_CONSENT, (pending_id,)).fetchone() is not None
 
 
 DELETE_EXPIRED_CONSENTS = "DELETE FROM pending_oauth2_link WHERE expires_at <= now()"
