@@ -443,7 +443,9 @@ def client_for_integration(res: Resources, integration_id: int) -> JiraClient:
             vault.decrypt(creds.access_token_secret_enc),
         )
     elif creds.auth_kind == "oauth2":
-        auth = oauth2.RefreshingBearer(res, integration_id)
+        assert creds.access_token_enc is not None
+        stored = vault.decrypt(creds.access_token_enc)
+        auth = oauth2.RefreshingBearer(res, integration_id, stored, creds.access_expires_at)
     else:
         assert creds.api_token_enc is not None
         auth = token_auth(creds.account_email, vault.decrypt(creds.api_token_enc))

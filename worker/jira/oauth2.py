@@ -253,11 +253,19 @@ class RefreshingBearer(AuthBase):
     """`Authorization: Bearer` with an OAuth 2.0 link's access token, refreshed (under the
     credential row's lock, shared with every process) when it is about to expire."""
 
-    def __init__(self, res: Resources, integration_id: int) -> None:
+    def __init__(
+        self,
+        res: Resources,
+        integration_id: int,
+        token: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> None:
+        """`token` and `expires_at`: the stored access token, used while it is valid without
+        taking the row's lock; none given, the first call reads (or refreshes) it."""
         self._res = res
         self._integration_id = integration_id
-        self._token: str | None = None
-        self._expires_at = datetime.min.replace(tzinfo=UTC)
+        self._token = token
+        self._expires_at = expires_at or datetime.min.replace(tzinfo=UTC)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         margin = timedelta(seconds=REFRESH_MARGIN_S)
