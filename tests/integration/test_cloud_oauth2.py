@@ -413,6 +413,8 @@ def test_beat_refreshes_a_dynamic_webhook_before_it_expires(
     wait_for(lambda: hook["expires_ms"] > fake_cloud.now_ms() + month_ms, 30, "the refresh")
     wait_for(lambda: days_left(run) >= 29, 30, "the new expiry recorded")
     assert len(fake_cloud.dynamic_webhooks) == 1  # refreshed in place, not registered again
+    _, out, _ = run("status")
+    assert "dynamic webhooks (Cloud, OAuth 2.0; beat refreshes them): 2 until" in out
     # Not due any more: the next check (run here) changes nothing.
     calls = len(fake_cloud.calls_to(f"/ex/jira/{fake_cloud.cloud_id}/rest/api/3/webhook"))
     assert refresh_dynamic_webhooks.run() == []

@@ -388,6 +388,13 @@ def render(view: dict[str, Any], clear: bool = False) -> None:
     ]
     if moved:
         echo(f"projects moved to Jira Cloud: {'; '.join(moved)}")
+    dynamic = [
+        f"{i['id']} until {i['dynamic_webhook']['expires_at']}"
+        for i in view["integrations"]
+        if i.get("dynamic_webhook")
+    ]
+    if dynamic:
+        echo(f"dynamic webhooks (Cloud, OAuth 2.0; beat refreshes them): {'; '.join(dynamic)}")
     for title, items, mark, style in (
         ("problems", view["problems"], "!", "red"),
         ("warnings", view["warnings"], "~", "yellow"),
