@@ -61,3 +61,14 @@ def test_a_dynamic_webhook_expiry_reads_in_each_spelling(value: object) -> None:
 def test_a_dynamic_webhook_without_expiry_is_refused() -> None:
     with pytest.raises(JiraRejected, match="expirationDate"):
         api._expiry(None)
+
+
+def test_beat_checks_the_dynamic_webhooks_hourly() -> None:
+    from config.celery import celery_config
+    from tasks import maintenance
+
+    entry = celery_config(settings())["beat_schedule"]["refresh-dynamic-webhooks"]
+    assert entry["task"] == "jira_sync.maintenance.refresh_dynamic_webhooks"
+    assert entry["schedule"] == 3600
+    # Refreshed with 20 of 30 days left: a beat down for up to 20 days loses nothing.
+    assert maintenance.DYNAMIC_WEBHOOK_REFRESH_AHEAD_S == 20 * 86400

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -83,10 +84,10 @@ def authorization_url(settings: Settings, client_id: str, redirect_uri: str, sta
     return str(url)
 
 
-def _token_call(what: str, call: Any) -> Grant:
+def _token_call(what: str, call: Callable[[], dict[str, Any]]) -> Grant:
     """Run one token-endpoint exchange; map its failures onto the error tree."""
     try:
-        token: dict[str, Any] = call()
+        token = call()
     except requests.Timeout:
         raise JiraUnavailable(f"Atlassian's token endpoint did not answer ({what})") from None
     except requests.RequestException as exc:
