@@ -144,8 +144,8 @@ def drop_queues(srv: Servers) -> None:
     client.close()
 
 
-def queued(srv: Servers) -> int:
-    """Messages waiting on the broker plus those held unacknowledged by a worker (on
+def queued(srv: Servers, *, held: bool = True) -> int:
+    """Messages waiting on the broker plus (`held`) those held unacknowledged by a worker (on
     RabbitMQ only the waiting ones: AMQP does not count what a consumer holds, which is at
     most the worker's prefetch, a few messages)."""
     from config.celery import ALL_QUEUES
@@ -156,7 +156,8 @@ def queued(srv: Servers) -> int:
     pipe = client.pipeline(transaction=False)
     for name in ALL_QUEUES:
         pipe.llen(name)
-    pipe.hlen("unacked")
+    if held:
+        pipe.hlen("unacked")
     total = sum(int(n) for n in pipe.execute())
     client.close()
     return total
@@ -298,30 +299,35 @@ class PeakRss:
 
 class CpuUse:
     """CPU seconds used by groups of processes over a block: cores busy on average, and CPU
-    time per unit of work (where a figure's time goes: the app, or the servers it waits on)."""
+    time per unit of work (where a figure's time goes: the app, or the servers it waits on).
+    Each group is listed again at the end: a process started inside the block (a pool child,
+    a PostgreSQL backend for a new connection) counts with all its CPU time."""
 
-    def __init__(self, groups: dict[str, list[psutil.Process]]) -> None:
+    def __init__(self, groups: dict[str, Callable[[], list[psutil.Process]]]) -> None:
         self.groups = groups
         self.used: dict[str, float] = {}
         self.wall_s = 0.0
 
     @staticmethod
-    def _cpu_s(processes: list[psutil.Process]) -> float:
-        total = 0.0
+    def _cpu_s(processes: list[psutil.Process]) -> dict[int, float]:
+        found = {}
         for p in processes:
             with contextlib.suppress(psutil.Error):
                 t = p.cpu_times()
-                total += t.user + t.system
-        return total
+                found[p.pid] = t.user + t.system
+        return found
 
     def __enter__(self) -> CpuUse:
-        self._start = {name: self._cpu_s(ps) for name, ps in self.groups.items()}
+        self._start = {name: self._cpu_s(listed()) for name, listed in self.groups.items()}
         self._started = time.monotonic()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.wall_s = time.monotonic() - self._started
-        self.used = {n: self._cpu_s(ps) - self._start[n] for n, ps in self.groups.items()}
+        for name, listed in self.groups.items():
+            before = self._start[name]
+            now = self._cpu_s(listed())
+            self.used[name] = sum(cpu - before.get(pid, 0.0) for pid, cpu in now.items())
 
     def cores(self, name: str) -> float:
         return self.used.get(name, 0.0) / self.wall_s if self.wall_s else 0.0

@@ -41,6 +41,7 @@ class Phase:
     tasks: int  # tasks the worker ran, from its own stats
     complete: bool
     peaks: dict[str, int] = field(default_factory=dict)
+    cores: dict[str, float] = field(default_factory=dict)  # busy cores on average, by whom
 
     @property
     def per_s(self) -> float:
@@ -130,19 +131,26 @@ def drain(
     profile_s: float = 0.0,
 ) -> Phase:
     """Start a worker on the waiting messages; time until done() reaches count and the broker
-    holds nothing more."""
+    holds nothing more. The clock starts when the worker takes its first message: fewer wait
+    than before it started (the pipeline's first steps carry a batch of deliveries each, so
+    their number is not `count`; a message taken but not acknowledged no longer waits)."""
+    waiting = harness.queued(srv, held=False)
     worker = harness.celery_worker(srv, label)
     with PeakRss() as rss:
         rss.watch("worker", worker)
         try:
-            if not harness.poll_until(lambda: harness.queued(srv) < count, 60, POLL_S):
+            if not harness.poll_until(
+                lambda: harness.queued(srv, held=False) < waiting, 60, POLL_S / 4
+            ):
                 raise RuntimeError(f"{label} worker took nothing:\n{worker.log_tail()}")
             started = time.perf_counter()
             if profile_s:
-                spy = profile.attach(worker.pid, profile_s, label, subprocesses=True)
-            complete = harness.poll_until(
-                lambda: done() >= count and harness.queued(srv) == 0, timeout_s, POLL_S
-            )
+                spy = profile.attach(worker.pid, profile_s, label, subprocesses=True, gil=True)
+            groups = {"worker": worker.tree, "servers": harness.server_processes}
+            with harness.CpuUse(groups) as cpu:
+                complete = harness.poll_until(
+                    lambda: done() >= count and harness.queued(srv) == 0, timeout_s, POLL_S
+                )
             seconds = time.perf_counter() - started
             items = min(done(), count)
             tasks = _tasks_run(label)
@@ -150,7 +158,10 @@ def drain(
                 spy.wait()
         finally:
             worker.stop()
-    return Phase(items, seconds, tasks, complete, dict(rss.peaks))
+    return Phase(
+        items, seconds, tasks, complete, dict(rss.peaks),
+        cores={"worker": cpu.cores("worker"), "servers": cpu.cores("servers")},
+    )  # fmt: skip
 
 
 @dataclass
@@ -199,7 +210,9 @@ def run(
             f"  pipeline run {run_no + 1}/{runs}, {count:,} deliveries: no-op "
             f"{result.noop.per_s:,.0f} tasks/s; pipeline {p.per_s:,.0f} deliveries/s "
             f"({p.tasks:,} tasks, {p.tasks_per_s:,.0f} tasks/s)"
-            f"{'' if result.complete else ' INCOMPLETE'}; outcomes {outcomes}"
+            f"{'' if result.complete else ' INCOMPLETE'}; outcomes {outcomes}; busy cores: "
+            f"no-op worker {result.noop.cores.get('worker', 0):.2f}, pipeline worker "
+            f"{p.cores.get('worker', 0):.2f}, PostgreSQL+Redis {p.cores.get('servers', 0):.2f}"
         )
         if not result.complete and run_no + 1 < runs:
             # Too big for this machine's share of the budget: the next runs drain fewer.

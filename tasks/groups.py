@@ -113,13 +113,16 @@ def _apply_in_memory(
     events: dict[int, IssueEvent],
 ) -> list[tuple[tuple[int, int], Applied]]:
     """Every change of the batch against one read of its groups' state (kept current as the
-    changes apply); the writes are queued in the caller's pipeline."""
+    changes apply); the batch's final state is queued in the caller's pipeline set-wise."""
     groups = q.lock_groups(conn, sorted({g for _, g in in_order}))
     states = q.group_states(conn, in_order)
-    return [
-        ((d, g), _apply_change(conn, groups.get(g), states, d, g, action, events[d]))
+    writes = q.GroupWrites()
+    applied = [
+        ((d, g), _apply_change(writes, groups.get(g), states, d, g, action, events[d]))
         for d, g in in_order
     ]
+    writes.flush(conn)
+    return applied
 
 
 def _apply_alone(
@@ -143,15 +146,17 @@ def _apply_alone(
             if delivery is None:
                 raise NotFound(f"delivery {delivery_id} does not exist")
             event = parse_event(delivery.body)
+        writes = q.GroupWrites()
         applied = _apply_change(
-            conn, groups.get(group_id), states, delivery_id, group_id, action, event
+            writes, groups.get(group_id), states, delivery_id, group_id, action, event
         )
+        writes.flush(conn)
         pipe.sync()
     return change, applied
 
 
 def _apply_change(
-    conn: Connection,
+    writes: q.GroupWrites,
     group: q.GroupRef | None,
     states: q.GroupStates,
     delivery_id: int,
@@ -159,8 +164,8 @@ def _apply_change(
     action: Action,
     event: IssueEvent | None,
 ) -> Applied:
-    """One group's change (its row locked; `states` read after the lock and kept current).
-    The caller stores the outcome."""
+    """One group's change (its row locked; `states` read after the lock and kept current),
+    its writes added to `writes`. The caller writes them and stores the outcome."""
     effect = states.effects.get((delivery_id, group_id)) if group is not None else None
     if group is None or effect is None:
         # The group was deleted since the sync (its effect row went with it).
@@ -171,13 +176,13 @@ def _apply_change(
     if not is_newer(event.order, states.events.get(group_id)):
         outcome = Outcome.STALE
     else:
-        q.set_group_event(conn, group_id, event.order, delivery_id)
+        writes.set_event(group_id, event.order, delivery_id)
         states.events[group_id] = event.order
         if action is Action.ASSIGN:
             assert effect.user_id is not None
-            outcome = _assign(conn, group, effect.user_id, event, delivery_id, states)
+            outcome = _assign(writes, group, effect.user_id, event, delivery_id, states)
         else:
-            outcome = _deassign(conn, group, delivery_id, states)
+            outcome = _deassign(writes, group, delivery_id, states)
     return Applied(outcome, decided_now=True, issue_key=event.issue_key)
 
 
@@ -211,7 +216,7 @@ def _purge_assignee_exists_now(step: Step, group_ids: list[int]) -> None:
 
 
 def _assign(
-    conn: Connection,
+    writes: q.GroupWrites,
     group: q.GroupRef,
     user_id: int,
     event: IssueEvent,
@@ -219,12 +224,12 @@ def _assign(
     states: q.GroupStates,
 ) -> Outcome:
     """SPEC 4.3 in the caller's transaction; the group row is locked."""
-    q.subscribe_user(conn, group, user_id)
+    writes.subscribe_user(group, user_id)
     previous = states.assignees.get(group.id)
     new = Assignee(user_id=user_id)
     if previous == new:
         return Outcome.UNCHANGED
-    q.set_user_assignee(conn, group, user_id)
+    writes.set_user_assignee(group, user_id)
     states.assignees[group.id] = new
     data = {
         "assignee": str(user_id),
@@ -232,32 +237,32 @@ def _assign(
         "assigneeType": "user",
         "integration": "jira_server",
     }
-    q.insert_activity_and_history(
-        conn, group, ActivityType.ASSIGNED, data, HistoryStatus.ASSIGNED, delivery_id
+    writes.add_activity_and_history(
+        group, ActivityType.ASSIGNED, data, HistoryStatus.ASSIGNED, delivery_id
     )
     if previous is not None:
-        _remove_old_assignees(conn, group.id, previous, new, states)
+        _remove_old_assignees(writes, group, previous, new, states)
     return Outcome.ASSIGNED
 
 
 def _deassign(
-    conn: Connection, group: q.GroupRef, delivery_id: int, states: q.GroupStates
+    writes: q.GroupWrites, group: q.GroupRef, delivery_id: int, states: q.GroupStates
 ) -> Outcome:
     """SPEC 4.4 in the caller's transaction; the group row is locked."""
     previous = states.assignees.pop(group.id, None)
     if previous is None:
         return Outcome.UNCHANGED
-    q.delete_assignee(conn, group.id)
-    q.insert_activity_and_history(
-        conn, group, ActivityType.UNASSIGNED, {}, HistoryStatus.UNASSIGNED, delivery_id
+    writes.delete_assignee(group)
+    writes.add_activity_and_history(
+        group, ActivityType.UNASSIGNED, {}, HistoryStatus.UNASSIGNED, delivery_id
     )
-    _remove_old_assignees(conn, group.id, previous, None, states)
+    _remove_old_assignees(writes, group, previous, None, states)
     return Outcome.UNASSIGNED
 
 
 def _remove_old_assignees(
-    conn: Connection,
-    group_id: int,
+    writes: q.GroupWrites,
+    group: q.GroupRef,
     previous: Assignee,
     new: Assignee | None,
     states: q.GroupStates,
@@ -265,4 +270,4 @@ def _remove_old_assignees(
     # A team can only be an assignee read with the batch: the batch assigns users.
     removal = subscriptions_to_remove(previous, new, states.team_members)
     if removal.user_ids or removal.team_ids:
-        q.delete_assigned_subscriptions(conn, group_id, removal.user_ids, removal.team_ids)
+        writes.delete_assigned_subscriptions(group, removal.user_ids, removal.team_ids)

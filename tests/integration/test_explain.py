@@ -87,7 +87,16 @@ def test_a_stale_event_and_a_failed_push_are_explained_in_jira_order(
     wait_finished(res, [newer])
     older = post(res, jira_payload(BOB, ts=1000, changelog_id=1))  # arrives late
     assert outcome_of(res, older) == "stale"
-    entries = timeline(run, "issue", "APP-1")
+    # The push to OPS-9 is a side effect that runs after the delivery finished: wait for it.
+    entries = wait_for(
+        lambda: (
+            (found := timeline(run, "issue", "APP-1"))
+            and all(e["rule"] != "applied" for e in found)
+            and found
+        ),
+        30,
+        "the failed push recorded",
+    )
     assert [(e["delivery_id"], e["rule"]) for e in entries] == [(older, "stale"), (newer, "failed")]
     stale, applied = entries
     assert "older (Jira time)" in stale["why"] and stale["groups"] == {str(GROUP): "stale"}

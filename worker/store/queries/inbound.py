@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import sql
@@ -410,3 +410,126 @@ def delete_assigned_subscriptions(
     conn.execute(
         DELETE_ASSIGNED_SUBSCRIPTIONS, (group_id, REASON_ASSIGNED, list(user_ids), list(team_ids))
     )
+
+
+# -- a batch's writes, set-wise ---------------------------------------------------------------
+
+UPSERT_GROUP_EVENTS = """
+INSERT INTO {table} (group_id, event_ts, changelog_id, delivery_id)
+SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+ON CONFLICT (group_id) DO UPDATE SET
+    event_ts = EXCLUDED.event_ts, changelog_id = EXCLUDED.changelog_id,
+    delivery_id = EXCLUDED.delivery_id, applied_at = now()
+"""
+UPSERT_USER_ASSIGNEES = """
+INSERT INTO group_assignee (group_id, project_id, user_id, team_id)
+SELECT g, p, u, NULL FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(g, p, u)
+ON CONFLICT (group_id) DO UPDATE SET
+    user_id = EXCLUDED.user_id, team_id = NULL, created_at = now()
+"""
+DELETE_ASSIGNEES = "DELETE FROM group_assignee WHERE group_id = ANY(%s)"
+SUBSCRIBE_USERS = """
+INSERT INTO group_subscription (group_id, project_id, user_id, reason)
+SELECT g, p, u, %s FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(g, p, u)
+ON CONFLICT (group_id, user_id) DO NOTHING
+"""
+UNSUBSCRIBE_ASSIGNED = """
+DELETE FROM group_subscription s
+USING unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(g, u, t)
+WHERE s.group_id = v.g AND s.reason = %s AND (s.user_id = v.u OR s.team_id = v.t)
+"""
+INSERT_ACTIVITIES_AND_HISTORIES = """
+WITH v AS (
+    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::smallint[], %s::jsonb[], %s::smallint[],
+                         %s::bigint[]) WITH ORDINALITY AS v(g, p, type, data, status, d, n)
+), activity_rows AS (
+    INSERT INTO activity (group_id, project_id, type, user_id, data, delivery_id)
+    SELECT g, p, type, NULL, data, d FROM v ORDER BY n
+    ON CONFLICT (delivery_id, group_id, type) WHERE delivery_id IS NOT NULL DO NOTHING
+)
+INSERT INTO group_history (group_id, project_id, status, actor_id, delivery_id)
+SELECT g, p, status, NULL, d FROM v ORDER BY n
+ON CONFLICT (delivery_id, group_id, status) WHERE delivery_id IS NOT NULL DO NOTHING
+"""
+
+
+@dataclass
+class GroupWrites:
+    """What a batch of changes does to its locked groups, kept in memory and written in a few
+    statements (`flush`), one per table, instead of several per change.
+
+    Only the final state matters where a later write replaces an earlier one: a group's
+    newest event and its assignee, and per (group, user or team) the last of "subscribe as
+    assigned" and "drop the assigned subscription" (each sequence of the two ends as its last
+    one would leave it: a subscribe never replaces another reason's row, a drop only removes
+    `assigned` rows). Activity and history rows are all kept, in the order written."""
+
+    events: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    assignees: dict[int, tuple[int, int | None]] = field(default_factory=dict)
+    subscriptions: dict[tuple[int, int | None, int | None], tuple[int, bool]] = field(
+        default_factory=dict
+    )
+    activities: list[tuple[int, int, int, Jsonb, int, int]] = field(default_factory=list)
+
+    def set_event(self, group_id: int, order: tuple[int, int], delivery_id: int) -> None:
+        self.events[group_id] = (*order, delivery_id)
+
+    def subscribe_user(self, group: GroupRef, user_id: int) -> None:
+        self.subscriptions[(group.id, user_id, None)] = (group.project_id, True)
+
+    def set_user_assignee(self, group: GroupRef, user_id: int) -> None:
+        self.assignees[group.id] = (group.project_id, user_id)
+
+    def delete_assignee(self, group: GroupRef) -> None:
+        self.assignees[group.id] = (group.project_id, None)
+
+    def add_activity_and_history(
+        self,
+        group: GroupRef,
+        type_: ActivityType,
+        data: dict[str, Any],
+        status: HistoryStatus,
+        delivery_id: int,
+    ) -> None:
+        self.activities.append(
+            (group.id, group.project_id, int(type_), Jsonb(data), int(status), delivery_id)
+        )
+
+    def delete_assigned_subscriptions(
+        self, group: GroupRef, user_ids: Collection[int], team_ids: Collection[int]
+    ) -> None:
+        for user_id in user_ids:
+            self.subscriptions[(group.id, user_id, None)] = (group.project_id, False)
+        for team_id in team_ids:
+            self.subscriptions[(group.id, None, team_id)] = (group.project_id, False)
+
+    def flush(self, conn: Connection) -> None:
+        """Queue the statements on `conn` (sent together in pipeline mode) and start over."""
+        if self.events:
+            groups, rows = list(self.events), list(self.events.values())
+            conn.execute(
+                _event_sql(UPSERT_GROUP_EVENTS, "assignee"),
+                (groups, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
+            )
+        users = [(g, p, u) for g, (p, u) in self.assignees.items() if u is not None]
+        if users:
+            conn.execute(UPSERT_USER_ASSIGNEES, tuple(map(list, zip(*users, strict=True))))
+        gone = [g for g, (_, u) in self.assignees.items() if u is None]
+        if gone:
+            conn.execute(DELETE_ASSIGNEES, (gone,))
+        subscribe = [(g, p, u) for (g, u, _), (p, on) in self.subscriptions.items() if on]
+        if subscribe:
+            conn.execute(
+                SUBSCRIBE_USERS, (REASON_ASSIGNED, *map(list, zip(*subscribe, strict=True)))
+            )
+        drop = [(g, u, t) for (g, u, t), (_, on) in self.subscriptions.items() if not on]
+        if drop:
+            conn.execute(
+                UNSUBSCRIBE_ASSIGNED, (*map(list, zip(*drop, strict=True)), REASON_ASSIGNED)
+            )
+        if self.activities:
+            conn.execute(
+                INSERT_ACTIVITIES_AND_HISTORIES,
+                tuple(map(list, zip(*self.activities, strict=True))),
+            )
+        self.events, self.assignees, self.subscriptions, self.activities = {}, {}, {}, []
