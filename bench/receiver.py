@@ -152,9 +152,7 @@ def _rounds(
         for name in order:
             harness.drop_queues(srv)
             process, port = servers[name]
-            with harness.CpuUse(
-                {"app": process.tree(), "servers": harness.server_processes()}
-            ) as cpu:
+            with harness.CpuUse({"app": process.tree, "servers": harness.server_processes}) as cpu:
                 result = generate(
                     port, path, opts.connections, opts.duration_s, opts.warmup_s,
                     f"r{round_no}-{uuid.uuid4().hex[:8]}",
@@ -187,9 +185,7 @@ def _rounds(
             break
     if opts.profile:
         process, port = servers[PRODUCT]
-        spy = profile.attach(
-            process.pid, opts.duration_s, "receiver", subprocesses=True, gil=True
-        )
+        spy = profile.attach(process.pid, opts.duration_s, "receiver", subprocesses=True, gil=True)
         result = generate(port, path, opts.connections, opts.duration_s, 0.0, "profile")
         load.accepted_by_product += int(result["accepted_total"])
         spy.wait()
