@@ -2,7 +2,8 @@
 
     python -m bench                      # everything, 3 runs of each (at most ~9.5 minutes)
     python -m bench --quick              # a smoke run: 1 short run of each (~2 minutes)
-    python -m bench --only receiver,ids  # sections: receiver, pipeline, latency, ids, replay
+    python -m bench --only receiver,ids  # sections: receiver, pipeline, latency, ids, replay,
+                                         # scaling
 
 Writes bench/results.json and bench/results.md and prints the table. Never fails on a number:
 the exit code is 0 unless the bench itself could not start. Each section gets a share of the
@@ -26,9 +27,12 @@ from bench.harness import Servers
 from bench.report import Report
 from devtools import rabbitmq
 
-SECTIONS = ("receiver", "pipeline", "latency", "ids", "replay")
+SECTIONS = ("receiver", "pipeline", "latency", "ids", "replay", "scaling")
 # Shares of the time left when a section starts (servers and scene come out of the total).
-SHARES = {"receiver": 0.17, "pipeline": 0.40, "latency": 0.14, "ids": 0.05, "replay": 0.24}
+SHARES = {
+    "receiver": 0.15, "pipeline": 0.33, "latency": 0.12, "ids": 0.04, "replay": 0.20,
+    "scaling": 0.16,
+}  # fmt: skip
 BUDGET_S = {"full": 570.0, "quick": 120.0}
 
 
@@ -150,12 +154,19 @@ def runners(args: argparse.Namespace) -> dict[str, Runner]:
             srv, rep, args.runs, sizes.replay_records, deadline, say, profile=args.profile
         )
 
+    def scaling(srv: Servers, rep: Report, deadline: float) -> None:
+        from bench import scaling as bench_scaling
+
+        count = args.pipeline_deliveries or sizes.pipeline_deliveries
+        bench_scaling.run(srv, rep, args.runs, sizes.receiver_s, count, deadline, say)
+
     return {
         "receiver": receiver,
         "pipeline": pipeline,
         "latency": latency,
         "ids": ids,
         "replay": replay,
+        "scaling": scaling,
     }
 
 

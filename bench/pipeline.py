@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 import psycopg
 
 from bench import harness, payloads, profile
@@ -95,7 +96,7 @@ def store_and_enqueue(srv: Servers, count: int) -> None:
             relay.enqueue(app, conn, ids[start : start + INSERT_BATCH])
 
 
-def _finished(srv: Servers, count: int) -> int:
+def finished(srv: Servers, count: int) -> int:
     """How many of the `count` stored deliveries are done or failed, counted from the few not
     finished yet through the (status, received_at) index: polled every 20 ms, a count of the
     finished rows scanned the whole table (3.4 ms a poll, about a sixth of a core taken from
@@ -129,24 +130,36 @@ def drain(
     timeout_s: float,
     done: Callable[[], int],
     profile_s: float = 0.0,
+    workers: int = 1,
 ) -> Phase:
-    """Start a worker on the waiting messages; time until done() reaches count and the broker
-    holds nothing more. The clock starts when the worker takes its first message: fewer wait
-    than before it started (the pipeline's first steps carry a batch of deliveries each, so
-    their number is not `count`; a message taken but not acknowledged no longer waits)."""
+    """Start worker processes (started together) on the waiting messages; time until done()
+    reaches count and the broker holds nothing more. The clock starts when a worker takes
+    its first message: fewer wait than before it started (the pipeline's first steps carry a
+    batch of deliveries each, so their number is not `count`; a message taken but not
+    acknowledged no longer waits)."""
     waiting = harness.queued(srv, held=False)
-    worker = harness.celery_worker(srv, label)
+    started_workers = [
+        harness.celery_worker(srv, label if workers == 1 else f"{label}-{n}")
+        for n in range(workers)
+    ]
     with PeakRss() as rss:
-        rss.watch("worker", worker)
+        rss.watch("worker", started_workers[0])  # peaks per role: the others are alike
         try:
             if not harness.poll_until(
                 lambda: harness.queued(srv, held=False) < waiting, 60, POLL_S / 4
             ):
-                raise RuntimeError(f"{label} worker took nothing:\n{worker.log_tail()}")
+                logs = "\n".join(w.log_tail() for w in started_workers)
+                raise RuntimeError(f"{label} worker took nothing:\n{logs}")
             started = time.perf_counter()
             if profile_s:
-                spy = profile.attach(worker.pid, profile_s, label, subprocesses=True, gil=True)
-            groups = {"worker": worker.tree, "servers": harness.server_processes}
+                spy = profile.attach(
+                    started_workers[0].pid, profile_s, label, subprocesses=True, gil=True
+                )
+
+            def trees() -> list[psutil.Process]:
+                return [p for w in started_workers for p in w.tree()]
+
+            groups = {"worker": trees, "servers": harness.server_processes}
             with harness.CpuUse(groups) as cpu:
                 complete = harness.poll_until(
                     lambda: done() >= count and harness.queued(srv) == 0, timeout_s, POLL_S
@@ -157,7 +170,8 @@ def drain(
             if profile_s:
                 spy.wait()
         finally:
-            worker.stop()
+            for worker in started_workers:
+                worker.stop()
     return Phase(
         items, seconds, tasks, complete, dict(rss.peaks),
         cores={"worker": cpu.cores("worker"), "servers": cpu.cores("servers")},
@@ -182,7 +196,7 @@ def one_run(srv: Servers, count: int, share_s: float) -> tuple[Run, dict[str, in
     publish_noops(count)
     noop = drain(srv, "noop", count, share_s * 0.3, lambda: count - harness.queued(srv))
     store_and_enqueue(srv, count)
-    product = drain(srv, "pipeline", count, share_s * 0.6, lambda: _finished(srv, count))
+    product = drain(srv, "pipeline", count, share_s * 0.6, lambda: finished(srv, count))
     outcomes = _outcomes(srv)
     harness.drop_queues(srv)
     return Run(count, noop, product), outcomes
@@ -281,6 +295,6 @@ def _profile(srv: Servers, count: int, say: Callable[[str], None]) -> None:
     """One more drain with py-spy on the worker and its pool processes (15 s at most)."""
     harness.drop_queues(srv)
     store_and_enqueue(srv, count)
-    drain(srv, "pipeline-profile", count, 20.0, lambda: _finished(srv, count), profile_s=15.0)
+    drain(srv, "pipeline-profile", count, 20.0, lambda: finished(srv, count), profile_s=15.0)
     harness.drop_queues(srv)
     say(profile.finish("pipeline-profile", "pipeline (worker main + pool processes)"))

@@ -57,7 +57,7 @@ def webhook_token() -> str:
     return tokens.issue(payloads.EXTERNAL_ID, payloads.WEBHOOK_SECRET)
 
 
-def _generate(opts: Options) -> Callable[..., dict[str, Any]]:
+def generator(opts: Options) -> Callable[..., dict[str, Any]]:
     use_wrk = opts.generator == "wrk" or (opts.generator == "auto" and loadgen.wrk_available())
     return loadgen.run_wrk if use_wrk else loadgen.run_python
 
@@ -139,7 +139,7 @@ def _rounds(
     deadline: float,
     say: Callable[[str], None],
 ) -> None:
-    generate = _generate(opts)
+    generate = generator(opts)
     path = PATH_PREFIX + webhook_token() + "/"
     for name, (_, port) in servers.items():
         if prime(port, path) == 202 and name == PRODUCT:
