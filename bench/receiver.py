@@ -57,9 +57,29 @@ def webhook_token() -> str:
     return tokens.issue(payloads.EXTERNAL_ID, payloads.WEBHOOK_SECRET)
 
 
+PYTHON_LOAD_WARNING = (
+    "WARNING: {why}: the receiver's load came from the Python generator, which shares the "
+    "cores with the receiver and inflates its tail; judge the receiver goals by wrk's figures"
+)
+
+
 def generator(opts: Options) -> Callable[..., dict[str, Any]]:
     use_wrk = opts.generator == "wrk" or (opts.generator == "auto" and loadgen.wrk_available())
     return loadgen.run_wrk if use_wrk else loadgen.run_python
+
+
+def warn_if_python(opts: Options, report: Report, say: Callable[[str], None]) -> None:
+    """One line, printed and in the report, when the Python generator is the load."""
+    if generator(opts) is loadgen.run_python:
+        why = (
+            "--generator python was asked for"
+            if opts.generator == "python"
+            else "wrk is not installed (apt-get install wrk)"
+        )
+        line = PYTHON_LOAD_WARNING.format(why=why)
+        say(line)
+        if line not in report.notes:
+            report.notes.append(line)
 
 
 def prime(port: int, path: str) -> int:
@@ -112,6 +132,7 @@ class Load:
 def run(
     srv: Servers, report: Report, opts: Options, deadline: float, say: Callable[[str], None]
 ) -> None:
+    warn_if_python(opts, report, say)
     with psycopg.connect(srv.database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE webhook_delivery CASCADE")
     load = Load()

@@ -41,6 +41,7 @@ def _receiver(
     srv: Servers, report: Report, runs: int, seconds: float, say: Callable[[str], None]
 ) -> None:
     opts = bench_receiver.Options(runs=runs, duration_s=seconds, warmup_s=1.0)
+    bench_receiver.warn_if_python(opts, report, say)
     generate = bench_receiver.generator(opts)
     path = bench_receiver.PATH_PREFIX + bench_receiver.webhook_token() + "/"
     sides = {1: "1 receiver process", 2: "2 receiver processes"}
