@@ -80,3 +80,10 @@ def test_task_context_is_on_every_line_until_cleared(log_lines: io.StringIO) -> 
     assert (one["task_id"], one["delivery_id"], one["issue_key"]) == ("t-1", 7, "APP-1")
     assert two["delivery_id"] == 8  # what the line says wins over the context
     assert "task_id" not in after
+
+
+def test_a_text_found_clean_is_scrubbed_once_it_holds_a_registered_secret() -> None:
+    text = "token=zq8-unit-test-secret-value"
+    assert logs.scrub(text) == text  # clean now, and remembered as clean
+    logs.register_secret("zq8-unit-test-secret-value")
+    assert logs.scrub(text) == "token=***"

@@ -35,19 +35,42 @@ _secrets_lock = threading.Lock()
 _MARKERS = ("-----BEGIN", "eyJ", "://", "oauth_")
 
 
+# Short texts already found clean (logger names, events, keys, outcomes, issue keys, task
+# ids: most of a line, again and again): checked once, not on every line. Only clean texts
+# are kept, so nothing secret stays here; forgotten when a secret is registered.
+_CLEAN_MAX_CHARS = 256
+_CLEAN_MAX_ENTRIES = 8192
+_clean: set[str] = set()
+_generation = 0  # bumped by each registration: a check begun before one is not kept
+
+
 def register_secret(value: str | None) -> None:
     """Never let this value reach a log line (credentials, keys, passwords)."""
-    global _secrets_longest_first
+    global _secrets_longest_first, _generation
     if value and len(value) >= 4:
         with _secrets_lock:
             if value not in _secrets:
                 _secrets.add(value)
                 _secrets_longest_first = tuple(sorted(_secrets, key=len, reverse=True))
+                _generation += 1
+                _clean.clear()
 
 
 def scrub(text: str) -> str:
     """Remove PEM blocks, JWTs, URL passwords, OAuth secrets, Authorization credentials and
     every registered secret from text."""
+    if text in _clean:
+        return text
+    generation = _generation
+    scrubbed = _scrub(text)
+    if scrubbed == text and len(text) <= _CLEAN_MAX_CHARS and generation == _generation:
+        if len(_clean) >= _CLEAN_MAX_ENTRIES:
+            _clean.clear()
+        _clean.add(text)
+    return scrubbed
+
+
+def _scrub(text: str) -> str:
     if any(marker in text for marker in _MARKERS) or "authorization" in text.lower():
         text = _PEM.sub("[private key]", text)
         text = _JWT.sub("[token]", text)
@@ -128,6 +151,10 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     root.handlers[:] = [handler]
     logging.captureWarnings(True)  # warnings too become JSON lines
     root.setLevel(level)
+    # The JSON line names no source line, thread or process: skip collecting them for every
+    # record (the logging HOWTO's "Optimization"; a worker writes a line per delivery).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # oauthlib's DEBUG lines spell out signature base strings: never below WARNING.
     for noisy in ("psycopg.pool", "urllib3", "httpx", "oauthlib", "requests_oauthlib"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
