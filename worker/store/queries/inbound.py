@@ -414,34 +414,35 @@ def delete_assigned_subscriptions(
 
 # -- a batch's writes, set-wise ---------------------------------------------------------------
 
+# Binary parameters (%b): arrays of numbers dump faster than their text form.
 UPSERT_GROUP_EVENTS = """
 INSERT INTO {table} (group_id, event_ts, changelog_id, delivery_id)
-SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::bigint[])
 ON CONFLICT (group_id) DO UPDATE SET
     event_ts = EXCLUDED.event_ts, changelog_id = EXCLUDED.changelog_id,
     delivery_id = EXCLUDED.delivery_id, applied_at = now()
 """
 UPSERT_USER_ASSIGNEES = """
 INSERT INTO group_assignee (group_id, project_id, user_id, team_id)
-SELECT g, p, u, NULL FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(g, p, u)
+SELECT g, p, u, NULL FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[]) AS v(g, p, u)
 ON CONFLICT (group_id) DO UPDATE SET
     user_id = EXCLUDED.user_id, team_id = NULL, created_at = now()
 """
-DELETE_ASSIGNEES = "DELETE FROM group_assignee WHERE group_id = ANY(%s)"
+DELETE_ASSIGNEES = "DELETE FROM group_assignee WHERE group_id = ANY(%b)"
 SUBSCRIBE_USERS = """
 INSERT INTO group_subscription (group_id, project_id, user_id, reason)
-SELECT g, p, u, %s FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(g, p, u)
+SELECT g, p, u, %s FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[]) AS v(g, p, u)
 ON CONFLICT (group_id, user_id) DO NOTHING
 """
 UNSUBSCRIBE_ASSIGNED = """
 DELETE FROM group_subscription s
-USING unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(g, u, t)
+USING unnest(%b::bigint[], %b::bigint[], %b::bigint[]) AS v(g, u, t)
 WHERE s.group_id = v.g AND s.reason = %s AND (s.user_id = v.u OR s.team_id = v.t)
 """
 INSERT_ACTIVITIES_AND_HISTORIES = """
 WITH v AS (
-    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::smallint[], %s::jsonb[], %s::smallint[],
-                         %s::bigint[]) WITH ORDINALITY AS v(g, p, type, data, status, d, n)
+    SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::smallint[], %b::jsonb[], %b::smallint[],
+                         %b::bigint[]) WITH ORDINALITY AS v(g, p, type, data, status, d, n)
 ), activity_rows AS (
     INSERT INTO activity (group_id, project_id, type, user_id, data, delivery_id)
     SELECT g, p, type, NULL, data, d FROM v ORDER BY n
