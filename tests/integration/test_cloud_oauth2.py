@@ -183,6 +183,26 @@ def test_a_consent_whose_exchange_failed_can_be_completed_again(
     assert count(res, "SELECT count(*) FROM integration") == 1
 
 
+def test_a_dynamic_webhook_cloud_refuses_says_which_scope_it_needs(
+    res: Resources, orgs: None, fake_cloud: FakeCloud, atlassian: dict[str, str], run: Run,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    fake_cloud.add_oauth_app(CLIENT_ID)
+    refused = json.dumps({"errorMessages": ["Unauthorized; scope does not match"]})
+    path = f"/ex/jira/{fake_cloud.cloud_id}/rest/api/3/webhook"
+    fake_cloud.overrides[path] = (403, refused, "application/json")
+    query = parse_qs(urlsplit(fake_cloud.consent(start_link(run, fake_cloud, tmp_path))).query)
+    code, out, err = run("integration", "complete", "--code", query["code"][0],
+                         "--state", query["state"][0])  # fmt: skip
+    assert code == EXIT_OK, out + err
+    assert "could not be registered" in out and "manage:jira-webhook" in out
+    assert count(res, "SELECT count(*) FROM integration") == 1  # the link stands
+    del fake_cloud.overrides[path]
+    (listed,) = admin.list_view(res)
+    assert run("integration", "configure", str(listed["id"]), "--refresh-server-info")[0] == 0
+    assert len(fake_cloud.dynamic_webhooks) == 1
+
+
 def test_a_consent_for_another_site_stores_nothing(
     res: Resources, orgs: None, fake_cloud: FakeCloud, atlassian: dict[str, str], run: Run,
     tmp_path: Path, receiver: TestClient,

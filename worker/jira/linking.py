@@ -210,7 +210,13 @@ def registered(
             expires_at = min((h.expires_at for h in hooks), default=None)
     except JiraRejected as exc:
         error = str(exc)
-        if exc.status in (401, 403):
+        if exc.status in (401, 403) and "webhook_jql" in integration.metadata:
+            error += (
+                " (a dynamic webhook needs the app's manage:jira-webhook scope: add it in the "
+                "developer console, link again, or retry with `jira-sync integration configure "
+                f"{integration.id} --refresh-server-info`)"
+            )
+        elif exc.status in (401, 403):
             error += (
                 " (registering a webhook needs a Jira administrator: add it by hand in Jira, "
                 "System > WebHooks, with the URL `jira-sync integration webhook-url "
