@@ -10,7 +10,7 @@ import pytest
 
 from config.settings import Settings, load_settings
 from worker.domain.errors import InvalidInput, JiraRejected
-from worker.jira import api, oauth2
+from worker.jira import dynamic, oauth2
 
 
 def settings() -> Settings:
@@ -55,12 +55,12 @@ def test_a_consent_for_another_site_names_the_sites_it_granted() -> None:
     [1796083200000, 1796083200, "1796083200000", "2026-12-01T00:00:00.000+0000"],
 )
 def test_a_dynamic_webhook_expiry_reads_in_each_spelling(value: object) -> None:
-    assert api._expiry(value) == datetime(2026, 12, 1, tzinfo=UTC)
+    assert dynamic._expiry(value) == datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def test_a_dynamic_webhook_without_expiry_is_refused() -> None:
     with pytest.raises(JiraRejected, match="expirationDate"):
-        api._expiry(None)
+        dynamic._expiry(None)
 
 
 def test_beat_checks_the_dynamic_webhooks_hourly() -> None:

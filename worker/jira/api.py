@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
@@ -23,7 +22,8 @@ from worker import cache
 from worker.domain.errors import JiraRejected, JiraThrottled, NotFound
 from worker.domain.status import Transition
 from worker.jira import oauth1, oauth2
-from worker.jira.transport import SERVER_INFO_PATH, ServerInfo, jira_instant, send
+from worker.jira.dynamic import DynamicWebhooks
+from worker.jira.transport import SERVER_INFO_PATH, ServerInfo, send
 from worker.store.db import transaction
 from worker.store.queries import integrations as q
 
@@ -41,9 +41,6 @@ WEBHOOK_EVENTS = ("jira:issue_created", "jira:issue_updated")
 SEARCH_PATH = "/rest/api/2/search"
 # Cloud answers 410 Gone on the old search since 2025: this one pages by token.
 CLOUD_SEARCH_PATH = "/rest/api/3/search/jql"
-# Cloud's dynamic webhooks, registered by an OAuth 2.0 app (they expire after 30 days).
-DYNAMIC_WEBHOOK_PATH = "/rest/api/3/webhook"
-DYNAMIC_WEBHOOK_EVENTS = ("jira:issue_updated",)
 
 
 @dataclass(frozen=True)
@@ -89,7 +86,7 @@ def token_auth(email: str | None, token: str) -> AuthBase:
     return HTTPBasicAuth(email, token) if email else BearerAuth(token)
 
 
-class JiraClient:
+class JiraClient(DynamicWebhooks):
     """REST calls to one Jira, signed by `auth`, in its dialect (`cloud`)."""
 
     def __init__(
@@ -355,65 +352,6 @@ class JiraClient:
             raise JiraRejected("Jira's webhook list is not JSON") from None
         hooks = [h for h in listed if isinstance(h, dict)] if isinstance(listed, list) else []
         return [h for h in hooks if ours(str(h.get("url", "")))]
-
-    def ensure_dynamic_webhook(
-        self, url: str, jql: str, ours: Callable[[str], bool]
-    ) -> tuple[int, datetime]:
-        """Exactly one dynamic webhook of ours (OAuth 2.0 apps), sending issue updates that
-        match `jql` to `url`: one already registered with both is refreshed (its 30 days start
-        again), any other of ours deleted; none left: one is registered. Returns its id and
-        when Cloud stops sending it."""
-        mine = [h for h in self._dynamic_webhooks() if ours(str(h.get("url", "")))]
-        kept = next((h for h in mine if h.get("url") == url and h.get("jqlFilter") == jql), None)
-        stale = [int(h["id"]) for h in mine if h is not kept and str(h.get("id", "")).isdigit()]
-        if stale:
-            self._call("DELETE", DYNAMIC_WEBHOOK_PATH, json={"webhookIds": stale})
-        if kept is not None:
-            webhook_id = int(kept["id"])
-            answer = self._json("PUT", DYNAMIC_WEBHOOK_PATH + "/refresh", "webhook refresh",
-                                json={"webhookIds": [webhook_id]})  # fmt: skip
-            expiry = answer.get("expirationDate") if isinstance(answer, dict) else None
-            return webhook_id, _expiry(expiry)
-        hook = {"events": list(DYNAMIC_WEBHOOK_EVENTS), "jqlFilter": jql}
-        body = {"url": url, "webhooks": [hook]}
-        answer = self._json("POST", DYNAMIC_WEBHOOK_PATH, "webhook registration", json=body)
-        results = answer.get("webhookRegistrationResult") if isinstance(answer, dict) else None
-        first = results[0] if isinstance(results, list) and results else {}
-        created = first.get("createdWebhookId") if isinstance(first, dict) else None
-        if not isinstance(created, int):
-            errors = first.get("errors") if isinstance(first, dict) else None
-            raise JiraRejected(f"Jira did not register the dynamic webhook: {errors or answer}")
-        listed = {int(h["id"]): h for h in self._dynamic_webhooks() if str(h.get("id")).isdigit()}
-        if created not in listed:
-            raise JiraRejected("Jira does not list the dynamic webhook it just registered")
-        return created, _expiry(listed[created].get("expirationDate"))
-
-    def _dynamic_webhooks(self) -> list[dict[str, Any]]:
-        """Every dynamic webhook this app registered on the site (paged by offset)."""
-        found: list[dict[str, Any]] = []
-        while True:
-            page = self._json("GET", DYNAMIC_WEBHOOK_PATH, "webhook list",
-                              params={"startAt": len(found), "maxResults": 100})  # fmt: skip
-            values = page.get("values") if isinstance(page, dict) else None
-            if not isinstance(values, list):
-                raise JiraRejected("Jira's dynamic webhook list has no values")
-            found += [h for h in values if isinstance(h, dict)]
-            if page.get("isLast", True) or not values:
-                return found
-
-
-def _expiry(value: Any) -> datetime:
-    """A dynamic webhook's `expirationDate`: epoch milliseconds (the REST reference's int64)
-    or Jira's time text (its examples)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, UTC)
-    if isinstance(value, str):
-        if value.isdigit():
-            return _expiry(int(value))
-        instant = jira_instant(value)
-        if instant is not None:
-            return instant
-    raise JiraRejected(f"Jira's dynamic webhook has no usable expirationDate: {value!r}")
 
 
 def _webhook_id(hook: dict[str, Any]) -> str:
