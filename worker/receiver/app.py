@@ -157,10 +157,14 @@ class Receiver:
         sent = signatures.sent(headers, auth)
         if not (sent or auth.require_signature):
             return True
-        used = signatures.matching(raw, sent, auth.signing_secrets)
+        used = signatures.matching(raw, sent, auth.signing_secrets, bearer=auth.bearer)
         if used is None and self.auth.age_s(auth.external_id) > AUTH_REFRESH_AFTER_S:
             fresh = await self.auth.get(auth.external_id, refresh=True)  # a rotation may be newer
-            used = None if fresh is None else signatures.matching(raw, sent, fresh.signing_secrets)
+            used = (
+                None
+                if fresh is None
+                else signatures.matching(raw, sent, fresh.signing_secrets, bearer=fresh.bearer)
+            )
         if used is None:
             log.info(
                 "payload.bad_signature",

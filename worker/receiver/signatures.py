@@ -41,20 +41,27 @@ def sent(headers: Headers, auth: Signer) -> list[str]:
     return headers.getlist(BEARER_HEADER if auth.bearer else HEADER)
 
 
-def verify(body: bytes, sent: Sequence[str], candidate_secrets: Sequence[bytes]) -> bool:
+def verify(
+    body: bytes, sent: Sequence[str], candidate_secrets: Sequence[bytes], *, bearer: bool = False
+) -> bool:
     """True when exactly one signature header was sent and it signs `body` with one of the
-    secrets; False for no secret at all."""
-    return matching(body, sent, candidate_secrets) is not None
+    secrets (`bearer`: it is a JWT that verifies); False for no secret at all."""
+    return matching(body, sent, candidate_secrets, bearer=bearer) is not None
 
 
-def matching(body: bytes, sent: Sequence[str], candidate_secrets: Sequence[bytes]) -> int | None:
+def matching(
+    body: bytes, sent: Sequence[str], candidate_secrets: Sequence[bytes], *, bearer: bool = False
+) -> int | None:
     """The index of the secret whose signature of `body` is the one header sent (0: the
-    current secret, 1: the previous one of a rotation), or None. A `Bearer` header is a
-    dynamic webhook's JWT: it signs no body, but must verify with a secret and not have
-    expired."""
+    current secret, 1: the previous one of a rotation), or None. With `bearer` (an OAuth 2.0
+    link's dynamic webhooks) the header is `Bearer <JWT>`: it signs no body, but must verify
+    with a secret and not have expired; without it, a JWT is no signature (it would not cover
+    the body)."""
     if len(sent) != 1:
         return None
-    if sent[0].startswith(BEARER):
+    if bearer:
+        if not sent[0].startswith(BEARER):
+            return None
         token = sent[0][len(BEARER) :].strip()
         secrets = [s.decode() for s in candidate_secrets]
         return tokens.matching_expiring(token, secrets, time.time()) if secrets else None
