@@ -271,7 +271,7 @@ def _report(report: Report, done: list[Run], outcomes: dict[str, int]) -> None:
         Figure(
             "pipeline", "deliveries drained end to end", "deliveries/s",
             Sample([r.product.per_s for r in shown]), "no-op task, same worker",
-            Sample([r.noop.per_s for r in shown]), goal=1.0, note=note,
+            Sample([r.noop.per_s for r in shown]), goal=2.0, note=note,
         )
     )  # fmt: skip
     report.add(
