@@ -12,7 +12,7 @@ from worker.domain.assignment import decide_change
 from worker.domain.errors import NotFound
 from worker.domain.event import IssueEvent, parse_event
 from worker.runtime.app import app
-from worker.store.db import transaction
+from worker.store.db import autocommit, transaction
 from worker.store.queries import deliveries as q_deliveries
 from worker.store.queries import group_status as q_status
 from worker.store.queries import migration as q_migration
@@ -30,8 +30,8 @@ def check_changelog(
     writes its outcomes. A status change of an issue no organization syncs the status of is
     settled here (`no-affected-groups`), without a step of its own."""
     ids = delivery_ids_of(delivery_ids, legacy)
-    with transaction(self.resources.pool) as conn:
-        found = {d.id: d for d in q_deliveries.get_deliveries(conn, ids)}
+    with autocommit(self.resources.pool) as conn:  # reads: no BEGIN and COMMIT round trips
+        found = {d.id: d for d in q_deliveries.get_bodies(conn, ids)}
 
     def read(delivery_id: int) -> tuple[int, IssueEvent] | None:
         """The delivery's event; None if it is done already."""
@@ -44,7 +44,7 @@ def check_changelog(
     status_keys = {
         (found[d].integration_id, e.issue_key) for d, e in events.items() if e.status_changed
     }
-    with transaction(self.resources.pool) as conn:
+    with autocommit(self.resources.pool) as conn:
         synced = q_status.status_synced_keys(conn, status_keys) if status_keys else set()
         # An issue whose project moved to Cloud, arriving from the instance it left (SPEC 15).
         migrated = q_migration.migrated_deliveries(

@@ -30,7 +30,7 @@ from worker.domain.errors import BadPayload, NotFound
 from worker.domain.event import IssueEvent, parse_event
 from worker.domain.model import ActivityType, HistoryStatus
 from worker.runtime.app import app
-from worker.store.db import Connection, transaction
+from worker.store.db import Connection, autocommit, transaction
 from worker.store.queries import deliveries as q_deliveries
 from worker.store.queries import effects as q_effects
 from worker.store.queries import inbound as q
@@ -199,8 +199,8 @@ def _store_and_finish(
 def _events(step: Step, delivery_ids: list[int]) -> dict[int, IssueEvent]:
     """The batch's deliveries' events, read in one query; an unreadable body is left out (its
     group step reads it again and records what is wrong)."""
-    with transaction(step.resources.pool) as conn:
-        found = q_deliveries.get_deliveries(conn, delivery_ids)
+    with autocommit(step.resources.pool) as conn:  # a read: no BEGIN and COMMIT round trips
+        found = q_deliveries.get_bodies(conn, delivery_ids)
     events = {}
     for delivery in found:
         with contextlib.suppress(BadPayload):
