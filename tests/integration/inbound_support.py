@@ -204,6 +204,21 @@ def wait_finished(
     return result
 
 
+def wait_failed(res: Resources, delivery_id: int, timeout_s: float = 30) -> Finished:
+    """A delivery that a side effect (an outbound push) fails: it is `done` once its groups
+    changed, and `failed` only when the push that follows has failed for good."""
+    found: Finished = wait_for(
+        lambda: (
+            (f := (finished(res, [delivery_id]) or {}).get(delivery_id))
+            and f.status == "failed"
+            and f
+        ),
+        timeout_s,
+        f"delivery {delivery_id} to be failed by its side effect",
+    )
+    return found
+
+
 def outcome_of(res: Resources, delivery_id: int, timeout_s: float = 30) -> str | None:
     done = wait_finished(res, [delivery_id], timeout_s)[delivery_id]
     assert done.status == "done", done

@@ -30,6 +30,7 @@ from tests.integration.inbound_support import (
     jira_payload,
     outcome_of,
     post,
+    wait_failed,
     wait_finished,
 )
 from tests.integration.status_support import (
@@ -349,7 +350,7 @@ def test_a_push_cloud_refused_is_recorded_and_replays_once_fixed(
     # Ann is mapped to an account the site does not have (yet): Cloud answers 400.
     fake_cloud.users = [u for u in fake_cloud.users if u.name != ANN_ACCOUNT]
     delivery = post(res, jira_payload(ANN, ts=1000, changelog_id=1))
-    done = wait_finished(res, [delivery])[delivery]  # failed: one of its pushes was refused
+    done = wait_failed(res, delivery)  # one of its pushes was refused
     assert (done.status, done.outcome) == ("failed", "assigned")
     _, out, _ = run("failed", "list", "--json")
     (record,) = json.loads(out)["records"]

@@ -23,7 +23,7 @@ from worker.domain.errors import JiraRejected, JiraThrottled, NotFound
 from worker.domain.status import Transition
 from worker.jira import oauth1, oauth2
 from worker.jira.dynamic import DynamicWebhooks
-from worker.jira.transport import SERVER_INFO_PATH, ServerInfo, send
+from worker.jira.transport import SERVER_INFO_PATH, BearerAuth, ServerInfo, send
 from worker.store.db import transaction
 from worker.store.queries import integrations as q
 
@@ -65,20 +65,6 @@ class SitePause(Protocol):
     def remaining_s(self) -> float: ...
 
     def pause(self, seconds: float) -> None: ...
-
-
-class BearerAuth(AuthBase):
-    """`Authorization: Bearer <token>`: a Data Center personal access token (8.14+)."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        return request
-
-    def __repr__(self) -> str:
-        return "BearerAuth(***)"
 
 
 def token_auth(email: str | None, token: str) -> AuthBase:

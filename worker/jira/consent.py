@@ -23,7 +23,7 @@ from config.settings import Settings
 from worker.domain import tokens
 from worker.domain.errors import InvalidInput, NotFound
 from worker.jira import api, linking, oauth2, webhooks
-from worker.jira.transport import normalize_base_url
+from worker.jira.transport import BearerAuth, normalize_base_url
 from worker.runtime.resources import Resources
 from worker.store.db import transaction
 from worker.store.queries import integrations as q
@@ -113,7 +113,7 @@ def complete(
     cloud_id = oauth2.accessible_cloud_id(settings, grant.access_token, pending.base_url)
     api_url = oauth2.gateway_url(settings, cloud_id)
     timeout_s = settings.jira_timeout_s
-    probe = api.JiraClient(api_url, oauth2.StaticBearer(grant.access_token), timeout_s=timeout_s)
+    probe = api.JiraClient(api_url, BearerAuth(grant.access_token), timeout_s=timeout_s)
     try:
         server = probe.server_info()
     finally:

@@ -29,7 +29,7 @@ from requests_oauthlib import OAuth2Session
 
 from config.settings import Settings
 from worker.domain.errors import InvalidInput, JiraRejected, JiraUnavailable, NotFound
-from worker.jira.transport import send
+from worker.jira.transport import BearerAuth, send
 from worker.store.db import transaction
 from worker.store.queries import oauth2 as q
 
@@ -168,24 +168,10 @@ def cloud_id_of(site_url: str, resources: Any) -> str:
     )
 
 
-class StaticBearer(AuthBase):
-    """`Authorization: Bearer <token>` with a token that does not change."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        return request
-
-    def __repr__(self) -> str:
-        return "StaticBearer(***)"
-
-
 def accessible_cloud_id(settings: Settings, access_token: str, site_url: str) -> str:
     """The linked site's cloud id, from the sites the grant reaches."""
     answer = send(
-        "GET", settings.atlassian_api_url + ACCESSIBLE_RESOURCES_PATH, StaticBearer(access_token),
+        "GET", settings.atlassian_api_url + ACCESSIBLE_RESOURCES_PATH, BearerAuth(access_token),
         verify_ssl=True, timeout_s=settings.jira_timeout_s,
     )  # fmt: skip
     try:

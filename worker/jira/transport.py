@@ -164,3 +164,18 @@ def retry_after_s(response: requests.Response) -> float:
     except ValueError:
         return DEFAULT_RETRY_AFTER_S
     return min(max(value, 0.0), MAX_RETRY_AFTER_S)
+
+
+class BearerAuth(AuthBase):
+    """`Authorization: Bearer <token>`: a Data Center personal access token (8.14+), or an
+    OAuth 2.0 access token."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(***)"

@@ -18,7 +18,6 @@ import asyncio
 import base64
 import contextlib
 import hmac
-import html
 import ipaddress
 import json
 import logging
@@ -34,12 +33,12 @@ from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from worker.domain import tokens
-from worker.domain.errors import BadPayload, JiraSyncError
+from worker.domain.errors import BadPayload
 from worker.domain.event import read_event
 from worker.jira import linking
 from worker.jira.linking import CALLBACK_PATH, WEBHOOK_PREFIX
@@ -344,28 +343,15 @@ def _metrics_refusal(request: Request, basic_auth: str) -> Response | None:
     return _json(403, {"error": "forbidden", "detail": detail})
 
 
-CALLBACK_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>jira-sync: {title}</title></head>
-<body><h1>{title}</h1><p>{message}</p></body></html>
-"""
-
-
 async def oauth_callback(request: Request) -> Response:
     receiver = _receiver(request)
     oauth_token = request.query_params.get("oauth_token", "")
     if not oauth_token:
-        title, message, status = "Link failed", "The callback carries no oauth_token.", 400
-    else:
-        try:
-            result = await anyio.to_thread.run_sync(linking.complete, receiver.res, oauth_token)
-        except JiraSyncError as exc:
-            title, message, status = "Link failed", str(exc), 400
-        else:
-            title, status = "Jira linked", 200
-            message = linking.completion_message(result)
-    log.info("link.callback", extra={"status": status})
-    page = CALLBACK_PAGE.format(title=html.escape(title), message=html.escape(message))
-    return HTMLResponse(page, status)
+        message = "The callback carries no oauth_token."
+        return consent.link_page("Link failed", message, 400, "link.callback")
+    return await consent.finish_link(
+        lambda: linking.complete(receiver.res, oauth_token), "Jira linked", "link.callback"
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

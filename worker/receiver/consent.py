@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Callable
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -24,23 +25,32 @@ PAGE = """<!doctype html>
 """
 
 
+async def finish_link(
+    complete: Callable[[], linking.LinkResult], linked_title: str, event: str
+) -> Response:
+    """Run a link's completion (in a thread: it calls Jira) and answer the operator's browser
+    with one small page saying how it went."""
+    try:
+        result = await anyio.to_thread.run_sync(complete)
+    except JiraSyncError as exc:
+        return link_page("Link failed", str(exc), 400, event)
+    return link_page(linked_title, linking.completion_message(result), 200, event)
+
+
+def link_page(title: str, message: str, status: int, event: str) -> Response:
+    log.info(event, extra={"status": status})
+    page = PAGE.format(title=html.escape(title), message=html.escape(message))
+    return HTMLResponse(page, status)
+
+
 async def oauth2_callback(request: Request) -> Response:
     params = request.query_params
     code, state, error = params.get("code", ""), params.get("state", ""), params.get("error")
+    event = "link.oauth2_callback"
     if error:
         detail = params.get("error_description") or error
-        title, message, status = "Link failed", f"Atlassian answered: {detail[:200]}", 400
-    elif not code or not state:
-        title, message, status = "Link failed", "The callback carries no code or no state.", 400
-    else:
-        res = request.app.state.receiver.res
-        try:
-            result = await anyio.to_thread.run_sync(consent.complete, res, code, state)
-        except JiraSyncError as exc:
-            title, message, status = "Link failed", str(exc), 400
-        else:
-            title, status = "Jira Cloud linked", 200
-            message = linking.completion_message(result)
-    log.info("link.oauth2_callback", extra={"status": status})
-    page = PAGE.format(title=html.escape(title), message=html.escape(message))
-    return HTMLResponse(page, status)
+        return link_page("Link failed", f"Atlassian answered: {detail[:200]}", 400, event)
+    if not code or not state:
+        return link_page("Link failed", "The callback carries no code or no state.", 400, event)
+    res = request.app.state.receiver.res
+    return await finish_link(lambda: consent.complete(res, code, state), "Jira Cloud linked", event)
