@@ -85,14 +85,6 @@ def get_delivery(conn: Connection, delivery_id: int) -> Delivery | None:
     return None if row is None else Delivery(**row)
 
 
-SELECT_DELIVERIES = "SELECT * FROM webhook_delivery WHERE id = ANY(%s) ORDER BY id"
-
-
-def get_deliveries(conn: Connection, delivery_ids: list[int]) -> list[Delivery]:
-    """The deliveries of these ids that exist, in id order."""
-    return [Delivery(**row) for row in conn.execute(SELECT_DELIVERIES, (delivery_ids,))]
-
-
 @dataclass(frozen=True)
 class StoredBody:
     """What a step reads of a delivery to act on it: its body, where from, and whether done."""

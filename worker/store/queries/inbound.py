@@ -329,37 +329,6 @@ def assignee(conn: Connection, group_id: int) -> Assignee | None:
     return None if row is None else Assignee(user_id=row["user_id"], team_id=row["team_id"])
 
 
-SUBSCRIBE_USER = """
-INSERT INTO group_subscription (group_id, project_id, user_id, reason)
-VALUES (%s, %s, %s, %s)
-ON CONFLICT (group_id, user_id) DO NOTHING
-"""
-
-
-def subscribe_user(conn: Connection, group: GroupRef, user_id: int) -> None:
-    """Subscribe with reason `assigned`; an existing subscription of any reason is kept."""
-    conn.execute(SUBSCRIBE_USER, (group.id, group.project_id, user_id, REASON_ASSIGNED))
-
-
-UPSERT_USER_ASSIGNEE = """
-INSERT INTO group_assignee (group_id, project_id, user_id, team_id)
-VALUES (%s, %s, %s, NULL)
-ON CONFLICT (group_id) DO UPDATE SET
-    user_id = EXCLUDED.user_id, team_id = NULL, created_at = now()
-"""
-
-
-def set_user_assignee(conn: Connection, group: GroupRef, user_id: int) -> None:
-    conn.execute(UPSERT_USER_ASSIGNEE, (group.id, group.project_id, user_id))
-
-
-DELETE_ASSIGNEE = "DELETE FROM group_assignee WHERE group_id = %s"
-
-
-def delete_assignee(conn: Connection, group_id: int) -> None:
-    conn.execute(DELETE_ASSIGNEE, (group_id,))
-
-
 # The activity and the history row of one change, in one statement (a data-modifying WITH
 # runs whether or not the main statement reads it); one of a type per delivery and group.
 INSERT_ACTIVITY_AND_HISTORY = """
@@ -394,21 +363,6 @@ def insert_activity_and_history(
             "status": int(status),
             "delivery_id": delivery_id,
         },
-    )
-
-
-DELETE_ASSIGNED_SUBSCRIPTIONS = """
-DELETE FROM group_subscription
-WHERE group_id = %s AND reason = %s AND (user_id = ANY(%s) OR team_id = ANY(%s))
-"""
-
-
-def delete_assigned_subscriptions(
-    conn: Connection, group_id: int, user_ids: Collection[int], team_ids: Collection[int]
-) -> None:
-    """Only `assigned` subscriptions go; comment, bookmark and others stay (SPEC 4.5)."""
-    conn.execute(
-        DELETE_ASSIGNED_SUBSCRIPTIONS, (group_id, REASON_ASSIGNED, list(user_ids), list(team_ids))
     )
 
 
