@@ -240,17 +240,8 @@ class FakeCloud(FakeJira):
         return self._cloud_rest(call, email)
 
     def _authenticated(self, headers: dict[str, str]) -> str | None:
-        """The account an `Authorization: Basic email:token` names, if its token is valid."""
-        value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-        scheme, _, encoded = value.partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            email, _, token = base64.b64decode(encoded).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        known = self.api_tokens.get(email)
-        return email if known is not None and hmac.compare_digest(known, token) else None
+        """The account an `Authorization: Basic email:token` names, if its API token is valid."""
+        return _basic_account(headers, self.api_tokens)
 
     def _gateway(self, call: Call, headers: dict[str, str]) -> Answer:
         """api.atlassian.com/ex/jira/{cloud id}: an app's access token or a scoped token."""
@@ -277,16 +268,8 @@ class FakeCloud(FakeJira):
         return app if app and time.time() < expires else None
 
     def _scoped_account(self, headers: dict[str, str]) -> str | None:
-        value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-        scheme, _, encoded = value.partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            email, _, token = base64.b64decode(encoded).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        known = self.scoped_tokens.get(email)
-        return email if known is not None and hmac.compare_digest(known, token) else None
+        """The service account a Basic header names, if its scoped token is valid."""
+        return _basic_account(headers, self.scoped_tokens)
 
     def _authorize(self, call: Call) -> Answer:
         q = call.query
@@ -536,3 +519,17 @@ def fake_cloud() -> Iterator[FakeCloud]:
         yield server.fake
     finally:
         server.stop()
+
+
+def _basic_account(headers: dict[str, str], tokens: dict[str, str]) -> str | None:
+    """The e-mail an `Authorization: Basic email:token` names, if `tokens` holds that token."""
+    value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    scheme, _, encoded = value.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        email, _, token = base64.b64decode(encoded).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    known = tokens.get(email)
+    return email if known is not None and hmac.compare_digest(known, token) else None
