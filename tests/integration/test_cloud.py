@@ -268,8 +268,11 @@ def test_a_data_center_assignment_is_pushed_to_cloud_by_account_id(
 
 
 def test_reconciliation_on_cloud_pages_by_token(
-    res: Resources, both: dict[str, Any], fake_cloud: FakeCloud, run: Run
+    res: Resources, both: dict[str, Any], fake_cloud: FakeCloud, fake_jira: FakeJira, run: Run
 ) -> None:
+    # The fed change is pushed to Data Center too: Ann exists there, so the delivery ends
+    # `done` (without her the push fails and turns it `failed`, however fast that comes).
+    fake_jira.add_user("ann", "Ann@Acme.test", "Ann A.")
     fake_cloud.search_page_cap = 2
     for n in range(5):  # issues not linked here, but on the same pages
         fake_cloud.set_issue(f"CLD-{100 + n}", BOB_ACCOUNT, fake_cloud.now_ms() - 600_000)
