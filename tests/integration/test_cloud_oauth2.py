@@ -367,8 +367,15 @@ def delivered(receiver: TestClient, url: str, body: bytes, headers: dict[str, st
 
 
 def test_a_dynamic_webhook_delivery_with_a_valid_jwt_is_applied_and_bad_ones_are_refused(
-    res: Resources, both: WorkerProcess, fake_cloud: FakeCloud, receiver: TestClient
+    res: Resources,
+    both: WorkerProcess,
+    fake_cloud: FakeCloud,
+    fake_jira: FakeJira,
+    receiver: TestClient,
 ) -> None:
+    # The change is pushed to Data Center too: Ann exists there, so the delivery ends `done`
+    # (without her the push fails and turns it `failed`, however fast that comes).
+    fake_jira.add_user("ann", "Ann@Acme.test", "Ann A.")
     body = cloud_body(ANN_ACCOUNT, ts=1000, changelog_id=1)
     (signed,) = fake_cloud.outgoing(body)
     assert signed.headers["Authorization"].startswith("Bearer ")
