@@ -49,6 +49,9 @@ class Settings:
     status_categories_ttl_s: int
     flower_port: int
     flower_address: str
+    # A receiver process whose heartbeat is this old without a clean stop was killed: beat's
+    # sweep sends again what it stored (migration 0024). It beats every sixth of this.
+    receiver_silent_after_s: float
 
     @property
     def broker_is_amqp(self) -> bool:
@@ -202,6 +205,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         status_categories_ttl_s=_number(env, "STATUS_CATEGORIES_TTL_S", 3600, 10, 86400),
         flower_port=_number(env, "FLOWER_PORT", 5555, 1, 65535),
         flower_address=env.get("FLOWER_ADDRESS", "").strip() or "127.0.0.1",
+        receiver_silent_after_s=_number(env, "RECEIVER_SILENT_AFTER_S", 30.0, 3.0, 3600.0),
         reconcile_interval_s=_number(env, "RECONCILE_INTERVAL_S", 300, 10, 86400),
         # JQL compares `updated` to the minute: an overlap under a minute would miss changes.
         reconcile_overlap_s=_number(env, "RECONCILE_OVERLAP_S", 180, 60, 3600),

@@ -86,9 +86,14 @@ def sweep_deliveries(self: Step) -> int:
 
 
 def _send_unqueued(res: Resources) -> int:
-    """Send every delivery stored but never queued (the broker was down when it arrived), a
-    batch per transaction, for up to SWEEP_DRAIN_S: a backlog left by a long broker outage
-    drains at the broker's speed, not a batch per sweep. Stops at a send that fails."""
+    """Send every delivery stored but never queued (the broker was down when it arrived, or
+    the receiver that stored it was killed before it sent it), a batch per transaction, for up
+    to SWEEP_DRAIN_S: a backlog left by a long broker outage drains at the broker's speed, not
+    a batch per sweep. Stops at a send that fails."""
+    with transaction(res.pool) as conn:
+        released = q.release_silent_senders(conn, res.settings.receiver_silent_after_s)
+    if released:
+        log.warning("delivery.sender_silent", extra={"count": released})
     sent_in_all, deadline = 0, time.monotonic() + SWEEP_DRAIN_S
     while True:
         with transaction(res.pool) as conn:

@@ -43,6 +43,12 @@ def test_deliveries_accepted_while_broker_is_down_are_processed_after_it_returns
             assert [a.status_code for a in answers] == [202] * COUNT
             # The background probe notices within a second or so.
             wait_for(lambda: client.get("/readyz").status_code == 503, 15, "not ready")
+            # Stored `queued`; each send that fails sets its deliveries back to `received`.
+            wait_for(
+                lambda: set(statuses(res).values()) == {"received"},
+                30,
+                "the failed sends set back to received",
+            )
         finally:
             servers.redis.start()
         accepted = {int(a.json()["delivery"]) for a in answers}

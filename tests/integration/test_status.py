@@ -19,7 +19,7 @@ import redis as redis_lib
 from config.celery import QUEUE_INBOUND
 from devtools.embedded import free_port
 from tests.conftest import ROOT, Servers, WorkerProcess, receiver_process, wait_for
-from tests.webhooks import JSON, body, load_integrations, payload, url
+from tests.webhooks import JSON, body, delivery_ids_on_broker, load_integrations, payload, url
 from worker.cli import main
 from worker.cli.common import EXIT_OK
 from worker.cli.overview import EXIT_ATTENTION
@@ -106,7 +106,11 @@ def test_stuck_delivery_and_unreplayed_failure_exit_1_naming_both(
 ) -> None:
     load_integrations(scene)
     delivery_id = post_delivery(receiver)  # no worker runs: it stays on the broker
-    wait_for(lambda: delivery_status(res, delivery_id) == "queued", 10, "the delivery queued")
+    wait_for(
+        lambda: delivery_ids_on_broker(servers.env["BROKER_URL"]) == {delivery_id},
+        10,
+        "the delivery on the broker",
+    )
     broker = redis_lib.Redis.from_url(servers.env["BROKER_URL"])
     assert broker.delete(QUEUE_INBOUND) == 1  # its message is lost
     broker.close()

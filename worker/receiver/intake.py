@@ -3,13 +3,22 @@ that hands stored deliveries to the broker.
 
 Both write through an event-loop connection pool: a coroutine waiting on PostgreSQL holds no
 thread, so no thread competes with the loop for the GIL (which showed as the receiver's tail
-latency). Only the broker send, a blocking kombu call, runs in a thread, once per batch."""
+latency). Only the broker send, a blocking kombu call, runs in a thread, once per batch.
+
+A delivery is stored `queued`, by this process as its sender, and sent right after: one write
+per delivery (marking it queued after the send was a second write of every row, half of
+PostgreSQL's work per delivery). A send that fails sets its deliveries back to `received`,
+for beat's sweep. The process's heartbeat (receiver_process.seen_at) tells beat's sweep it is
+alive; if it is killed between a commit and the send, its heartbeat stops and the sweep sends
+again what it stored (migration 0024)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from dataclasses import dataclass, field
 
 import anyio.to_thread
@@ -18,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tasks import relay
 from worker.receiver import metrics
+from worker.receiver.periodic import Periodic
 from worker.store.db import AsyncConnection, autocommit_async
 from worker.store.queries import deliveries as q
 
@@ -33,11 +43,29 @@ class _Waiting:
 
 
 @dataclass
+class Sender:
+    """This receiver process as the sender of the deliveries it stores: registered with the
+    first one it stores (a receiver starts without its database)."""
+
+    id: int | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def get(self, conn: AsyncConnection) -> int:
+        if self.id is None:
+            async with self._lock:
+                if self.id is None:
+                    self.id = await q.register_sender_async(conn, socket.gethostname(), os.getpid())
+                    log.info("receiver.registered", extra={"sender": self.id})
+        return self.id
+
+
+@dataclass
 class DeliveryWriter:
     """Group commit: flushers insert every waiting delivery in one statement."""
 
     pool: AsyncConnectionPool[AsyncConnection]
     flushers: int
+    sender: Sender
     _queue: asyncio.Queue[_Waiting] = field(default_factory=asyncio.Queue)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -64,7 +92,8 @@ class DeliveryWriter:
                 batch.append(self._queue.get_nowait())
             try:
                 async with autocommit_async(self.pool) as conn:  # one statement, one commit
-                    ids = await q.insert_deliveries_async(conn, [w.delivery for w in batch])
+                    sender = await self.sender.get(conn)
+                    ids = await q.insert_queued_async(conn, [w.delivery for w in batch], sender)
             except Exception as exc:
                 for w in batch:
                     if not w.done.done():
@@ -84,49 +113,101 @@ class DeliveryWriter:
 
 @dataclass
 class Publisher:
-    """Puts stored deliveries on the broker after they were answered, in batches."""
+    """Puts stored deliveries on the broker after they were answered, in batches; sets back
+    to `received` what it could not send, and keeps this process's heartbeat."""
 
     pool: AsyncConnectionPool[AsyncConnection]
     celery: Celery
+    sender: Sender
+    heartbeat_s: float
     _queue: asyncio.Queue[int] = field(default_factory=asyncio.Queue)
     _task: asyncio.Task[None] | None = None
+    _heartbeat: Periodic | None = None
+    # Not sent, and not set back to `received` yet (the database was down too): retried by
+    # the heartbeat.
+    _unsent: set[int] = field(default_factory=set)
+    _in_flight: list[int] = field(default_factory=list)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._publish_forever())
+        self._heartbeat = Periodic(self.beat, self.heartbeat_s)
+        self._heartbeat.start()
 
     def submit(self, delivery_id: int) -> None:
         self._queue.put_nowait(delivery_id)
 
     async def stop(self, drain_timeout_s: float = 5.0) -> None:
-        # Until every submitted delivery was sent (or left for the sweep), in flight included.
+        # Until every submitted delivery was sent (or set back for the sweep), in flight
+        # included.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_timeout_s):
                 await self._queue.join()
+        sending = bool(self._in_flight)  # a send that did not finish in time: unknown
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._heartbeat:
+            await self._heartbeat.stop()
+        while not self._queue.empty():
+            self._unsent.add(self._queue.get_nowait())
+        await self._unqueue([])
+        if self._unsent or sending or self.sender.id is None:
+            return  # beat's sweep takes over once the heartbeat is old
+        with contextlib.suppress(Exception):
+            async with autocommit_async(self.pool) as conn:
+                await q.sender_seen_async(conn, self.sender.id, ended=True)
+
+    async def beat(self) -> None:
+        """The heartbeat, and another try at setting back what could not be sent."""
+        if self._unsent:
+            await self._unqueue([])
+        if self.sender.id is None:
+            return
+        try:
+            async with autocommit_async(self.pool) as conn:
+                await q.sender_seen_async(conn, self.sender.id)
+        except Exception as exc:
+            log.warning("receiver.heartbeat_failed", extra={"error": type(exc).__name__})
 
     async def _publish_forever(self) -> None:
         while True:
             ids = [await self._queue.get()]
             while not self._queue.empty():
                 ids.append(self._queue.get_nowait())
+            self._in_flight = ids
             try:
                 await self._enqueue(ids)
             finally:
+                self._in_flight = []
                 for _ in ids:
                     self._queue.task_done()
 
     async def _enqueue(self, ids: list[int]) -> None:
-        # Anything not sent, or sent but not marked, stays `received`: the beat sweep sends
-        # it later (a second send is harmless: the steps are idempotent).
         try:
             if await anyio.to_thread.run_sync(relay.send_starts, self.celery, ids):
-                async with autocommit_async(self.pool) as conn:
-                    await q.mark_queued_async(conn, ids)
+                return
         except Exception as exc:
             log.warning(
-                "delivery.enqueue_deferred",
-                extra={"count": len(ids), "error": type(exc).__name__},
+                "delivery.enqueue_deferred", extra={"count": len(ids), "error": type(exc).__name__}
             )
+        await self._unqueue(ids)
+
+    async def _unqueue(self, ids: list[int]) -> None:
+        """Set these (and any earlier ones left) back to `received`: beat's sweep sends them
+        (a second send of one that reached the broker after all is harmless: the steps are
+        idempotent)."""
+        self._unsent.update(ids)
+        if not self._unsent:
+            return
+        pending = sorted(self._unsent)
+        try:
+            async with autocommit_async(self.pool) as conn:
+                await q.unqueue_async(conn, pending)
+        except Exception as exc:
+            log.warning(
+                "delivery.unqueue_deferred",
+                extra={"count": len(pending), "error": type(exc).__name__},
+            )
+            return
+        self._unsent.difference_update(pending)

@@ -35,6 +35,7 @@ class Delivery:
     # The status part (SPEC 10): None until applied, or when the delivery changes no status.
     status_outcome: str | None = None
     status_detail: dict[str, Any] = field(default_factory=dict)
+    sender: int | None = None  # the receiver process that stored it (migration 0024)
 
 
 # queued_at is when the first step was last put on the broker (a re-send moves it).
@@ -46,10 +47,6 @@ WHERE id = ANY(%s) AND status IN ('received', 'queued')
 
 def mark_queued(conn: Connection, delivery_ids: list[int]) -> None:
     conn.execute(MARK_QUEUED, (delivery_ids,))
-
-
-async def mark_queued_async(conn: AsyncConnection, delivery_ids: list[int]) -> None:
-    await conn.execute(MARK_QUEUED, (delivery_ids,))
 
 
 SELECT_UNQUEUED = """
@@ -185,6 +182,19 @@ ON CONFLICT (integration_id, dedupe_key) DO NOTHING
 RETURNING id, integration_id, dedupe_key
 """
 
+# The receiver's insert: stored `queued` by the receiver process that sends them next (one write
+# per delivery; migration 0024 says what happens when the send does not follow).
+INSERT_QUEUED = """
+INSERT INTO webhook_delivery
+    (integration_id, dedupe_key, body, headers, issue_key, event_ts, source, status, queued_at,
+     sender)
+SELECT u.*, 'queued', now(), %b::bigint
+FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::jsonb[], %b::text[], %b::bigint[],
+            %b::text[]) AS u
+ON CONFLICT (integration_id, dedupe_key) DO NOTHING
+RETURNING id, integration_id, dedupe_key
+"""
+
 
 class _Insert:
     """One group commit's statement: duplicates within the batch are sent once."""
@@ -216,19 +226,72 @@ class _Insert:
 
 
 def insert_deliveries(conn: Connection, batch: list[NewDelivery]) -> list[int | None]:
-    """Store many deliveries in one statement (the receiver's group commit). Returns, per
-    item, the new id or None when it duplicates a stored delivery or an earlier item."""
+    """Store many deliveries `received` in one statement (for beat's sweep to send). Returns,
+    per item, the new id or None when it duplicates a stored delivery or an earlier item."""
     insert = _Insert(batch)
     return insert.ids(conn.execute(INSERT_DELIVERIES, insert.params).fetchall())
 
 
-async def insert_deliveries_async(
-    conn: AsyncConnection, batch: list[NewDelivery]
+async def insert_queued_async(
+    conn: AsyncConnection, batch: list[NewDelivery], sender: int
 ) -> list[int | None]:
-    """`insert_deliveries` on the event loop."""
+    """The receiver's group commit: like `insert_deliveries`, stored `queued` by `sender` (a
+    receiver_process), on the event loop."""
     insert = _Insert(batch)
-    cursor = await conn.execute(INSERT_DELIVERIES, insert.params)
+    cursor = await conn.execute(INSERT_QUEUED, (sender, *insert.params))
     return insert.ids(await cursor.fetchall())
+
+
+# -- the receiver processes that send what they store (migration 0024) ---------------------
+
+REGISTER_SENDER = """
+INSERT INTO receiver_process (host, pid) VALUES (%s, %s) RETURNING id
+"""
+# A heartbeat also clears ended_at: beat's sweep may have taken over a receiver that was only
+# cut off from the database; it goes on sending what it stores from now on.
+SENDER_SEEN = "UPDATE receiver_process SET seen_at = now(), ended_at = NULL WHERE id = %s"
+SENDER_ENDED = "UPDATE receiver_process SET seen_at = now(), ended_at = now() WHERE id = %s"
+# A send that failed: back to `received`, for beat's sweep of unqueued deliveries.
+UNQUEUE = """
+UPDATE webhook_delivery SET status = 'received', queued_at = NULL, updated_at = now()
+WHERE id = ANY(%s) AND status = 'queued'
+"""
+
+
+async def register_sender_async(conn: AsyncConnection, host: str, pid: int) -> int:
+    cursor = await conn.execute(REGISTER_SENDER, (host, pid))
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+async def sender_seen_async(conn: AsyncConnection, sender: int, *, ended: bool = False) -> None:
+    await conn.execute(SENDER_ENDED if ended else SENDER_SEEN, (sender,))
+
+
+async def unqueue_async(conn: AsyncConnection, delivery_ids: list[int]) -> None:
+    await conn.execute(UNQUEUE, (delivery_ids,))
+
+
+TAKE_SILENT_SENDERS = """
+UPDATE receiver_process SET ended_at = now()
+WHERE ended_at IS NULL AND seen_at < now() - make_interval(secs => %s)
+RETURNING id
+"""
+RELEASE_SENDERS = """
+UPDATE webhook_delivery SET status = 'received', queued_at = NULL, updated_at = now()
+WHERE sender = ANY(%s) AND status = 'queued'
+"""
+
+
+def release_silent_senders(conn: Connection, silent_after_s: float) -> int:
+    """Receivers whose heartbeat stopped without a clean stop (killed): set the deliveries they
+    stored and may not have sent back to `received`, for the sweep of unqueued deliveries.
+    Returns how many deliveries."""
+    senders = [int(r["id"]) for r in conn.execute(TAKE_SILENT_SENDERS, (silent_after_s,))]
+    if not senders:
+        return 0
+    return conn.execute(RELEASE_SENDERS, (senders,)).rowcount
 
 
 @dataclass(frozen=True)
