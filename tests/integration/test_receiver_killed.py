@@ -128,3 +128,27 @@ def test_a_receiver_stopped_cleanly_is_not_taken_over(
     sweep_deliveries.run()
     assert rows(res, {delivery_id}) == {delivery_id: ("queued", sender)}
     assert len([m for m in delivery_ids_on_broker(broker_url) if m == delivery_id]) == 1
+
+
+def test_a_receiver_whose_send_is_stuck_stops_its_heartbeat_and_is_taken_over(
+    res: Resources, servers: Servers, scene: Callable[[dict[str, Any]], None], tmp_path: Path
+) -> None:
+    """Alive but stuck (its send waits on a broker that does not answer): beat's sweep must not
+    wait for it forever."""
+    assert servers.redis is not None, "needs the embedded Redis"
+    from worker.store.queries import deliveries as dq
+
+    load_integrations(scene)
+    env = {**os.environ, **servers.env, "RECEIVER_SILENT_AFTER_S": "3"}  # beats every 0.5 s
+    with receiver_process(env, tmp_path / "receiver.log") as (base, log):
+        post(base, "APP-0")  # registers the process as a sender
+        with servers.redis.paused():
+            ids = {post(base, f"APP-{n}") for n in range(1, 4)}
+            wait_for(lambda: "receiver.send_stuck" in log(), 15, "the stuck send noticed")
+
+            def taken_over() -> bool:
+                with transaction(res.pool) as conn:  # now() is the transaction's start
+                    return dq.release_silent_senders(conn, 3.0) > 0
+
+            wait_for(taken_over, 15, "the sweep's takeover of the silent receiver")
+            assert {status for status, _ in rows(res, ids).values()} == {"received"}

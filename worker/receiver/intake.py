@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 
 import anyio.to_thread
@@ -126,7 +127,7 @@ class Publisher:
     # Not sent, and not set back to `received` yet (the database was down too): retried by
     # the heartbeat.
     _unsent: set[int] = field(default_factory=set)
-    _in_flight: list[int] = field(default_factory=list)
+    _sending_since: float | None = None  # when the send under way began (monotonic)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._publish_forever())
@@ -142,7 +143,7 @@ class Publisher:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_timeout_s):
                 await self._queue.join()
-        sending = bool(self._in_flight)  # a send that did not finish in time: unknown
+        sending = self._sending_since is not None  # a send that did not finish: unknown
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,10 +160,15 @@ class Publisher:
                 await q.sender_seen_async(conn, self.sender.id, ended=True)
 
     async def beat(self) -> None:
-        """The heartbeat, and another try at setting back what could not be sent."""
-        if self._unsent:
-            await self._unqueue([])
+        """The heartbeat, and another try at setting back what could not be sent. A send stuck
+        for three beats stops the heartbeat: beat's sweep then takes over what this process
+        stored, as if it had been killed."""
+        await self._unqueue([])
         if self.sender.id is None:
+            return
+        since = self._sending_since
+        if since is not None and time.monotonic() - since > 3 * self.heartbeat_s:
+            log.warning("receiver.send_stuck", extra={"stuck_s": round(time.monotonic() - since)})
             return
         try:
             async with autocommit_async(self.pool) as conn:
@@ -175,11 +181,11 @@ class Publisher:
             ids = [await self._queue.get()]
             while not self._queue.empty():
                 ids.append(self._queue.get_nowait())
-            self._in_flight = ids
+            self._sending_since = time.monotonic()
             try:
                 await self._enqueue(ids)
             finally:
-                self._in_flight = []
+                self._sending_since = None
                 for _ in ids:
                     self._queue.task_done()
 
