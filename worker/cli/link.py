@@ -162,7 +162,7 @@ def _start_oauth2(args: argparse.Namespace, client_secret: str) -> int:
     echo(started.authorize_url)
     echo(f"Atlassian then redirects to {consent.redirect_uri(res.settings)} (the app's callback")
     echo("URL in the developer console), which finishes the link. If it cannot reach the")
-    echo("receiver: jira-sync integration complete --code <code> --state <state>")
+    echo("receiver: jira-sync integration complete --code=<code> --state=<state>")
     return EXIT_OK
 
 

@@ -16,6 +16,7 @@ stored when an input or Atlassian's answer is bad.
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -76,7 +77,9 @@ def start(
             f"{base} is not Jira Cloud: OAuth 2.0 apps link Cloud sites; use --consumer-key "
             "(OAuth 1.0a) or --personal-access-token-file here"
         )
-    state = tokens.new_secret()
+    # Hex: a URL-safe token may begin with "-", which `integration complete --state S` would
+    # take for an option.
+    state = secrets.token_hex(tokens.SECRET_BYTES)
     ttl_s = res.settings.pending_link_ttl_s
     with transaction(res.pool) as conn:
         q_oauth2.delete_expired_consents(conn)
