@@ -226,8 +226,9 @@ class _Insert:
 
 
 def insert_deliveries(conn: Connection, batch: list[NewDelivery]) -> list[int | None]:
-    """Store many deliveries `received` in one statement (for beat's sweep to send). Returns,
-    per item, the new id or None when it duplicates a stored delivery or an earlier item."""
+    """Store many deliveries `received` in one statement (the caller sends them; what it cannot,
+    beat's sweep does). Returns, per item, the new id or None when it duplicates a stored
+    delivery or an earlier item."""
     insert = _Insert(batch)
     return insert.ids(conn.execute(INSERT_DELIVERIES, insert.params).fetchall())
 
@@ -252,10 +253,10 @@ INSERT INTO receiver_process (host, pid) VALUES (%s, %s) RETURNING id
 SENDER_SEEN = "UPDATE receiver_process SET seen_at = now(), ended_at = NULL WHERE id = %s"
 SENDER_ENDED = "UPDATE receiver_process SET seen_at = now(), ended_at = now() WHERE id = %s"
 # A send that failed: back to `received`, for beat's sweep of unqueued deliveries.
-UNQUEUE = """
-UPDATE webhook_delivery SET status = 'received', queued_at = NULL, updated_at = now()
-WHERE id = ANY(%s) AND status = 'queued'
-"""
+_BACK_TO_RECEIVED = (
+    "UPDATE webhook_delivery SET status = 'received', queued_at = NULL, updated_at = now()"
+)
+UNQUEUE = _BACK_TO_RECEIVED + " WHERE id = ANY(%s) AND status = 'queued'"
 
 
 async def register_sender_async(conn: AsyncConnection, host: str, pid: int) -> int:
@@ -278,10 +279,7 @@ UPDATE receiver_process SET ended_at = now()
 WHERE ended_at IS NULL AND seen_at < now() - make_interval(secs => %s)
 RETURNING id
 """
-RELEASE_SENDERS = """
-UPDATE webhook_delivery SET status = 'received', queued_at = NULL, updated_at = now()
-WHERE sender = ANY(%s) AND status = 'queued'
-"""
+RELEASE_SENDERS = _BACK_TO_RECEIVED + " WHERE sender = ANY(%s) AND status = 'queued'"
 
 
 def release_silent_senders(conn: Connection, silent_after_s: float) -> int:
